@@ -1,0 +1,100 @@
+// attention: causal grouped-query attention of q (n_tokens, n_heads, head_dim) over a
+// layer's KV caches (n_kv, capacity, head_dim), which already hold the new tokens. Token t
+// is at position pos[0] + t and sees positions lo..=pos[0] + t (lo > 0 with a sliding
+// window). Query head h reads KV head h / (n_heads / n_kv). Scores are scaled, optionally
+// soft-capped (softcap * tanh(s / softcap)), and combined with an online softmax over tiles
+// of 64 positions (flash-attention style): the running max and sum rescale the output.
+// One workgroup of 64 per (head, token); each invocation scores one position of a tile and
+// owns output dimensions li, li + 64, li + 128, li + 192 (head_dim <= 256).
+// Used for prefill (n_tokens > 1) and decode (n_tokens = 1).
+// Dispatch: (n_heads, n_tokens, 1).
+struct Params {
+    n_heads: u32,
+    n_kv: u32,
+    head_dim: u32,
+    capacity: u32,
+    n_tokens: u32,
+    window: u32,
+    scale: f32,
+    softcap: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> pos: array<u32>;
+@group(0) @binding(2) var<storage, read> q: array<f32>;
+@group(0) @binding(3) var<storage, read> kc: array<f32>;
+@group(0) @binding(4) var<storage, read> vc: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+const WG: u32 = 64u;
+const NEG: f32 = -3.0e38;
+
+var<workgroup> qs: array<f32, 256>;
+var<workgroup> sc: array<f32, WG>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let h = wg.x;
+    let t = wg.y;
+    let d = p.head_dim;
+    let at = pos[0] + t;
+    let kvh = h / (p.n_heads / p.n_kv);
+    let qbase = (t * p.n_heads + h) * d;
+    for (var i = li; i < d; i += WG) {
+        qs[i] = q[qbase + i];
+    }
+    var lo = 0u;
+    if (p.window > 0u && at + 1u > p.window) {
+        lo = at + 1u - p.window;
+    }
+    let cbase = kvh * p.capacity;
+    var m = NEG;
+    var l = 0.0;
+    var acc = vec4<f32>(0.0);
+    workgroupBarrier();
+    for (var j0 = lo; j0 <= at; j0 += WG) {
+        let j = j0 + li;
+        var s = NEG;
+        if (j <= at) {
+            let kb = (cbase + j) * d;
+            var dotv = 0.0;
+            for (var i = 0u; i < d; i++) {
+                dotv += qs[i] * kc[kb + i];
+            }
+            s = dotv * p.scale;
+            if (p.softcap > 0.0) {
+                let u = clamp(s / p.softcap, -15.0, 15.0);
+                s = p.softcap * (1.0 - 2.0 / (exp(2.0 * u) + 1.0));
+            }
+        }
+        sc[li] = s;
+        workgroupBarrier();
+        let cnt = min(WG, at + 1u - j0);
+        var tmax = m;
+        for (var jj = 0u; jj < cnt; jj++) {
+            tmax = max(tmax, sc[jj]);
+        }
+        let corr = exp(m - tmax);
+        l *= corr;
+        acc *= corr;
+        for (var jj = 0u; jj < cnt; jj++) {
+            let pw = exp(sc[jj] - tmax);
+            l += pw;
+            let vb = (cbase + j0 + jj) * d;
+            for (var e = 0u; e < 4u; e++) {
+                let i = li + e * WG;
+                if (i < d) {
+                    acc[e] += pw * vc[vb + i];
+                }
+            }
+        }
+        m = tmax;
+        workgroupBarrier();
+    }
+    for (var e = 0u; e < 4u; e++) {
+        let i = li + e * WG;
+        if (i < d) {
+            out[qbase + i] = acc[e] / l;
+        }
+    }
+}

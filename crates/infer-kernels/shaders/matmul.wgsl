@@ -1,0 +1,92 @@
+// matmul: Y[i, y_col + c] = sum_k X[i, k] * W[c, k] (Y = X W^T) for the rows c of one weight
+// part. Prefill's linear layer. X is (m, k) f32; W is (n, k) in any weight dtype (a
+// `weights_*` snippet is prepended), dequantized while its tile is loaded; Y is (m, y_ld).
+// Tiles of 64 x 64 outputs in workgroup memory, K in steps of 32; each of the 16 x 16
+// invocations keeps 4 x 4 outputs in registers.
+// Dispatch: (ceil(n / 64), ceil(m / 64), 1).
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    y_ld: u32,
+    y_col: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> w: array<u32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+const T: u32 = 64u;
+const TK: u32 = 32u;
+
+var<workgroup> xs: array<vec4<f32>, 512>; // (T, TK / 4)
+var<workgroup> ws: array<vec4<f32>, 512>; // (T, TK / 4)
+
+@compute @workgroup_size(16, 16)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let m0 = wg.y * T;
+    let n0 = wg.x * T;
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+        for (var i = 0u; i < 2u; i++) {
+            let idx = li + i * 256u;
+            let r = idx / 8u;
+            let kk = k0 + (idx % 8u) * 4u;
+            let ok = vec4<bool>(kk < p.k, kk + 1u < p.k, kk + 2u < p.k, kk + 3u < p.k);
+            var xv = vec4<f32>(0.0);
+            let xr = m0 + r;
+            if (xr < p.m) {
+                let base = xr * p.k + kk;
+                if (all(ok)) {
+                    xv = vec4<f32>(x[base], x[base + 1u], x[base + 2u], x[base + 3u]);
+                } else {
+                    xv = vec4<f32>(
+                        select(0.0, x[base], ok.x),
+                        select(0.0, x[base + 1u], ok.y),
+                        select(0.0, x[base + 2u], ok.z),
+                        select(0.0, x[base + 3u], ok.w),
+                    );
+                }
+            }
+            xs[idx] = xv;
+            var wv = vec4<f32>(0.0);
+            let wr = n0 + r;
+            if (wr < p.n && kk < p.k) {
+                let b = kk / WB;
+                let sc = w_scale(wr, b);
+                wv = select(vec4<f32>(0.0), w_q4(wr, b, kk % WB) * sc.x + sc.y, ok);
+            }
+            ws[idx] = wv;
+        }
+        workgroupBarrier();
+        for (var k4 = 0u; k4 < TK / 4u; k4++) {
+            var a: array<vec4<f32>, 4>;
+            var bb: array<vec4<f32>, 4>;
+            for (var i = 0u; i < 4u; i++) {
+                a[i] = xs[(lid.y + 16u * i) * 8u + k4];
+                bb[i] = ws[(lid.x + 16u * i) * 8u + k4];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                acc[i] += vec4<f32>(dot(a[i], bb[0]), dot(a[i], bb[1]), dot(a[i], bb[2]), dot(a[i], bb[3]));
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let row = m0 + lid.y + 16u * i;
+        for (var j = 0u; j < 4u; j++) {
+            let col = n0 + lid.x + 16u * j;
+            if (row < p.m && col < p.n) {
+                y[row * p.y_ld + p.y_col + col] = acc[i][j];
+            }
+        }
+    }
+}

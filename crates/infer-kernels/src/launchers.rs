@@ -1,0 +1,578 @@
+//! The launchers, one per shader. Each `#[repr(C)]` params struct matches its WGSL `Params`
+//! field for field.
+
+use bytemuck::{Pod, Zeroable};
+use infer_tensor::{DType, Tensor};
+
+use crate::{Dispatch, KernelError, Kernels, Result, grid1, need_f32, need_len};
+
+pub use infer_tensor::reference::{GeluMode, RopeMode};
+
+fn weight_dtype(kernel: &'static str, w: &Tensor) -> Result<DType> {
+    if w.dtype == DType::U32 {
+        return Err(KernelError::DType {
+            kernel,
+            tensor: w.name.clone(),
+            dtype: w.dtype,
+        });
+    }
+    Ok(w.dtype)
+}
+
+fn u32s(n: usize) -> u32 {
+    u32::try_from(n).expect("sizes fit in u32 (checked against binding limits)")
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MatvecParams {
+    n: u32,
+    k: u32,
+    x_off: u32,
+    y_off: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    y_ld: u32,
+    y_col: u32,
+    _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct EmbeddingParams {
+    k: u32,
+    row_start: u32,
+    rows: u32,
+    n_tokens: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct NormParams {
+    d: u32,
+    eps: f32,
+    w_offset: f32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct N4 {
+    n: u32,
+    a: u32,
+    b: u32,
+    c: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct RopeParams {
+    n_heads: u32,
+    head_dim: u32,
+    half: u32,
+    mode: u32,
+    n_tokens: u32,
+    max_pos: u32,
+    _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct KvWriteParams {
+    n_kv: u32,
+    head_dim: u32,
+    capacity: u32,
+    n_tokens: u32,
+}
+
+/// Shape and options of an attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionParams {
+    pub n_tokens: usize,
+    pub n_heads: usize,
+    pub n_kv: usize,
+    pub head_dim: usize,
+    /// Positions each cache holds.
+    pub capacity: usize,
+    pub scale: f32,
+    /// Soft-capping of scores when > 0.
+    pub softcap: f32,
+    /// Sliding window when > 0.
+    pub window: usize,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct AttentionGpu {
+    n_heads: u32,
+    n_kv: u32,
+    head_dim: u32,
+    capacity: u32,
+    n_tokens: u32,
+    window: u32,
+    scale: f32,
+    softcap: f32,
+}
+
+impl Kernels {
+    /// `y[y_off + r] = sum_c w[r, c] x[x_off + c]`; `w` is `(n, k)` in any weight dtype.
+    pub fn matvec(
+        &self,
+        w: &Tensor,
+        x: &Tensor,
+        x_off: usize,
+        y: &Tensor,
+        y_off: usize,
+    ) -> Result<Vec<Dispatch>> {
+        let dt = weight_dtype("matvec", w)?;
+        let (n, k) = (w.rows(), w.cols());
+        need_f32("matvec", x, x_off + k)?;
+        need_f32("matvec", y, y_off + n)?;
+        w.parts
+            .iter()
+            .map(|part| {
+                let params = MatvecParams {
+                    n: u32s(part.rows),
+                    k: u32s(k),
+                    x_off: u32s(x_off),
+                    y_off: u32s(y_off + part.row_start),
+                };
+                let threads = part.rows.div_ceil(4);
+                self.dispatch(
+                    "matvec",
+                    Some(dt),
+                    &params,
+                    &[&part.buffer, x.buffer(), y.buffer()],
+                    grid1(u32s(threads.div_ceil(64))),
+                )
+            })
+            .collect()
+    }
+
+    /// `y = x w^T`: `x` is `(m, k)`, `w` is `(n, k)` in any weight dtype, `y` is `(m, n)`.
+    pub fn matmul(&self, x: &Tensor, m: usize, w: &Tensor, y: &Tensor) -> Result<Vec<Dispatch>> {
+        let dt = weight_dtype("matmul", w)?;
+        let (n, k) = (w.rows(), w.cols());
+        need_f32("matmul", x, m * k)?;
+        need_f32("matmul", y, m * n)?;
+        if m.div_ceil(64) > 65535 || n.div_ceil(64) > 65535 {
+            return Err(KernelError::Shape {
+                kernel: "matmul",
+                reason: format!("grid for m={m}, n={n} is too large"),
+            });
+        }
+        w.parts
+            .iter()
+            .map(|part| {
+                let params = MatmulParams {
+                    m: u32s(m),
+                    n: u32s(part.rows),
+                    k: u32s(k),
+                    y_ld: u32s(n),
+                    y_col: u32s(part.row_start),
+                    _pad: [0; 3],
+                };
+                self.dispatch(
+                    "matmul",
+                    Some(dt),
+                    &params,
+                    &[&part.buffer, x.buffer(), y.buffer()],
+                    [u32s(part.rows.div_ceil(64)), u32s(m.div_ceil(64)), 1],
+                )
+            })
+            .collect()
+    }
+
+    /// The linear layer for `m` rows of `x`: matvec for one row, matmul for more.
+    pub fn linear(&self, x: &Tensor, m: usize, w: &Tensor, y: &Tensor) -> Result<Vec<Dispatch>> {
+        if m == 1 {
+            self.matvec(w, x, 0, y, 0)
+        } else {
+            self.matmul(x, m, w, y)
+        }
+    }
+
+    /// `out[t] = table[ids[t]]` for `n_tokens` ids; `table` is `(vocab, k)` in any dtype.
+    pub fn embedding(
+        &self,
+        table: &Tensor,
+        ids: &Tensor,
+        n_tokens: usize,
+        out: &Tensor,
+    ) -> Result<Vec<Dispatch>> {
+        let dt = weight_dtype("embedding", table)?;
+        let k = table.cols();
+        if ids.dtype != DType::U32 {
+            return Err(KernelError::DType {
+                kernel: "embedding",
+                tensor: ids.name.clone(),
+                dtype: ids.dtype,
+            });
+        }
+        need_len("embedding", ids, n_tokens)?;
+        need_f32("embedding", out, n_tokens * k)?;
+        table
+            .parts
+            .iter()
+            .map(|part| {
+                let params = EmbeddingParams {
+                    k: u32s(k),
+                    row_start: u32s(part.row_start),
+                    rows: u32s(part.rows),
+                    n_tokens: u32s(n_tokens),
+                };
+                self.dispatch(
+                    "embedding",
+                    Some(dt),
+                    &params,
+                    &[&part.buffer, ids.buffer(), out.buffer()],
+                    [u32s(k.div_ceil(4).div_ceil(64)), u32s(n_tokens), 1],
+                )
+            })
+            .collect()
+    }
+
+    /// RMSNorm over `rows` rows of `d`: `y = x / rms(x) * (w_offset + w)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rms_norm(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        y: &Tensor,
+        rows: usize,
+        d: usize,
+        eps: f32,
+        w_offset: f32,
+    ) -> Result<Vec<Dispatch>> {
+        need_f32("rms_norm", x, rows * d)?;
+        need_f32("rms_norm", w, d)?;
+        need_f32("rms_norm", y, rows * d)?;
+        let params = NormParams {
+            d: u32s(d),
+            eps,
+            w_offset,
+            _pad: 0,
+        };
+        Ok(vec![self.dispatch(
+            "rms_norm",
+            None,
+            &params,
+            &[x.buffer(), w.buffer(), y.buffer()],
+            [u32s(rows), 1, 1],
+        )?])
+    }
+
+    /// LayerNorm over `rows` rows of `d`, with weight and bias.
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer_norm(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        y: &Tensor,
+        rows: usize,
+        d: usize,
+        eps: f32,
+    ) -> Result<Vec<Dispatch>> {
+        need_f32("layer_norm", x, rows * d)?;
+        need_f32("layer_norm", w, d)?;
+        need_f32("layer_norm", b, d)?;
+        need_f32("layer_norm", y, rows * d)?;
+        let params = NormParams {
+            d: u32s(d),
+            eps,
+            w_offset: 0.0,
+            _pad: 0,
+        };
+        Ok(vec![self.dispatch(
+            "layer_norm",
+            None,
+            &params,
+            &[x.buffer(), w.buffer(), b.buffer(), y.buffer()],
+            [u32s(rows), 1, 1],
+        )?])
+    }
+
+    /// Softmax over each of `rows` rows of `n`.
+    pub fn softmax(&self, x: &Tensor, y: &Tensor, rows: usize, n: usize) -> Result<Vec<Dispatch>> {
+        need_f32("softmax", x, rows * n)?;
+        need_f32("softmax", y, rows * n)?;
+        let params = N4 {
+            n: u32s(n),
+            a: 0,
+            b: 0,
+            c: 0,
+        };
+        Ok(vec![self.dispatch(
+            "softmax",
+            None,
+            &params,
+            &[x.buffer(), y.buffer()],
+            [u32s(rows), 1, 1],
+        )?])
+    }
+
+    /// `out = silu(gate) * up` over `n` elements.
+    pub fn swiglu(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        out: &Tensor,
+        n: usize,
+    ) -> Result<Vec<Dispatch>> {
+        for t in [gate, up, out] {
+            need_f32("swiglu", t, n)?;
+        }
+        let params = N4 {
+            n: u32s(n),
+            a: 0,
+            b: 0,
+            c: 0,
+        };
+        Ok(vec![self.dispatch(
+            "swiglu",
+            None,
+            &params,
+            &[gate.buffer(), up.buffer(), out.buffer()],
+            grid1(u32s(n.div_ceil(256))),
+        )?])
+    }
+
+    /// `y = gelu(x)` over `n` elements.
+    pub fn gelu(&self, x: &Tensor, y: &Tensor, n: usize, mode: GeluMode) -> Result<Vec<Dispatch>> {
+        need_f32("gelu", x, n)?;
+        need_f32("gelu", y, n)?;
+        let params = N4 {
+            n: u32s(n),
+            a: match mode {
+                GeluMode::Tanh => 0,
+                GeluMode::Erf => 1,
+            },
+            b: 0,
+            c: 0,
+        };
+        Ok(vec![self.dispatch(
+            "gelu",
+            None,
+            &params,
+            &[x.buffer(), y.buffer()],
+            grid1(u32s(n.div_ceil(256))),
+        )?])
+    }
+
+    fn binary(
+        &self,
+        kernel: &'static str,
+        a: &Tensor,
+        b: &Tensor,
+        n: usize,
+        b_len: usize,
+    ) -> Result<Vec<Dispatch>> {
+        need_f32(kernel, a, n)?;
+        need_f32(kernel, b, b_len)?;
+        if b_len == 0 || n % b_len != 0 {
+            return Err(KernelError::Shape {
+                kernel,
+                reason: format!("b_len {b_len} does not divide n {n}"),
+            });
+        }
+        let params = N4 {
+            n: u32s(n),
+            a: u32s(b_len),
+            b: 0,
+            c: 0,
+        };
+        Ok(vec![self.dispatch(
+            kernel,
+            None,
+            &params,
+            &[a.buffer(), b.buffer()],
+            grid1(u32s(n.div_ceil(256))),
+        )?])
+    }
+
+    /// In place: `a[i] += b[i % b_len]` over `n` elements.
+    pub fn add(&self, a: &Tensor, b: &Tensor, n: usize, b_len: usize) -> Result<Vec<Dispatch>> {
+        self.binary("add", a, b, n, b_len)
+    }
+
+    /// In place: `a[i] *= b[i % b_len]` over `n` elements.
+    pub fn mul(&self, a: &Tensor, b: &Tensor, n: usize, b_len: usize) -> Result<Vec<Dispatch>> {
+        self.binary("mul", a, b, n, b_len)
+    }
+
+    /// In place on `x` (`(n_tokens, n_heads, head_dim)`): rotary embedding with the
+    /// `(positions, half)` table of (cos, sin) pairs `cs`; token t at position `pos[0] + t`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope(
+        &self,
+        x: &Tensor,
+        cs: &Tensor,
+        pos: &Tensor,
+        n_tokens: usize,
+        n_heads: usize,
+        head_dim: usize,
+        mode: RopeMode,
+    ) -> Result<Vec<Dispatch>> {
+        need_f32("rope", x, n_tokens * n_heads * head_dim)?;
+        need_f32("rope", cs, 2)?;
+        let half = cs.cols() / 2;
+        if half == 0 || 2 * half > head_dim || cs.cols() % 2 != 0 {
+            return Err(KernelError::Shape {
+                kernel: "rope",
+                reason: format!("table {:?} does not fit head_dim {head_dim}", cs.shape),
+            });
+        }
+        need_len("rope", pos, 1)?;
+        let params = RopeParams {
+            n_heads: u32s(n_heads),
+            head_dim: u32s(head_dim),
+            half: u32s(half),
+            mode: match mode {
+                RopeMode::RotateHalf => 0,
+                RopeMode::Interleaved => 1,
+            },
+            n_tokens: u32s(n_tokens),
+            max_pos: u32s(cs.rows()),
+            _pad: [0; 2],
+        };
+        Ok(vec![self.dispatch(
+            "rope",
+            None,
+            &params,
+            &[pos.buffer(), cs.buffer(), x.buffer()],
+            [u32s((n_heads * half).div_ceil(64)), u32s(n_tokens), 1],
+        )?])
+    }
+
+    /// Writes `k`, `v` (`(n_tokens, n_kv, head_dim)`) into the caches
+    /// (`(n_kv, capacity, head_dim)`) at position `pos[0]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn kv_write(
+        &self,
+        k: &Tensor,
+        v: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        pos: &Tensor,
+        n_tokens: usize,
+        n_kv: usize,
+        head_dim: usize,
+        capacity: usize,
+    ) -> Result<Vec<Dispatch>> {
+        need_f32("kv_write", k, n_tokens * n_kv * head_dim)?;
+        need_f32("kv_write", v, n_tokens * n_kv * head_dim)?;
+        need_f32("kv_write", k_cache, n_kv * capacity * head_dim)?;
+        need_f32("kv_write", v_cache, n_kv * capacity * head_dim)?;
+        need_len("kv_write", pos, 1)?;
+        let params = KvWriteParams {
+            n_kv: u32s(n_kv),
+            head_dim: u32s(head_dim),
+            capacity: u32s(capacity),
+            n_tokens: u32s(n_tokens),
+        };
+        Ok(vec![self.dispatch(
+            "kv_write",
+            None,
+            &params,
+            &[
+                pos.buffer(),
+                k.buffer(),
+                v.buffer(),
+                k_cache.buffer(),
+                v_cache.buffer(),
+            ],
+            [u32s((n_kv * head_dim).div_ceil(64)), u32s(n_tokens), 1],
+        )?])
+    }
+
+    /// Causal grouped-query attention of `q` over the caches into `out`
+    /// (both `(n_tokens, n_heads, head_dim)`), token t at position `pos[0] + t`.
+    pub fn attention(
+        &self,
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        out: &Tensor,
+        pos: &Tensor,
+        a: &AttentionParams,
+    ) -> Result<Vec<Dispatch>> {
+        let n = a.n_tokens * a.n_heads * a.head_dim;
+        need_f32("attention", q, n)?;
+        need_f32("attention", out, n)?;
+        need_f32("attention", k_cache, a.n_kv * a.capacity * a.head_dim)?;
+        need_f32("attention", v_cache, a.n_kv * a.capacity * a.head_dim)?;
+        need_len("attention", pos, 1)?;
+        if a.head_dim > 256 || a.n_kv == 0 || a.n_heads % a.n_kv != 0 {
+            return Err(KernelError::Shape {
+                kernel: "attention",
+                reason: format!(
+                    "head_dim {} (max 256), {} heads over {} KV heads",
+                    a.head_dim, a.n_heads, a.n_kv
+                ),
+            });
+        }
+        let params = AttentionGpu {
+            n_heads: u32s(a.n_heads),
+            n_kv: u32s(a.n_kv),
+            head_dim: u32s(a.head_dim),
+            capacity: u32s(a.capacity),
+            n_tokens: u32s(a.n_tokens),
+            window: u32s(a.window),
+            scale: a.scale,
+            softcap: a.softcap,
+        };
+        Ok(vec![self.dispatch(
+            "attention",
+            None,
+            &params,
+            &[
+                pos.buffer(),
+                q.buffer(),
+                k_cache.buffer(),
+                v_cache.buffer(),
+                out.buffer(),
+            ],
+            [u32s(a.n_heads), u32s(a.n_tokens), 1],
+        )?])
+    }
+
+    /// `out[out_idx] = argmax(x[x_off .. x_off + n])` (u32 `out`).
+    pub fn argmax(
+        &self,
+        x: &Tensor,
+        x_off: usize,
+        n: usize,
+        out: &Tensor,
+        out_idx: usize,
+    ) -> Result<Vec<Dispatch>> {
+        need_f32("argmax", x, x_off + n)?;
+        if out.dtype != DType::U32 {
+            return Err(KernelError::DType {
+                kernel: "argmax",
+                tensor: out.name.clone(),
+                dtype: out.dtype,
+            });
+        }
+        need_len("argmax", out, out_idx + 1)?;
+        let params = N4 {
+            n: u32s(n),
+            a: u32s(x_off),
+            b: u32s(out_idx),
+            c: 0,
+        };
+        Ok(vec![self.dispatch(
+            "argmax",
+            None,
+            &params,
+            &[x.buffer(), out.buffer()],
+            [1, 1, 1],
+        )?])
+    }
+}

@@ -1,0 +1,285 @@
+//! One launcher per WGSL kernel in `shaders/`, usable on its own.
+//!
+//! A launcher checks shapes and dtypes and returns [`Dispatch`]es: a pipeline (built once per
+//! kernel and weight dtype, then cached), a bind group and a grid. Building dispatches
+//! allocates their parameter buffers once; recording them allocates nothing, so a forward
+//! pass is built once and replayed every step. Dynamic per-step values (the position of the
+//! first new token) live in a small `pos` buffer the caller overwrites.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use infer_tensor::{Device, DeviceOptions, DType, Tensor};
+//! let dev = Arc::new(Device::new(&DeviceOptions::default())?);
+//! let k = infer_kernels::Kernels::new(dev.clone());
+//! let w = Tensor::from_f32(&dev, "w", &[2, 3], &[1., 2., 3., 4., 5., 6.])?;
+//! let x = Tensor::from_f32(&dev, "x", &[3], &[1., 1., 1.])?;
+//! let y = Tensor::zeros(&dev, "y", &[2], DType::F32)?;
+//! k.run(&k.matvec(&w, &x, 0, &y, 0)?)?;
+//! assert_eq!(y.read_f32(&dev)?, vec![6., 15.]);
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use infer_tensor::{DType, Device, Tensor};
+use wgpu::util::DeviceExt;
+
+mod launchers;
+
+pub use launchers::{AttentionParams, GeluMode, RopeMode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("{kernel}: {reason}")]
+    Shape {
+        kernel: &'static str,
+        reason: String,
+    },
+    #[error("{kernel}: unsupported dtype {dtype} for `{tensor}`")]
+    DType {
+        kernel: &'static str,
+        tensor: String,
+        dtype: DType,
+    },
+    #[error(transparent)]
+    Tensor(#[from] infer_tensor::TensorError),
+}
+
+pub type Result<T, E = KernelError> = std::result::Result<T, E>;
+
+/// A shader file: its name (file stem) and source.
+pub struct Shader {
+    pub name: &'static str,
+    pub source: &'static str,
+    /// Whether a `weights_<dtype>` snippet is prepended (the kernel reads weights).
+    pub weights: bool,
+}
+
+macro_rules! shader {
+    ($name:literal, $weights:expr) => {
+        Shader {
+            name: $name,
+            source: include_str!(concat!("../shaders/", $name, ".wgsl")),
+            weights: $weights,
+        }
+    };
+}
+
+/// Every kernel in `shaders/`.
+pub const SHADERS: &[Shader] = &[
+    shader!("matvec", true),
+    shader!("matmul", true),
+    shader!("embedding", true),
+    shader!("rms_norm", false),
+    shader!("layer_norm", false),
+    shader!("softmax", false),
+    shader!("swiglu", false),
+    shader!("gelu", false),
+    shader!("add", false),
+    shader!("mul", false),
+    shader!("rope", false),
+    shader!("kv_write", false),
+    shader!("attention", false),
+    shader!("argmax", false),
+];
+
+const BYTES: &str = include_str!("../shaders/common/bytes.wgsl");
+
+/// The snippet giving weight access for `dtype`.
+pub fn weights_snippet(dtype: DType) -> Option<&'static str> {
+    Some(match dtype {
+        DType::F32 => include_str!("../shaders/common/weights_f32.wgsl"),
+        DType::F16 => include_str!("../shaders/common/weights_f16.wgsl"),
+        DType::BF16 => include_str!("../shaders/common/weights_bf16.wgsl"),
+        DType::Q8_0 => include_str!("../shaders/common/weights_q8_0.wgsl"),
+        DType::Q4_0 => include_str!("../shaders/common/weights_q4_0.wgsl"),
+        DType::Q4_1 => include_str!("../shaders/common/weights_q4_1.wgsl"),
+        DType::U32 => return None,
+    })
+}
+
+/// The full WGSL of a kernel: for weight kernels, the dtype's snippet is prepended.
+pub fn shader_source(shader: &Shader, dtype: Option<DType>) -> Option<String> {
+    match (shader.weights, dtype) {
+        (false, None) => Some(shader.source.to_string()),
+        (true, Some(d)) => Some(format!(
+            "{}\n{}\n{}",
+            weights_snippet(d)?,
+            BYTES,
+            shader.source
+        )),
+        _ => None,
+    }
+}
+
+/// A recorded kernel launch: replay it with [`Dispatch::record`].
+#[derive(Clone, Debug)]
+pub struct Dispatch {
+    pub kernel: &'static str,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    grid: [u32; 3],
+}
+
+impl Dispatch {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.grid[0], self.grid[1], self.grid[2]);
+    }
+}
+
+/// The kernel set of one device: pipelines built on first use and cached.
+pub struct Kernels {
+    pub dev: Arc<Device>,
+    pipelines: Mutex<HashMap<(&'static str, Option<DType>), wgpu::ComputePipeline>>,
+}
+
+/// A binding of a dispatch: a whole buffer.
+pub(crate) type Binding<'a> = &'a wgpu::Buffer;
+
+impl Kernels {
+    pub fn new(dev: Arc<Device>) -> Kernels {
+        Kernels {
+            dev,
+            pipelines: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn pipeline(
+        &self,
+        name: &'static str,
+        dtype: Option<DType>,
+    ) -> Result<wgpu::ComputePipeline> {
+        let mut cache = self.pipelines.lock().expect("pipeline cache poisoned");
+        if let Some(p) = cache.get(&(name, dtype)) {
+            return Ok(p.clone());
+        }
+        let shader = SHADERS
+            .iter()
+            .find(|s| s.name == name)
+            .expect("launcher names a registered shader");
+        let source = shader_source(shader, dtype).ok_or_else(|| KernelError::Shape {
+            kernel: shader.name,
+            reason: format!("no variant for dtype {dtype:?}"),
+        })?;
+        let label = match dtype {
+            Some(d) => format!("{name}_{d}"),
+            None => name.to_string(),
+        };
+        let device = &self.dev.device;
+        let pipeline = self.dev.scoped(&format!("building pipeline {label}"), || {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&label),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        })?;
+        cache.insert((name, dtype), pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Builds a dispatch: a uniform buffer for `params`, then `buffers` at bindings 1.. .
+    pub(crate) fn dispatch<P: bytemuck::Pod>(
+        &self,
+        name: &'static str,
+        dtype: Option<DType>,
+        params: &P,
+        buffers: &[Binding<'_>],
+        grid: [u32; 3],
+    ) -> Result<Dispatch> {
+        let pipeline = self.pipeline(name, dtype)?;
+        let device = &self.dev.device;
+        let bind_group = self.dev.scoped(&format!("binding {name}"), || {
+            let ubuf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(name),
+                contents: bytemuck::bytes_of(params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: ubuf.as_entire_binding(),
+            }];
+            for (i, b) in buffers.iter().enumerate() {
+                entries.push(wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource: b.as_entire_binding(),
+                });
+            }
+            device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(name),
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            })
+        })?;
+        Ok(Dispatch {
+            kernel: name,
+            pipeline,
+            bind_group,
+            grid,
+        })
+    }
+
+    /// Records `dispatches` in one compute pass of one command buffer, submits it and waits.
+    /// wgpu errors come back as `Err`.
+    pub fn run(&self, dispatches: &[Dispatch]) -> Result<()> {
+        let dev = &self.dev;
+        dev.scoped("run", || {
+            let mut enc = dev.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                for d in dispatches {
+                    d.record(&mut pass);
+                }
+            }
+            dev.queue.submit([enc.finish()]);
+        })?;
+        dev.wait()?;
+        dev.check("run")?;
+        Ok(())
+    }
+}
+
+/// Requires an f32 tensor with at least `n` elements in one buffer.
+pub(crate) fn need_f32(kernel: &'static str, t: &Tensor, n: usize) -> Result<()> {
+    if t.dtype != DType::F32 {
+        return Err(KernelError::DType {
+            kernel,
+            tensor: t.name.clone(),
+            dtype: t.dtype,
+        });
+    }
+    need_len(kernel, t, n)
+}
+
+pub(crate) fn need_len(kernel: &'static str, t: &Tensor, n: usize) -> Result<()> {
+    if t.parts.len() != 1 || t.numel() < n {
+        return Err(KernelError::Shape {
+            kernel,
+            reason: format!(
+                "`{}` {:?} needs {n} elements in one buffer",
+                t.name, t.shape
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A grid of `n` workgroups along x, folded into y past 65535.
+pub(crate) fn grid1(n: u32) -> [u32; 3] {
+    if n <= 65535 {
+        [n.max(1), 1, 1]
+    } else {
+        let y = n.div_ceil(65535);
+        [n.div_ceil(y), y, 1]
+    }
+}

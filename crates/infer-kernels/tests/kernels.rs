@@ -1,0 +1,558 @@
+//! Every kernel against its CPU reference on a real wgpu adapter, over awkward shapes
+//! (1, primes, non-multiples of the workgroup size and of 4, real model sizes), with a
+//! seeded RNG and stated tolerances. Without an adapter these tests print SKIP; under
+//! CI=true they fail instead.
+
+use std::sync::{Arc, OnceLock};
+
+use infer_kernels::{AttentionParams, GeluMode, Kernels, RopeMode};
+use infer_tensor::reference::{self as r, AttentionShape, RopeScaling};
+use infer_tensor::{DType, Tensor, device::test_device};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+fn kernels() -> Option<&'static Kernels> {
+    static K: OnceLock<Option<Kernels>> = OnceLock::new();
+    K.get_or_init(|| {
+        test_device().map(|d| {
+            eprintln!("adapter: {}", d.describe());
+            Kernels::new(Arc::new(d))
+        })
+    })
+    .as_ref()
+}
+
+fn rand_vec(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+}
+
+/// Asserts |got - want| <= atol + rtol |want| everywhere, reporting the worst element.
+fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = (0usize, 0f32, 0f32);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        let excess = err - (atol + rtol * w.abs());
+        if excess > worst.2 || !g.is_finite() && w.is_finite() {
+            worst = (i, err, excess.max(f32::MIN_POSITIVE));
+        }
+    }
+    assert!(
+        worst.2 <= 0.0,
+        "{what}: worst at index {} got {} want {} (abs err {}, rel err {}; atol {atol}, rtol {rtol})",
+        worst.0,
+        got[worst.0],
+        want[worst.0],
+        worst.1,
+        worst.1 / want[worst.0].abs().max(f32::MIN_POSITIVE)
+    );
+}
+
+fn f32_tensor(k: &Kernels, name: &str, shape: &[usize], data: &[f32]) -> Tensor {
+    Tensor::from_f32(&k.dev, name, shape, data).expect("upload")
+}
+
+fn zeros(k: &Kernels, name: &str, shape: &[usize]) -> Tensor {
+    Tensor::zeros(&k.dev, name, shape, DType::F32).expect("zeros")
+}
+
+fn ids_tensor(k: &Kernels, name: &str, ids: &[u32]) -> Tensor {
+    Tensor::upload(
+        &k.dev,
+        name,
+        &[ids.len()],
+        DType::U32,
+        bytemuck::cast_slice(ids),
+    )
+    .expect("ids")
+}
+
+/// Weights of `dtype` (n, k), split into parts of at most `part_rows` rows when given;
+/// returns the tensor and its dequantized values (what the GPU must compute with).
+fn weights(
+    k: &Kernels,
+    rng: &mut StdRng,
+    dtype: DType,
+    n: usize,
+    cols: usize,
+    part_rows: Option<usize>,
+) -> (Tensor, Vec<f32>) {
+    let w = rand_vec(rng, n * cols, 1.0);
+    let bytes = r::quantize(dtype, &w);
+    let deq = r::dequantize(dtype, &bytes, n * cols);
+    let t = match part_rows {
+        None => Tensor::upload(&k.dev, "w", &[n, cols], dtype, &bytes),
+        Some(rows) => {
+            let max = (dtype.bytes_for(cols).unwrap() * rows) as u64;
+            Tensor::upload_with_max_part(&k.dev, "w", &[n, cols], dtype, &bytes, max)
+        }
+    }
+    .expect("upload weights");
+    (t, deq)
+}
+
+/// Tolerance of a dot product of length k: relative to sum |w x|.
+fn dot_tol(w: &[f32], x: &[f32], n: usize, cols: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            w[i * cols..(i + 1) * cols]
+                .iter()
+                .zip(x)
+                .map(|(a, b)| (a * b).abs())
+                .sum::<f32>()
+        })
+        .collect()
+}
+
+fn check_dot(what: &str, got: &[f32], want: &[f32], mag: &[f32]) {
+    for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
+        let tol = 2e-5 * m + 1e-6;
+        assert!(
+            (g - w).abs() <= tol,
+            "{what}: index {i}: got {g} want {w} (err {}, tol {tol})",
+            (g - w).abs()
+        );
+    }
+}
+
+fn float_and_quant_shapes(dtype: DType) -> Vec<(usize, usize)> {
+    if dtype.is_quantized() {
+        vec![
+            (1, 32),
+            (7, 64),
+            (13, 96),
+            (67, 160),
+            (576, 1536),
+            (1536, 576),
+        ]
+    } else {
+        vec![(1, 1), (3, 7), (5, 37), (13, 96), (67, 129), (576, 1536)]
+    }
+}
+
+#[test]
+fn matvec_every_dtype_and_awkward_shapes() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(1);
+    for dtype in DType::ALL {
+        for (n, cols) in float_and_quant_shapes(dtype) {
+            let (w, deq) = weights(k, &mut rng, dtype, n, cols, None);
+            let x = rand_vec(&mut rng, cols + 3, 1.0);
+            let xt = f32_tensor(k, "x", &[cols + 3], &x);
+            let y = zeros(k, "y", &[n + 2]);
+            k.run(&k.matvec(&w, &xt, 3, &y, 2).unwrap()).unwrap();
+            let got = y.read_f32(&k.dev).unwrap();
+            let want = r::matvec(&deq, &x[3..], n, cols);
+            let mag = dot_tol(&deq, &x[3..], n, cols);
+            check_dot(
+                &format!("matvec {dtype} {n}x{cols}"),
+                &got[2..],
+                &want,
+                &mag,
+            );
+            assert_eq!(&got[..2], &[0.0, 0.0], "matvec wrote before y_off");
+        }
+    }
+}
+
+#[test]
+fn matvec_vocab_sized_and_split_weights() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(2);
+    for dtype in [DType::Q4_1, DType::Q8_0, DType::F16] {
+        // 49152 x 576 is SmolLM2's output layer; the split into parts of 10007 rows
+        // exercises weights spread over several buffers.
+        for part in [None, Some(10007)] {
+            let (n, cols) = (49152, 576);
+            let (w, deq) = weights(k, &mut rng, dtype, n, cols, part);
+            let x = rand_vec(&mut rng, cols, 1.0);
+            let xt = f32_tensor(k, "x", &[cols], &x);
+            let y = zeros(k, "y", &[n]);
+            k.run(&k.matvec(&w, &xt, 0, &y, 0).unwrap()).unwrap();
+            let got = y.read_f32(&k.dev).unwrap();
+            let mag = dot_tol(&deq, &x, n, cols);
+            check_dot(
+                &format!("matvec {dtype} {n}x{cols} parts {part:?}"),
+                &got,
+                &r::matvec(&deq, &x, n, cols),
+                &mag,
+            );
+        }
+    }
+}
+
+#[test]
+fn matmul_every_dtype_and_awkward_shapes() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(3);
+    for dtype in DType::ALL {
+        let shapes: Vec<(usize, usize, usize)> = if dtype.is_quantized() {
+            vec![(2, 1, 32), (5, 33, 64), (70, 130, 96), (128, 576, 576)]
+        } else {
+            vec![
+                (2, 1, 1),
+                (2, 3, 5),
+                (7, 13, 37),
+                (65, 67, 96),
+                (128, 576, 576),
+            ]
+        };
+        for (m, n, cols) in shapes {
+            let part = (n > 64).then_some(37);
+            let (w, deq) = weights(k, &mut rng, dtype, n, cols, part);
+            let x = rand_vec(&mut rng, m * cols, 1.0);
+            let xt = f32_tensor(k, "x", &[m, cols], &x);
+            let y = zeros(k, "y", &[m, n]);
+            k.run(&k.matmul(&xt, m, &w, &y).unwrap()).unwrap();
+            let got = y.read_f32(&k.dev).unwrap();
+            let want = r::matmul(&x, &deq, m, n, cols);
+            for i in 0..m {
+                let mag = dot_tol(&deq, &x[i * cols..(i + 1) * cols], n, cols);
+                check_dot(
+                    &format!("matmul {dtype} m{m} n{n} k{cols} row {i}"),
+                    &got[i * n..(i + 1) * n],
+                    &want[i * n..(i + 1) * n],
+                    &mag,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn embedding_every_dtype_and_split_tables() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(4);
+    for dtype in DType::ALL {
+        let cols = if dtype.is_quantized() { 96 } else { 37 };
+        for part in [None, Some(7)] {
+            let (w, deq) = weights(k, &mut rng, dtype, 61, cols, part);
+            let ids: Vec<u32> = vec![0, 60, 7, 7, 33, 1, 59, 14];
+            let idt = ids_tensor(k, "ids", &ids);
+            let out = zeros(k, "out", &[ids.len(), cols]);
+            k.run(&k.embedding(&w, &idt, ids.len(), &out).unwrap())
+                .unwrap();
+            assert_close(
+                &format!("embedding {dtype} parts {part:?}"),
+                &out.read_f32(&k.dev).unwrap(),
+                &r::embedding(&deq, cols, &ids),
+                0.0,
+                0.0,
+            );
+        }
+    }
+}
+
+#[test]
+fn embedding_and_matvec_larger_than_one_binding() {
+    // A 151936 x 896 f32 table is 545 MB: over lavapipe's 128 MiB binding limit.
+    let Some(k) = kernels() else { return };
+    let (n, cols) = (151936usize, 896usize);
+    let w: Vec<f32> = (0..n * cols)
+        .map(|i| ((i % 1013) as f32 - 506.0) / 512.0 + (i / cols) as f32 * 1e-6)
+        .collect();
+    let t = Tensor::from_f32(&k.dev, "embed", &[n, cols], &w).unwrap();
+    assert!(
+        (n * cols * 4) as u64 <= k.dev.max_binding() || t.parts.len() > 1,
+        "a tensor over the binding limit must be split"
+    );
+    let ids = [0u32, 151935, 75000, 42, 131072];
+    let out = zeros(k, "out", &[ids.len(), cols]);
+    let idt = ids_tensor(k, "ids", &ids);
+    k.run(&k.embedding(&t, &idt, ids.len(), &out).unwrap())
+        .unwrap();
+    assert_close(
+        "embedding 151936x896",
+        &out.read_f32(&k.dev).unwrap(),
+        &r::embedding(&w, cols, &ids),
+        0.0,
+        0.0,
+    );
+    let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
+    let xt = f32_tensor(k, "x", &[cols], &x);
+    let y = zeros(k, "y", &[n]);
+    k.run(&k.matvec(&t, &xt, 0, &y, 0).unwrap()).unwrap();
+    let got = y.read_f32(&k.dev).unwrap();
+    let mag = dot_tol(&w, &x, n, cols);
+    check_dot(
+        "matvec 151936x896 f32",
+        &got,
+        &r::matvec(&w, &x, n, cols),
+        &mag,
+    );
+}
+
+#[test]
+fn rms_norm_and_layer_norm_shapes() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(5);
+    for (rows, d) in [(1, 1), (3, 7), (17, 64), (2, 576), (5, 1000), (1, 4099)] {
+        let x = rand_vec(&mut rng, rows * d, 3.0);
+        let w = rand_vec(&mut rng, d, 1.0);
+        let b = rand_vec(&mut rng, d, 1.0);
+        let (xt, wt, bt) = (
+            f32_tensor(k, "x", &[rows, d], &x),
+            f32_tensor(k, "w", &[d], &w),
+            f32_tensor(k, "b", &[d], &b),
+        );
+        let y = zeros(k, "y", &[rows, d]);
+        for off in [0.0, 1.0] {
+            k.run(&k.rms_norm(&xt, &wt, &y, rows, d, 1e-5, off).unwrap())
+                .unwrap();
+            assert_close(
+                &format!("rms_norm {rows}x{d} offset {off}"),
+                &y.read_f32(&k.dev).unwrap(),
+                &r::rms_norm(&x, &w, d, 1e-5, off),
+                1e-5,
+                1e-4,
+            );
+        }
+        k.run(&k.layer_norm(&xt, &wt, &bt, &y, rows, d, 1e-5).unwrap())
+            .unwrap();
+        assert_close(
+            &format!("layer_norm {rows}x{d}"),
+            &y.read_f32(&k.dev).unwrap(),
+            &r::layer_norm(&x, &w, &b, d, 1e-5),
+            1e-4,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn softmax_shapes() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(6);
+    for (rows, n) in [(1, 1), (3, 7), (5, 100), (2, 49152)] {
+        let x = rand_vec(&mut rng, rows * n, 20.0);
+        let xt = f32_tensor(k, "x", &[rows, n], &x);
+        let y = zeros(k, "y", &[rows, n]);
+        k.run(&k.softmax(&xt, &y, rows, n).unwrap()).unwrap();
+        assert_close(
+            &format!("softmax {rows}x{n}"),
+            &y.read_f32(&k.dev).unwrap(),
+            &r::softmax(&x, n),
+            1e-7,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn swiglu_gelu_add_mul_elementwise() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(7);
+    for n in [1usize, 255, 257, 100_003] {
+        let a = rand_vec(&mut rng, n, 8.0);
+        let b = rand_vec(&mut rng, n, 2.0);
+        let (at, bt) = (f32_tensor(k, "a", &[n], &a), f32_tensor(k, "b", &[n], &b));
+        let y = zeros(k, "y", &[n]);
+        k.run(&k.swiglu(&at, &bt, &y, n).unwrap()).unwrap();
+        assert_close(
+            &format!("swiglu {n}"),
+            &y.read_f32(&k.dev).unwrap(),
+            &r::swiglu(&a, &b),
+            1e-6,
+            1e-5,
+        );
+        for mode in [GeluMode::Tanh, GeluMode::Erf] {
+            k.run(&k.gelu(&at, &y, n, mode).unwrap()).unwrap();
+            assert_close(
+                &format!("gelu {mode:?} {n}"),
+                &y.read_f32(&k.dev).unwrap(),
+                &r::gelu(&a, mode),
+                2e-6,
+                1e-5,
+            );
+        }
+        // Residual (same size) and broadcast (a bias row of 1, or of a divisor of n).
+        let b_len = if n % 7 == 0 {
+            7
+        } else if n == 100_003 {
+            1
+        } else {
+            n
+        };
+        for (kernel, want) in [
+            ("add", r::add(&a, &b[..b_len])),
+            ("mul", r::mul(&a, &b[..b_len])),
+        ] {
+            let at = f32_tensor(k, "a", &[n], &a);
+            let bt = f32_tensor(k, "b", &[b_len], &b[..b_len]);
+            let d = if kernel == "add" {
+                k.add(&at, &bt, n, b_len)
+            } else {
+                k.mul(&at, &bt, n, b_len)
+            };
+            k.run(&d.unwrap()).unwrap();
+            assert_close(
+                &format!("{kernel} {n} b_len {b_len}"),
+                &at.read_f32(&k.dev).unwrap(),
+                &want,
+                0.0,
+                1e-6,
+            );
+        }
+    }
+    let a = zeros(k, "a", &[10]);
+    let b = zeros(k, "b", &[3]);
+    assert!(
+        k.add(&a, &b, 10, 3).is_err(),
+        "a b_len that does not divide n is an error"
+    );
+}
+
+#[test]
+fn rope_both_pairings_partial_and_scaled() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(8);
+    let llama3 = RopeScaling::Llama3 {
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 64.0,
+    };
+    for (n_tokens, heads, hd, rot, pos0, scaling) in [
+        (1, 1, 2, 2, 0, RopeScaling::None),
+        (3, 5, 64, 64, 37, RopeScaling::None),
+        (7, 3, 96, 32, 5, RopeScaling::Linear { factor: 4.0 }),
+        (2, 2, 128, 128, 1000, llama3),
+    ] {
+        for mode in [RopeMode::RotateHalf, RopeMode::Interleaved] {
+            let x = rand_vec(&mut rng, n_tokens * heads * hd, 2.0);
+            let inv = r::rope_inv_freq(rot, 10000.0, scaling);
+            let max_pos = pos0 + n_tokens + 3;
+            let cs = r::rope_table(&inv, max_pos, 1.0);
+            let cst = f32_tensor(k, "cs", &[max_pos, rot], &cs);
+            let pos = ids_tensor(k, "pos", &[pos0 as u32]);
+            let xt = f32_tensor(k, "x", &[n_tokens, heads, hd], &x);
+            k.run(&k.rope(&xt, &cst, &pos, n_tokens, heads, hd, mode).unwrap())
+                .unwrap();
+            let mut want = x.clone();
+            r::rope(&mut want, n_tokens, heads, hd, pos0, &inv, mode, 1.0);
+            assert_close(
+                &format!("rope {mode:?} t{n_tokens} h{heads} d{hd} rot{rot} pos{pos0}"),
+                &xt.read_f32(&k.dev).unwrap(),
+                &want,
+                1e-5,
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn kv_write_then_attention_prefill_and_decode() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(9);
+    // (n_heads, n_kv, head_dim, capacity, pos0, n_tokens, softcap, window)
+    for (nh, nkv, hd, cap, pos0, nt, softcap, window) in [
+        (1, 1, 1, 4, 0, 1, 0.0, 0),
+        (4, 2, 16, 80, 0, 70, 0.0, 0),
+        (9, 3, 64, 300, 5, 67, 0.0, 0),
+        (8, 1, 128, 300, 200, 1, 0.0, 0),
+        (2, 2, 256, 140, 130, 3, 0.0, 0),
+        (6, 2, 32, 200, 100, 9, 30.0, 0),
+        (4, 4, 48, 200, 70, 5, 0.0, 16),
+    ] {
+        let kc0 = rand_vec(&mut rng, nkv * cap * hd, 1.0);
+        let vc0 = rand_vec(&mut rng, nkv * cap * hd, 1.0);
+        let knew = rand_vec(&mut rng, nt * nkv * hd, 1.0);
+        let vnew = rand_vec(&mut rng, nt * nkv * hd, 1.0);
+        let q = rand_vec(&mut rng, nt * nh * hd, 1.0);
+        let kct = f32_tensor(k, "kc", &[nkv, cap, hd], &kc0);
+        let vct = f32_tensor(k, "vc", &[nkv, cap, hd], &vc0);
+        let (kt, vt, qt) = (
+            f32_tensor(k, "k", &[nt, nkv, hd], &knew),
+            f32_tensor(k, "v", &[nt, nkv, hd], &vnew),
+            f32_tensor(k, "q", &[nt, nh, hd], &q),
+        );
+        let pos = ids_tensor(k, "pos", &[pos0 as u32]);
+        let out = zeros(k, "out", &[nt, nh, hd]);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let ap = AttentionParams {
+            n_tokens: nt,
+            n_heads: nh,
+            n_kv: nkv,
+            head_dim: hd,
+            capacity: cap,
+            scale,
+            softcap,
+            window,
+        };
+        let mut ds = k
+            .kv_write(&kt, &vt, &kct, &vct, &pos, nt, nkv, hd, cap)
+            .unwrap();
+        ds.extend(k.attention(&qt, &kct, &vct, &out, &pos, &ap).unwrap());
+        k.run(&ds).unwrap();
+        let (mut kc, mut vc) = (kc0.clone(), vc0.clone());
+        r::kv_write(&mut kc, &mut vc, &knew, &vnew, nt, nkv, hd, cap, pos0);
+        let what =
+            format!("h{nh} kv{nkv} d{hd} pos{pos0} t{nt} cap{cap} softcap{softcap} window{window}");
+        assert_close(
+            &format!("kv_write K {what}"),
+            &kct.read_f32(&k.dev).unwrap(),
+            &kc,
+            0.0,
+            0.0,
+        );
+        assert_close(
+            &format!("kv_write V {what}"),
+            &vct.read_f32(&k.dev).unwrap(),
+            &vc,
+            0.0,
+            0.0,
+        );
+        let shape = AttentionShape {
+            n_tokens: nt,
+            n_heads: nh,
+            n_kv: nkv,
+            head_dim: hd,
+            capacity: cap,
+            pos0,
+            scale,
+            softcap,
+            window,
+        };
+        assert_close(
+            &format!("attention {what}"),
+            &out.read_f32(&k.dev).unwrap(),
+            &r::attention(&q, &kc, &vc, &shape),
+            2e-5,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn argmax_ties_offsets_and_vocab_sizes() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(10);
+    for n in [1usize, 7, 257, 49152, 151936] {
+        let mut x = rand_vec(&mut rng, n + 5, 10.0);
+        if n > 10 {
+            // Two equal maxima: the first wins.
+            x[5 + n / 3] = 50.0;
+            x[5 + n / 2] = 50.0;
+            x[5 + n / 4] = f32::NAN;
+        }
+        let xt = f32_tensor(k, "x", &[n + 5], &x);
+        let out = ids_tensor(k, "out", &[7, 7, 7]);
+        k.run(&k.argmax(&xt, 5, n, &out, 1).unwrap()).unwrap();
+        let got: Vec<u32> = bytemuck::cast_slice(&out.read_bytes(&k.dev).unwrap()).to_vec();
+        assert_eq!(got, vec![7, r::argmax(&x[5..]), 7], "argmax n={n}");
+    }
+}
+
+#[test]
+fn launchers_reject_bad_shapes_and_dtypes() {
+    let Some(k) = kernels() else { return };
+    let w = zeros(k, "w", &[4, 8]);
+    let x = zeros(k, "x", &[7]);
+    let y = zeros(k, "y", &[4]);
+    assert!(k.matvec(&w, &x, 0, &y, 0).is_err(), "x shorter than k");
+    let ids = ids_tensor(k, "ids", &[1]);
+    assert!(k.matvec(&w, &ids, 0, &y, 0).is_err(), "u32 x");
+    assert!(k.matvec(&ids, &x, 0, &y, 0).is_err(), "u32 weights");
+    let bad = Tensor::upload(&k.dev, "q", &[2, 33], DType::Q4_1, &[0u8; 40]);
+    assert!(bad.is_err(), "Q4_1 rows must be whole blocks");
+}

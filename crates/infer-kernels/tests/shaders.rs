@@ -1,0 +1,69 @@
+//! GPU-free checks: every WGSL file parses and validates with naga in every variant, and
+//! every shader has a launcher and a GPU test.
+
+use infer_kernels::{SHADERS, shader_source};
+use infer_tensor::DType;
+
+fn validate(label: &str, src: &str) {
+    let module = naga::front::wgsl::parse_str(src)
+        .unwrap_or_else(|e| panic!("{label}: WGSL parse error:\n{}", e.emit_to_string(src)));
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{label}: validation error: {e:?}"));
+}
+
+#[test]
+fn every_shader_validates_in_every_variant() {
+    let mut n = 0;
+    for s in SHADERS {
+        if s.weights {
+            for d in DType::ALL {
+                let src = shader_source(s, Some(d)).expect("weight variant");
+                validate(&format!("{}_{d}", s.name), &src);
+                n += 1;
+            }
+        } else {
+            validate(s.name, &shader_source(s, None).expect("plain shader"));
+            n += 1;
+        }
+    }
+    assert!(n >= SHADERS.len());
+}
+
+#[test]
+fn every_shader_file_is_registered_launched_and_tested() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .expect("shaders dir")
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            (p.extension()? == "wgsl").then(|| p.file_stem().unwrap().to_string_lossy().into())
+        })
+        .collect();
+    files.sort();
+    let mut registered: Vec<String> = SHADERS.iter().map(|s| s.name.to_string()).collect();
+    registered.sort();
+    assert_eq!(files, registered, "shaders/*.wgsl and SHADERS differ");
+    let launchers = include_str!("../src/launchers.rs");
+    let tests = include_str!("kernels.rs");
+    for s in SHADERS {
+        assert!(
+            launchers.contains(&format!("\"{}\"", s.name)),
+            "shader {} has no launcher in src/launchers.rs",
+            s.name
+        );
+        let tested = tests.lines().any(|l| {
+            l.trim_start()
+                .strip_prefix("fn ")
+                .is_some_and(|f| f.split('(').next().unwrap_or("").contains(s.name))
+        });
+        assert!(
+            tested,
+            "shader {} has no GPU test (a test fn whose name contains it) in tests/kernels.rs",
+            s.name
+        );
+    }
+}

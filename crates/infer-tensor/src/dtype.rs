@@ -1,0 +1,125 @@
+//! Element types of tensors, with GGUF's block layouts for the quantized ones.
+
+use std::fmt;
+
+/// The element type of a tensor.
+///
+/// f16 and bf16 are stored packed two to a `u32` on the GPU, so no shader feature is needed
+/// to hold them. Q8_0, Q4_0 and Q4_1 keep GGUF's byte layout: blocks of 32 elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+    /// 32 elements: f16 scale `d`, then 32 x i8. Value = d * q. 34 bytes.
+    Q8_0,
+    /// 32 elements: f16 scale `d`, then 16 bytes of nibbles. Value = d * (q - 8). 18 bytes.
+    Q4_0,
+    /// 32 elements: f16 scale `d`, f16 minimum `m`, then 16 bytes of nibbles.
+    /// Value = d * q + m. 20 bytes.
+    Q4_1,
+    /// Unsigned 32-bit integers (token ids, positions); never a weight type.
+    U32,
+}
+
+impl DType {
+    /// The weight dtypes (every type but `U32`).
+    pub const ALL: [DType; 6] = [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4_1,
+    ];
+
+    /// Elements per block (1 for the plain float types).
+    pub fn block_elems(self) -> usize {
+        match self {
+            DType::F32 | DType::F16 | DType::BF16 | DType::U32 => 1,
+            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => 32,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            DType::F32 | DType::U32 => 4,
+            DType::F16 | DType::BF16 => 2,
+            DType::Q8_0 => 34,
+            DType::Q4_0 => 18,
+            DType::Q4_1 => 20,
+        }
+    }
+
+    pub fn is_quantized(self) -> bool {
+        self.block_elems() > 1
+    }
+
+    /// Bytes taken by `n` elements. `None` when `n` is not a whole number of blocks.
+    pub fn bytes_for(self, n: usize) -> Option<usize> {
+        if n % self.block_elems() != 0 {
+            return None;
+        }
+        Some(n / self.block_elems() * self.block_bytes())
+    }
+
+    /// The GGML type id of this dtype (as stored in GGUF files).
+    pub fn ggml_type(self) -> u32 {
+        match self {
+            DType::F32 => 0,
+            DType::F16 => 1,
+            DType::Q4_0 => 2,
+            DType::Q4_1 => 3,
+            DType::Q8_0 => 8,
+            DType::BF16 => 30,
+            DType::U32 => 26,
+        }
+    }
+
+    /// The dtype for a GGML type id, `None` for types this crate does not support.
+    pub fn from_ggml_type(t: u32) -> Option<DType> {
+        DType::ALL.into_iter().find(|d| d.ggml_type() == t)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::Q8_0 => "q8_0",
+            DType::Q4_0 => "q4_0",
+            DType::Q4_1 => "q4_1",
+            DType::U32 => "u32",
+        }
+    }
+
+    /// Parses a name as written by [`DType::name`] (case-insensitive).
+    pub fn parse(s: &str) -> Option<DType> {
+        let s = s.to_ascii_lowercase();
+        DType::ALL.into_iter().find(|d| d.name() == s)
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_follow_ggml() {
+        assert_eq!(DType::Q4_1.bytes_for(64), Some(40));
+        assert_eq!(DType::Q8_0.bytes_for(33), None);
+        assert_eq!(DType::F16.bytes_for(3), Some(6));
+        for d in DType::ALL {
+            assert_eq!(DType::from_ggml_type(d.ggml_type()), Some(d));
+            assert_eq!(DType::parse(d.name()), Some(d));
+        }
+        assert_eq!(DType::from_ggml_type(12), None);
+    }
+}

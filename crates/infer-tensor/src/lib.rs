@@ -1,0 +1,15 @@
+//! The bottom layer of infer: wgpu device and adapter selection, tensors and dtypes,
+//! and `reference`, plain CPU implementations of every op (the specification the GPU
+//! kernels are tested against).
+
+pub mod device;
+pub mod dtype;
+pub mod error;
+pub mod reference;
+pub mod tensor;
+
+pub use device::{AdapterSummary, Caps, Device, DeviceOptions};
+pub use dtype::DType;
+pub use error::{Result, TensorError};
+pub use tensor::{BufferPool, Part, Tensor};
+pub use wgpu;

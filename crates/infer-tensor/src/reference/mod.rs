@@ -1,0 +1,14 @@
+//! Plain CPU implementations of every op: the specification the GPU kernels are tested
+//! against. f32 in and out, f64 accumulation, no cleverness.
+
+mod attention;
+mod linalg;
+mod ops;
+pub mod quant;
+
+pub use attention::{
+    AttentionShape, RopeMode, RopeScaling, attention, kv_write, rope, rope_inv_freq, rope_table,
+};
+pub use linalg::{matmul, matvec};
+pub use ops::{GeluMode, add, argmax, embedding, gelu, layer_norm, mul, rms_norm, softmax, swiglu};
+pub use quant::{dequantize, quantize};

@@ -1,0 +1,17 @@
+//! Model loading (Hugging Face folders, GGUF files, tokenizers), the architecture table and
+//! forward passes.
+
+pub mod arch;
+pub mod config;
+pub mod error;
+pub mod gguf;
+pub mod llama;
+pub mod load;
+pub mod source;
+pub mod tokenizer;
+
+pub use config::ModelConfig;
+pub use error::{ModelError, Result};
+pub use llama::{LlamaModel, LoadOptions, Output, StepOut};
+pub use load::{ModelPath, load};
+pub use tokenizer::{ChatMessage, StreamDecoder, Tokenizer};

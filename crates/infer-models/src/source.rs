@@ -1,0 +1,264 @@
+//! Where weights come from: memory-mapped safetensors files (one or sharded) or a GGUF file.
+//! Tensors are asked for by their Hugging Face name; GGUF names are mapped.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use infer_tensor::DType;
+use infer_tensor::reference::{dequantize, quantize};
+use memmap2::Mmap;
+
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+
+/// A tensor as stored: row-major shape (Hugging Face order), dtype and bytes.
+pub struct RawTensor<'a> {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+    pub bytes: Cow<'a, [u8]>,
+}
+
+impl RawTensor<'_> {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The values as f32 (dequantized).
+    pub fn to_f32(&self) -> Vec<f32> {
+        dequantize(self.dtype, &self.bytes, self.numel())
+    }
+
+    /// Re-encodes in `dtype` (through f32) unless it already is.
+    pub fn convert(self, dtype: DType) -> Result<RawTensor<'static>> {
+        let cols = self.shape.last().copied().unwrap_or(1);
+        if dtype.bytes_for(cols).is_none() {
+            return Err(ModelError::BadTensor {
+                path: PathBuf::new(),
+                tensor: self.name.clone(),
+                reason: format!("rows of {cols} cannot be stored as {dtype}"),
+            });
+        }
+        let bytes = if dtype == self.dtype {
+            self.bytes.into_owned()
+        } else {
+            quantize(dtype, &self.to_f32())
+        };
+        Ok(RawTensor {
+            name: self.name,
+            shape: self.shape,
+            dtype,
+            bytes: Cow::Owned(bytes),
+        })
+    }
+}
+
+pub struct StEntry {
+    file: usize,
+    dtype: DType,
+    shape: Vec<usize>,
+    start: usize,
+    end: usize,
+}
+
+pub enum Source {
+    Safetensors {
+        files: Vec<(PathBuf, Mmap)>,
+        index: HashMap<String, StEntry>,
+    },
+    Gguf(GgufFile),
+}
+
+fn mmap(path: &Path) -> Result<Mmap> {
+    let f = std::fs::File::open(path).map_err(|source| ModelError::Io {
+        path: path.into(),
+        source,
+    })?;
+    // SAFETY: the file is opened read-only and we never write through the map; a file
+    // changed underneath us by another process is outside what we can guard against.
+    unsafe { Mmap::map(&f) }.map_err(|source| ModelError::Io {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Maps a Hugging Face Llama-family tensor name to its GGUF name.
+pub fn gguf_name(hf: &str) -> Option<String> {
+    let fixed = match hf {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.into());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, tail) = rest.split_once('.')?;
+    let mapped = match tail {
+        "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "self_attn.q_proj.bias" => "attn_q.bias",
+        "self_attn.k_proj.bias" => "attn_k.bias",
+        "self_attn.v_proj.bias" => "attn_v.bias",
+        "self_attn.o_proj.bias" => "attn_output.bias",
+        "self_attn.q_norm.weight" => "attn_q_norm.weight",
+        "self_attn.k_norm.weight" => "attn_k_norm.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{mapped}"))
+}
+
+impl Source {
+    /// Opens `model.safetensors`, or the shards listed in `model.safetensors.index.json`.
+    pub fn open_safetensors(dir: &Path) -> Result<Source> {
+        let index_path = dir.join("model.safetensors.index.json");
+        let names: Vec<PathBuf> = if index_path.exists() {
+            let text = std::fs::read_to_string(&index_path).map_err(|source| ModelError::Io {
+                path: index_path.clone(),
+                source,
+            })?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| ModelError::Corrupt {
+                    path: index_path.clone(),
+                    what: "safetensors index",
+                    reason: e.to_string(),
+                })?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| ModelError::MissingField {
+                    path: index_path.clone(),
+                    field: "weight_map".into(),
+                })?;
+            let mut files: Vec<PathBuf> = map
+                .values()
+                .filter_map(|f| f.as_str().map(|s| dir.join(s)))
+                .collect();
+            files.sort();
+            files.dedup();
+            files
+        } else {
+            vec![dir.join("model.safetensors")]
+        };
+        let mut files = Vec::new();
+        let mut index = HashMap::new();
+        for (fi, path) in names.into_iter().enumerate() {
+            let map = mmap(&path)?;
+            let corrupt = |reason: String| ModelError::Corrupt {
+                path: path.clone(),
+                what: "safetensors file",
+                reason,
+            };
+            // deserialize validates the header and that every tensor lies inside the file.
+            safetensors::SafeTensors::deserialize(&map).map_err(|e| corrupt(e.to_string()))?;
+            let (header, meta) = safetensors::SafeTensors::read_metadata(&map)
+                .map_err(|e| corrupt(e.to_string()))?;
+            for (name, info) in meta.tensors() {
+                let dtype = match info.dtype {
+                    safetensors::Dtype::F32 => DType::F32,
+                    safetensors::Dtype::F16 => DType::F16,
+                    safetensors::Dtype::BF16 => DType::BF16,
+                    other => {
+                        return Err(ModelError::UnsupportedTensorType {
+                            path: path.clone(),
+                            tensor: name,
+                            ggml_type: format!("{other:?}"),
+                        });
+                    }
+                };
+                index.insert(
+                    name,
+                    StEntry {
+                        file: fi,
+                        dtype,
+                        shape: info.shape.clone(),
+                        start: 8 + header + info.data_offsets.0,
+                        end: 8 + header + info.data_offsets.1,
+                    },
+                );
+            }
+            files.push((path, map));
+        }
+        Ok(Source::Safetensors { files, index })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        match self {
+            Source::Safetensors { files, .. } => {
+                files.first().map(|f| f.0.clone()).unwrap_or_default()
+            }
+            Source::Gguf(g) => g.path.clone(),
+        }
+    }
+
+    pub fn has(&self, hf_name: &str) -> bool {
+        match self {
+            Source::Safetensors { index, .. } => index.contains_key(hf_name),
+            Source::Gguf(g) => gguf_name(hf_name).is_some_and(|n| g.tensor(&n).is_ok()),
+        }
+    }
+
+    /// The tensor named `hf_name` (a Hugging Face name), checked against `shape`.
+    pub fn get(&self, hf_name: &str, shape: &[usize]) -> Result<RawTensor<'_>> {
+        let t = match self {
+            Source::Safetensors { files, index } => {
+                let e = index
+                    .get(hf_name)
+                    .ok_or_else(|| ModelError::MissingTensor {
+                        path: self.path(),
+                        tensor: hf_name.into(),
+                    })?;
+                RawTensor {
+                    name: hf_name.into(),
+                    shape: e.shape.clone(),
+                    dtype: e.dtype,
+                    bytes: Cow::Borrowed(&files[e.file].1[e.start..e.end]),
+                }
+            }
+            Source::Gguf(g) => {
+                let name = gguf_name(hf_name).ok_or_else(|| ModelError::MissingTensor {
+                    path: g.path.clone(),
+                    tensor: hf_name.into(),
+                })?;
+                let info = g.tensor(&name)?;
+                RawTensor {
+                    name: name.clone(),
+                    // GGUF lists dimensions innermost first.
+                    shape: info.dims.iter().rev().map(|&d| d as usize).collect(),
+                    dtype: g.dtype(info)?,
+                    bytes: Cow::Borrowed(g.tensor_data(info)?),
+                }
+            }
+        };
+        if t.shape != shape {
+            return Err(ModelError::BadTensor {
+                path: self.path(),
+                tensor: t.name,
+                reason: format!("expected shape {shape:?}, found {:?}", t.shape),
+            });
+        }
+        let need = t.dtype.bytes_for(t.numel());
+        if need != Some(t.bytes.len()) {
+            return Err(ModelError::BadTensor {
+                path: self.path(),
+                tensor: t.name,
+                reason: format!(
+                    "{} bytes of data for {:?} {}",
+                    t.bytes.len(),
+                    t.shape,
+                    t.dtype
+                ),
+            });
+        }
+        Ok(t)
+    }
+}

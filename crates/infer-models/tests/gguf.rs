@@ -1,0 +1,277 @@
+//! GGUF reader tests on small files written here, plus the real SmolLM2 file when present.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use infer_models::ModelError;
+use infer_models::gguf::{GgufFile, GgufValue, to_gguf_bytes};
+use infer_tensor::DType;
+
+/// Tensors and metadata for a small test file.
+struct Writer {
+    version: u32,
+    kv: Vec<(String, GgufValue)>,
+    tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
+}
+
+impl Writer {
+    fn new(version: u32) -> Self {
+        Writer {
+            version,
+            kv: Vec::new(),
+            tensors: Vec::new(),
+        }
+    }
+
+    fn kv(mut self, key: &str, v: GgufValue) -> Self {
+        self.kv.push((key.to_string(), v));
+        self
+    }
+
+    fn tensor(mut self, name: &str, dims: &[u64], ggml_type: u32, data: Vec<u8>) -> Self {
+        self.tensors
+            .push((name.to_string(), dims.to_vec(), ggml_type, data));
+        self
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let kv: Vec<(&str, GgufValue)> = self
+            .kv
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let tensors: Vec<(&str, &[u64], u32, &[u8])> = self
+            .tensors
+            .iter()
+            .map(|(n, d, t, b)| (n.as_str(), d.as_slice(), *t, b.as_slice()))
+            .collect();
+        to_gguf_bytes(self.version, &kv, &tensors)
+    }
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh file path in the system temp dir (removed at the end of the test).
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn with(bytes: &[u8]) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("infer-gguf-test-{}-{n}.gguf", std::process::id()));
+        std::fs::write(&path, bytes).expect("writing a temp file");
+        TempFile(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn sample(version: u32) -> Writer {
+    let q4_1 = vec![7u8; 2 * 20]; // 64 elements = 2 blocks of 20 bytes
+    Writer::new(version)
+        .kv("general.architecture", GgufValue::String("llama".into()))
+        .kv("llama.block_count", GgufValue::U32(2))
+        .kv("llama.context_length", GgufValue::U64(128))
+        .kv("llama.rope.freq_base", GgufValue::F32(10000.0))
+        .kv("small.signed", GgufValue::I8(-3))
+        .kv("flag", GgufValue::Bool(true))
+        .kv(
+            "tokenizer.ggml.tokens",
+            GgufValue::Array(vec![
+                GgufValue::String("a".into()),
+                GgufValue::String("日本".into()),
+            ]),
+        )
+        .kv(
+            "tokenizer.ggml.scores",
+            GgufValue::Array(vec![GgufValue::F32(-1.5), GgufValue::F32(0.25)]),
+        )
+        .kv(
+            "tokenizer.ggml.token_type",
+            GgufValue::Array(vec![GgufValue::I32(1), GgufValue::I32(3)]),
+        )
+        .tensor("w.f32", &[3, 2], 0, f32_bytes(&[1., 2., 3., 4., 5., 6.]))
+        .tensor("w.q4_1", &[64], 3, q4_1)
+}
+
+fn roundtrip(version: u32) {
+    let file = TempFile::with(&sample(version).bytes());
+    let g = GgufFile::open(file.path()).expect("open");
+    assert_eq!(g.version, version);
+    assert_eq!(g.architecture().unwrap(), "llama");
+    assert_eq!(g.get_u32("llama.block_count").unwrap(), 2);
+    assert_eq!(g.get_u32("llama.context_length").unwrap(), 128);
+    assert_eq!(g.get_f32("llama.rope.freq_base").unwrap(), 10000.0);
+    assert_eq!(g.get_f32("llama.block_count").unwrap(), 2.0);
+    assert!(g.get_bool("flag").unwrap());
+    assert_eq!(g.get_u32_opt("absent").unwrap(), None);
+    assert_eq!(
+        g.get_str_array("tokenizer.ggml.tokens").unwrap(),
+        ["a", "日本"]
+    );
+    assert_eq!(
+        g.get_f32_array("tokenizer.ggml.scores").unwrap(),
+        [-1.5, 0.25]
+    );
+    assert_eq!(
+        g.get_i32_array("tokenizer.ggml.token_type").unwrap(),
+        [1, 3]
+    );
+
+    let t = g.tensor("w.f32").unwrap();
+    assert_eq!(t.dims, [3, 2]);
+    assert_eq!(g.dtype(t).unwrap(), DType::F32);
+    assert_eq!(
+        g.tensor_data(t).unwrap(),
+        f32_bytes(&[1., 2., 3., 4., 5., 6.])
+    );
+    let q = g.tensor("w.q4_1").unwrap();
+    assert_eq!(g.dtype(q).unwrap(), DType::Q4_1);
+    assert_eq!(q.offset % 32, 0);
+    assert_eq!(g.tensor_data(q).unwrap(), vec![7u8; 40]);
+}
+
+#[test]
+fn reads_v3() {
+    roundtrip(3);
+}
+
+#[test]
+fn reads_v2() {
+    roundtrip(2);
+}
+
+#[test]
+fn custom_alignment() {
+    let w = Writer::new(3)
+        .kv("general.alignment", GgufValue::U32(64))
+        .tensor("a", &[3], 0, f32_bytes(&[1., 2., 3.]))
+        .tensor("b", &[2], 0, f32_bytes(&[4., 5.]));
+    let file = TempFile::with(&w.bytes());
+    let g = GgufFile::open(file.path()).unwrap();
+    let b = g.tensor("b").unwrap();
+    assert_eq!(b.offset, 64);
+    assert_eq!(g.tensor_data(b).unwrap(), f32_bytes(&[4., 5.]));
+}
+
+#[test]
+fn missing_and_mistyped_fields_name_the_field() {
+    let file = TempFile::with(&sample(3).bytes());
+    let g = GgufFile::open(file.path()).unwrap();
+    let err = g.get_u32("llama.nope").unwrap_err();
+    assert!(matches!(err, ModelError::MissingField { ref field, .. } if field == "llama.nope"));
+    assert!(err.to_string().contains(&file.path().display().to_string()));
+    let err = g.get_str("llama.block_count").unwrap_err().to_string();
+    assert!(
+        err.contains("llama.block_count") && err.contains("string"),
+        "{err}"
+    );
+    let err = g.get_u32("small.signed").unwrap_err().to_string();
+    assert!(err.contains("-3"), "{err}");
+    let err = g.tensor("nope").unwrap_err();
+    assert!(matches!(err, ModelError::MissingTensor { ref tensor, .. } if tensor == "nope"));
+}
+
+#[test]
+fn truncated_file_names_path_and_tensor() {
+    let bytes = sample(3).bytes();
+    // Cut into the last tensor's data.
+    let file = TempFile::with(&bytes[..bytes.len() - 5]);
+    let err = GgufFile::open(file.path()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ModelError::Corrupt { .. }), "{msg}");
+    assert!(msg.contains(&file.path().display().to_string()), "{msg}");
+    assert!(msg.contains("w.q4_1") && msg.contains("truncated"), "{msg}");
+
+    // Cut inside the header / metadata: every prefix fails cleanly, never panics.
+    for cut in [0, 3, 7, 20, 40, 100, 200] {
+        let file = TempFile::with(&bytes[..cut.min(bytes.len())]);
+        let err = GgufFile::open(file.path()).unwrap_err();
+        assert!(
+            err.to_string().contains(&file.path().display().to_string()),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn bad_magic_and_version() {
+    let mut bytes = sample(3).bytes();
+    bytes[0] = b'X';
+    let file = TempFile::with(&bytes);
+    let msg = GgufFile::open(file.path()).unwrap_err().to_string();
+    assert!(msg.contains("magic"), "{msg}");
+
+    let mut bytes = sample(3).bytes();
+    bytes[4..8].copy_from_slice(&7u32.to_le_bytes());
+    let file = TempFile::with(&bytes);
+    let msg = GgufFile::open(file.path()).unwrap_err().to_string();
+    assert!(msg.contains("version 7"), "{msg}");
+}
+
+#[test]
+fn absurd_counts_are_rejected_without_allocating() {
+    let mut bytes = sample(3).bytes();
+    bytes[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    let file = TempFile::with(&bytes);
+    let msg = GgufFile::open(file.path()).unwrap_err().to_string();
+    assert!(msg.contains("tensor count"), "{msg}");
+}
+
+#[test]
+fn unsupported_tensor_type_is_named() {
+    // Q4_K: 256 elements per 144-byte block.
+    let w = sample(3).tensor("blk.0.attn_q.weight", &[256], 12, vec![0; 144]);
+    let file = TempFile::with(&w.bytes());
+    let g = GgufFile::open(file.path()).expect("unsupported types still open");
+    let t = g.tensor("blk.0.attn_q.weight").unwrap();
+    let err = g.dtype(t).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("unsupported tensor type"), "{msg}");
+    assert!(
+        msg.contains("Q4_K") && msg.contains("blk.0.attn_q.weight"),
+        "{msg}"
+    );
+    assert!(g.tensor_data(t).is_err());
+}
+
+fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+}
+
+#[test]
+fn real_smollm2_file() {
+    let path = models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !path.exists() {
+        let msg = format!("{} is missing; run `cargo xtask model`", path.display());
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{msg}");
+        }
+        eprintln!("SKIP: {msg}");
+        return;
+    }
+    let g = GgufFile::open(&path).unwrap();
+    assert_eq!(g.version, 3);
+    assert_eq!(g.architecture().unwrap(), "llama");
+    assert_eq!(g.get_u32("llama.embedding_length").unwrap(), 576);
+    assert_eq!(g.tensors.len(), 272);
+    for t in &g.tensors {
+        let data = g.tensor_data(t).unwrap();
+        let dtype = g.dtype(t).unwrap();
+        assert_eq!(Some(data.len()), dtype.bytes_for(t.n_elems() as usize));
+    }
+    let emb = g.tensor("token_embd.weight").unwrap();
+    assert_eq!(emb.dims, [576, 49152]);
+}

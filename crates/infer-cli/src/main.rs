@@ -1,1 +1,497 @@
-fn main() {}
+//! `infer`: run, chat with and benchmark language models on any wgpu adapter.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use infer_kernels::Kernels;
+use infer_models::{ChatMessage, LlamaModel, LoadOptions, Tokenizer};
+use infer_sampling::{Generation, SamplingParams, generate};
+use infer_tensor::{DType, Device, DeviceOptions};
+
+/// The model fetched by `cargo xtask model`, used when no `--model` is given.
+const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+#[derive(Parser)]
+#[command(
+    name = "infer",
+    version,
+    about = "Portable GPU inference for language models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List every GPU adapter with its backend, type, driver, limits and features.
+    Devices(DeviceArgs),
+    /// Generate a completion for one prompt, streamed to stdout.
+    Run(RunArgs),
+    /// An interactive conversation using the model's chat template.
+    Chat(ChatArgs),
+    /// Measure prefill and decode speed of a model.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Clone)]
+struct DeviceArgs {
+    /// vulkan, metal, dx12 or gl (default: env INFER_BACKEND, else every backend).
+    #[arg(long)]
+    backend: Option<String>,
+    /// Pick the adapter whose name contains this (default: env INFER_ADAPTER, else the best).
+    #[arg(long)]
+    adapter: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// A Hugging Face folder, a .gguf file, or a repo id in the local Hugging Face cache.
+    /// Default: env INFER_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf
+    /// (fetched by `cargo xtask model`).
+    #[arg(long, short)]
+    model: Option<String>,
+    /// Re-encode weights on load: q8_0 or q4_0 (also f16, q4_1).
+    #[arg(long)]
+    quant: Option<String>,
+    /// Context length (KV cache size); default min(model's, 4096).
+    #[arg(long = "ctx-size")]
+    ctx_size: Option<usize>,
+    /// Most prompt tokens per prefill step.
+    #[arg(long, default_value_t = 256)]
+    max_batch: usize,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Args, Clone)]
+struct SamplingArgs {
+    /// Most tokens to generate.
+    #[arg(long = "max-tokens", short = 'n', default_value_t = 256)]
+    max_tokens: usize,
+    /// 0 is greedy (the default, reproducible); > 0 samples.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long = "top-k")]
+    top_k: Option<usize>,
+    #[arg(long = "top-p", default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long = "min-p", default_value_t = 0.0)]
+    min_p: f32,
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    repeat_penalty: f32,
+    #[arg(long = "presence-penalty", default_value_t = 0.0)]
+    presence_penalty: f32,
+    #[arg(long = "frequency-penalty", default_value_t = 0.0)]
+    frequency_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop when this text appears (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Keep generating past the end-of-sequence token.
+    #[arg(long = "ignore-eos")]
+    ignore_eos: bool,
+}
+
+impl SamplingArgs {
+    fn params(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            seed: self.seed,
+            max_tokens: self.max_tokens,
+            stop: self.stop.clone(),
+            ignore_eos: self.ignore_eos,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// The prompt.
+    #[arg(long, short)]
+    prompt: String,
+    /// Wrap the prompt as a user message with the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// A system message (with --chat).
+    #[arg(long)]
+    system: Option<String>,
+    /// Print one JSON object (ids, text, stats) on the last line instead of streaming.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// A system message.
+    #[arg(long)]
+    system: Option<String>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt lengths to measure prefill at.
+    #[arg(long = "prompt-tokens", default_values_t = [128usize, 512])]
+    prompt_tokens: Vec<usize>,
+    /// Tokens to decode per run.
+    #[arg(long = "gen-tokens", default_value_t = 64)]
+    gen_tokens: usize,
+    /// Runs per figure (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn device(args: &DeviceArgs) -> Result<Arc<Device>> {
+    let opts = DeviceOptions {
+        backend: args.backend.clone(),
+        adapter: args.adapter.clone(),
+    }
+    .with_env();
+    Ok(Arc::new(Device::new(&opts)?))
+}
+
+fn model_spec(args: &ModelArgs) -> Result<String> {
+    if let Some(m) = &args.model {
+        return Ok(m.clone());
+    }
+    if let Ok(m) = std::env::var("INFER_MODEL")
+        && !m.is_empty()
+    {
+        return Ok(m);
+    }
+    let candidates = [
+        PathBuf::from(DEFAULT_MODEL),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(DEFAULT_MODEL),
+    ];
+    for c in &candidates {
+        if c.exists() {
+            return Ok(c.to_string_lossy().into());
+        }
+    }
+    bail!(
+        "no --model given and the default model {DEFAULT_MODEL} is missing: run `cargo xtask model` to fetch it"
+    )
+}
+
+fn load(args: &ModelArgs, progress: bool) -> Result<(LlamaModel, Tokenizer, Arc<Device>)> {
+    let dev = device(&args.device)?;
+    let kernels = Arc::new(Kernels::new(dev.clone()));
+    let quant = match &args.quant {
+        None => None,
+        Some(q) => Some(DType::parse(q).with_context(|| {
+            format!("--quant {q}: expected one of q8_0, q4_0, q4_1, f16, bf16, f32")
+        })?),
+    };
+    let opts = LoadOptions {
+        quant,
+        context: args.ctx_size,
+        max_batch: args.max_batch.max(1),
+        progress,
+    };
+    let spec = model_spec(args)?;
+    let (model, tok) =
+        infer_models::load(&spec, kernels, &opts).with_context(|| format!("loading {spec}"))?;
+    Ok((model, tok, dev))
+}
+
+fn encode_prompt(
+    tok: &Tokenizer,
+    prompt: &str,
+    chat: bool,
+    system: Option<&str>,
+) -> Result<Vec<u32>> {
+    if chat {
+        let mut msgs = Vec::new();
+        if let Some(s) = system {
+            msgs.push(ChatMessage::new("system", s));
+        }
+        msgs.push(ChatMessage::new("user", prompt));
+        let text = tok.apply_chat_template(&msgs, true)?;
+        Ok(tok.encode(&text, false)?)
+    } else {
+        Ok(tok.encode(prompt, true)?)
+    }
+}
+
+fn json_line(g: &Generation) -> serde_json::Value {
+    let s = &g.stats;
+    serde_json::json!({
+        "prompt_token_ids": g.prompt_token_ids,
+        "token_ids": g.token_ids,
+        "text": g.text,
+        "finish_reason": g.finish_reason.as_str(),
+        "stats": {
+            "prompt_tokens": s.prompt_tokens,
+            "generated_tokens": s.generated_tokens,
+            "prefill_ms": s.prefill_ms,
+            "decode_ms": s.decode_ms,
+            "ttft_ms": s.ttft_ms,
+            "prefill_tok_s": s.prefill_tok_s(),
+            "decode_tok_s": s.decode_tok_s(),
+        }
+    })
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let params = args.sampling.params();
+    let (mut model, tok, _dev) = load(&args.model, !args.json)?;
+    params
+        .validate(model.cfg.vocab_size)
+        .context("sampling parameters")?;
+    let ids = encode_prompt(&tok, &args.prompt, args.chat, args.system.as_deref())?;
+    let mut out = std::io::stdout().lock();
+    let json = args.json;
+    let g = generate(&mut model, &tok, &ids, &params, |s| {
+        if !json {
+            let _ = out.write_all(s.as_bytes());
+            let _ = out.flush();
+        }
+    })?;
+    if json {
+        writeln!(out, "{}", json_line(&g))?;
+    } else {
+        writeln!(out)?;
+        eprintln!(
+            "[{} prompt tokens, {:.1} tok/s prefill; {} generated, {:.1} tok/s decode; {}]",
+            g.stats.prompt_tokens,
+            g.stats.prefill_tok_s(),
+            g.stats.generated_tokens,
+            g.stats.decode_tok_s(),
+            g.finish_reason.as_str()
+        );
+    }
+    Ok(())
+}
+
+fn chat(args: ChatArgs) -> Result<()> {
+    let params = args.sampling.params();
+    let (mut model, tok, dev) = load(&args.model, true)?;
+    params.validate(model.cfg.vocab_size)?;
+    eprintln!(
+        "infer chat on {} — an empty line or /exit quits",
+        dev.describe()
+    );
+    let mut history: Vec<ChatMessage> = Vec::new();
+    if let Some(s) = &args.system {
+        history.push(ChatMessage::new("system", s));
+    }
+    // Ids held in the KV cache; a new turn reuses the common prefix.
+    let mut cached: Vec<u32> = Vec::new();
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    loop {
+        write!(out, "> ")?;
+        out.flush()?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        if line.is_empty() || line == "/exit" {
+            break;
+        }
+        history.push(ChatMessage::new("user", line));
+        let text = tok.apply_chat_template(&history, true)?;
+        let ids = tok.encode(&text, false)?;
+        let common = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count();
+        let common = common.min(ids.len() - 1);
+        model.truncate(common);
+        let g = match generate(&mut model, &tok, &ids[common..], &params, |s| {
+            let _ = out.write_all(s.as_bytes());
+            let _ = out.flush();
+        }) {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("\nerror: {e}");
+                history.pop();
+                model.truncate(0);
+                cached.clear();
+                continue;
+            }
+        };
+        writeln!(out)?;
+        cached = ids;
+        cached.extend(&g.token_ids);
+        cached.truncate(model.position());
+        history.push(ChatMessage::new("assistant", g.text.trim()));
+    }
+    Ok(())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    let (mut model, tok, dev) = load(&args.model, false)?;
+    let runs = args.runs.max(1);
+    let mut results = serde_json::Map::new();
+    results.insert("adapter".into(), dev.describe().into());
+    results.insert("backend".into(), format!("{:?}", dev.info.backend).into());
+    let vocab = model.cfg.vocab_size as u32;
+    // Deterministic filler prompt tokens (avoiding special ids at the start of the vocabulary).
+    let filler = |n: usize| -> Vec<u32> {
+        (0..n as u32)
+            .map(|i| 100 + (i * 7919) % (vocab - 200))
+            .collect()
+    };
+    let params = SamplingParams {
+        max_tokens: args.gen_tokens,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    // Warm-up: compiles every pipeline (first-use cost reported as cold TTFT).
+    let t = Instant::now();
+    model.truncate(0);
+    generate(
+        &mut model,
+        &tok,
+        &filler(8),
+        &SamplingParams {
+            max_tokens: 2,
+            ignore_eos: true,
+            ..Default::default()
+        },
+        |_| {},
+    )?;
+    results.insert(
+        "cold_start_ms".into(),
+        (t.elapsed().as_secs_f64() * 1e3).into(),
+    );
+    for &n in &args.prompt_tokens {
+        if n + args.gen_tokens > model.capacity() {
+            eprintln!(
+                "skipping {n} prompt tokens: over the context of {}",
+                model.capacity()
+            );
+            continue;
+        }
+        let (mut pre, mut dec, mut ttft) = (vec![], vec![], vec![]);
+        for _ in 0..runs {
+            model.truncate(0);
+            let g = generate(&mut model, &tok, &filler(n), &params, |_| {})?;
+            pre.push(g.stats.prefill_tok_s());
+            dec.push(g.stats.decode_tok_s());
+            ttft.push(g.stats.ttft_ms);
+        }
+        let (p, d, t) = (median(&mut pre), median(&mut dec), median(&mut ttft));
+        if !args.json {
+            println!(
+                "{:>5} prompt tokens: prefill {p:8.1} tok/s, warm TTFT {t:8.1} ms, decode {d:7.1} tok/s (median of {runs})",
+                n
+            );
+        }
+        results.insert(
+            format!("prompt_{n}"),
+            serde_json::json!({"prefill_tok_s": p, "decode_tok_s": d, "ttft_ms": t}),
+        );
+    }
+    if args.json {
+        println!("{}", serde_json::Value::Object(results));
+    } else {
+        println!("adapter: {}", dev.describe());
+    }
+    Ok(())
+}
+
+fn devices(args: DeviceArgs) -> Result<()> {
+    let opts = DeviceOptions {
+        backend: args.backend.clone(),
+        adapter: args.adapter.clone(),
+    }
+    .with_env();
+    let list = infer_tensor::device::enumerate(&opts)?;
+    if list.is_empty() {
+        bail!(
+            "no GPU adapter found (on a machine without a GPU, install Mesa's lavapipe: mesa-vulkan-drivers)"
+        );
+    }
+    let chosen = Device::new(&opts).ok().map(|d| d.info.clone());
+    for (i, a) in list.iter().enumerate() {
+        let info = &a.info;
+        let mark = if chosen
+            .as_ref()
+            .is_some_and(|c| c.name == info.name && c.backend == info.backend)
+        {
+            " (default)"
+        } else {
+            ""
+        };
+        println!("[{i}] {}{mark}", info.name);
+        println!(
+            "    backend: {:?}   type: {:?}",
+            info.backend, info.device_type
+        );
+        println!("    driver: {} {}", info.driver, info.driver_info);
+        let l = &a.limits;
+        println!(
+            "    limits: max_storage_buffer_binding_size {} MiB, max_buffer_size {} MiB, \
+             workgroup storage {} KiB, invocations/workgroup {}, workgroups/dim {}, \
+             storage buffers/stage {}",
+            l.max_storage_buffer_binding_size as u64 >> 20,
+            l.max_buffer_size >> 20,
+            l.max_compute_workgroup_storage_size >> 10,
+            l.max_compute_invocations_per_workgroup,
+            l.max_compute_workgroups_per_dimension,
+            l.max_storage_buffers_per_shader_stage,
+        );
+        let f = a.features;
+        let names: Vec<&str> = [
+            (wgpu_features::SHADER_F16, "SHADER_F16"),
+            (wgpu_features::SUBGROUP, "SUBGROUP"),
+            (wgpu_features::TIMESTAMP_QUERY, "TIMESTAMP_QUERY"),
+            (wgpu_features::PIPELINE_CACHE, "PIPELINE_CACHE"),
+            (wgpu_features::SHADER_INT64, "SHADER_INT64"),
+        ]
+        .iter()
+        .filter(|(bit, _)| f.contains(*bit))
+        .map(|(_, n)| *n)
+        .collect();
+        println!(
+            "    features: {}   subgroup size {}..{}",
+            names.join(" "),
+            info.subgroup_min_size,
+            info.subgroup_max_size
+        );
+    }
+    Ok(())
+}
+
+use infer_tensor::wgpu::Features as wgpu_features;
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Devices(a) => devices(a),
+        Cmd::Run(a) => run(a),
+        Cmd::Chat(a) => chat(a),
+        Cmd::Bench(a) => bench(a),
+    }
+}

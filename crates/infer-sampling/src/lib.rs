@@ -1,1 +1,551 @@
+//! Logits processing, samplers and the generation loop.
+//!
+//! Greedy decoding (temperature 0, no penalties or bias) keeps the argmax on the GPU so only
+//! a token id comes back; any other setting reads the last position's logits and samples on
+//! the host with a seeded RNG (same seed + same inputs = same output on the same adapter).
 
+use std::time::Instant;
+
+use infer_models::{LlamaModel, ModelError, Output, StepOut, StreamDecoder, Tokenizer};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SamplingError {
+    #[error("invalid sampling parameter `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+pub type Result<T, E = SamplingError> = std::result::Result<T, E>;
+
+/// Sampling and stopping settings (the OpenAI / llama.cpp set).
+#[derive(Clone, Debug)]
+pub struct SamplingParams {
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// Keep the k most likely tokens; `None` = all.
+    pub top_k: Option<usize>,
+    /// Nucleus sampling mass in (0, 1].
+    pub top_p: f32,
+    /// Drop tokens below `min_p` x the top probability; 0 = off.
+    pub min_p: f32,
+    /// Divide positive (multiply negative) logits of tokens seen before; 1 = off.
+    pub repeat_penalty: f32,
+    /// Subtracted once from the logit of every token generated so far.
+    pub presence_penalty: f32,
+    /// Subtracted per occurrence from the logit of every token generated so far.
+    pub frequency_penalty: f32,
+    /// Added to the logits of the named tokens.
+    pub logit_bias: Vec<(u32, f32)>,
+    pub seed: u64,
+    pub max_tokens: usize,
+    /// Text that ends generation (not included in the output).
+    pub stop: Vec<String>,
+    /// Token ids that end generation, besides the model's EOS ids.
+    pub stop_token_ids: Vec<u32>,
+    /// Keep going past EOS.
+    pub ignore_eos: bool,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.0,
+            top_k: None,
+            top_p: 1.0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: vec![],
+            seed: 0,
+            max_tokens: 256,
+            stop: vec![],
+            stop_token_ids: vec![],
+            ignore_eos: false,
+        }
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> SamplingError {
+    SamplingError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl SamplingParams {
+    /// Checks every parameter; `vocab` bounds token ids in biases and stop ids.
+    pub fn validate(&self, vocab: usize) -> Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(invalid(
+                "temperature",
+                format!("{} is not >= 0", self.temperature),
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(invalid("top_p", format!("{} is not in (0, 1]", self.top_p)));
+        }
+        if self.top_k == Some(0) {
+            return Err(invalid("top_k", "0 keeps no token (omit it to keep all)"));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return Err(invalid("min_p", format!("{} is not in [0, 1]", self.min_p)));
+        }
+        if !(self.repeat_penalty > 0.0 && self.repeat_penalty.is_finite()) {
+            return Err(invalid(
+                "repeat_penalty",
+                format!("{} is not > 0", self.repeat_penalty),
+            ));
+        }
+        for (f, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if !v.is_finite() {
+                return Err(invalid(f, format!("{v} is not finite")));
+            }
+        }
+        for &(id, b) in &self.logit_bias {
+            if id as usize >= vocab {
+                return Err(invalid(
+                    "logit_bias",
+                    format!("token id {id} is not in the vocabulary of {vocab}"),
+                ));
+            }
+            if b.is_nan() {
+                return Err(invalid("logit_bias", format!("bias for {id} is NaN")));
+            }
+        }
+        if let Some(&id) = self.stop_token_ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(invalid(
+                "stop_token_ids",
+                format!("token id {id} is not in the vocabulary of {vocab}"),
+            ));
+        }
+        if self.stop.iter().any(String::is_empty) {
+            return Err(invalid("stop", "an empty stop string"));
+        }
+        Ok(())
+    }
+
+    /// Whether the GPU argmax gives exactly this sampler's choice.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+            && self.repeat_penalty == 1.0
+            && self.presence_penalty == 0.0
+            && self.frequency_penalty == 0.0
+            && self.logit_bias.is_empty()
+    }
+}
+
+/// Picks tokens from logits according to [`SamplingParams`].
+pub struct Sampler {
+    params: SamplingParams,
+    rng: StdRng,
+    counts: std::collections::HashMap<u32, u32>,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Sampler {
+        let rng = StdRng::seed_from_u64(params.seed);
+        Sampler {
+            params,
+            rng,
+            counts: Default::default(),
+        }
+    }
+
+    /// Records a token as part of the context the penalties look at.
+    pub fn observe(&mut self, token: u32) {
+        *self.counts.entry(token).or_default() += 1;
+    }
+
+    /// Applies penalties and bias in place.
+    pub fn process(&self, logits: &mut [f32]) {
+        let p = &self.params;
+        for (&tok, &n) in &self.counts {
+            let l = &mut logits[tok as usize];
+            if p.repeat_penalty != 1.0 {
+                *l = if *l > 0.0 {
+                    *l / p.repeat_penalty
+                } else {
+                    *l * p.repeat_penalty
+                };
+            }
+            *l -= p.presence_penalty + p.frequency_penalty * n as f32;
+        }
+        for &(tok, b) in &p.logit_bias {
+            logits[tok as usize] += b;
+        }
+    }
+
+    /// The next token from the last position's logits.
+    pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
+        self.process(logits);
+        let p = &self.params;
+        if p.temperature == 0.0 {
+            return infer_tensor_argmax(logits);
+        }
+        // Candidates sorted by logit (ties by id, for determinism).
+        let mut cand: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.is_finite())
+            .map(|(i, &l)| (i as u32, l / p.temperature))
+            .collect();
+        if cand.is_empty() {
+            return 0;
+        }
+        cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if let Some(k) = p.top_k {
+            cand.truncate(k);
+        }
+        let max = cand[0].1;
+        let mut probs: Vec<f64> = cand.iter().map(|c| ((c.1 - max) as f64).exp()).collect();
+        let sum: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|x| *x /= sum);
+        if p.min_p > 0.0 {
+            let cut = probs[0] * p.min_p as f64;
+            let keep = probs.iter().take_while(|&&x| x >= cut).count().max(1);
+            probs.truncate(keep);
+        }
+        if p.top_p < 1.0 {
+            let mut acc = 0.0;
+            let mut keep = probs.len();
+            for (i, &x) in probs.iter().enumerate() {
+                acc += x;
+                if acc >= p.top_p as f64 {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            probs.truncate(keep);
+        }
+        let total: f64 = probs.iter().sum();
+        let mut r = self.rng.random::<f64>() * total;
+        for (i, &x) in probs.iter().enumerate() {
+            r -= x;
+            if r <= 0.0 {
+                return cand[i].0;
+            }
+        }
+        cand[probs.len() - 1].0
+    }
+}
+
+fn infer_tensor_argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] || x[best].is_nan() && !v.is_nan() {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// EOS, a stop token or a stop string.
+    Stop,
+    /// max_tokens reached.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+    pub ttft_ms: f64,
+}
+
+impl Stats {
+    pub fn prefill_tok_s(&self) -> f64 {
+        self.prompt_tokens as f64 / (self.prefill_ms / 1000.0).max(1e-9)
+    }
+
+    /// Tokens after the first, over the time after the first.
+    pub fn decode_tok_s(&self) -> f64 {
+        self.generated_tokens.saturating_sub(1) as f64 / (self.decode_ms / 1000.0).max(1e-9)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Generation {
+    pub prompt_token_ids: Vec<u32>,
+    /// Generated ids only (a final EOS / stop token included).
+    pub token_ids: Vec<u32>,
+    pub text: String,
+    pub finish_reason: FinishReason,
+    pub stats: Stats,
+}
+
+/// Holds back streamed text that might be the start of a stop string.
+struct StopFilter {
+    stops: Vec<String>,
+    pending: String,
+}
+
+impl StopFilter {
+    /// Adds text; returns (text safe to emit, whether a stop string was hit).
+    fn push(&mut self, s: &str) -> (String, bool) {
+        self.pending.push_str(s);
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|st| self.pending.find(st.as_str()))
+            .min()
+        {
+            let out = self.pending[..at].to_string();
+            self.pending.clear();
+            return (out, true);
+        }
+        // Keep the longest suffix that is a prefix of some stop string.
+        let mut keep = 0;
+        for st in &self.stops {
+            for k in (1..st.len().min(self.pending.len() + 1)).rev() {
+                if self.pending.is_char_boundary(self.pending.len() - k)
+                    && st.starts_with(&self.pending[self.pending.len() - k..])
+                {
+                    keep = keep.max(k);
+                    break;
+                }
+            }
+        }
+        let cut = self.pending.len() - keep;
+        let out = self.pending[..cut].to_string();
+        self.pending.drain(..cut);
+        (out, false)
+    }
+}
+
+/// Generates from `prompt_ids` (appended at the model's current position; call
+/// `model.truncate(0)` first for a fresh context), streaming text to `on_text`.
+pub fn generate(
+    model: &mut LlamaModel,
+    tok: &Tokenizer,
+    prompt_ids: &[u32],
+    params: &SamplingParams,
+    mut on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    params.validate(model.cfg.vocab_size)?;
+    if prompt_ids.is_empty() {
+        return Err(invalid("prompt", "the prompt has no tokens"));
+    }
+    let need = model.position() + prompt_ids.len();
+    if need > model.capacity() {
+        return Err(ModelError::PromptTooLong {
+            tokens: need,
+            context: model.capacity(),
+        }
+        .into());
+    }
+    let mut eos: Vec<u32> = tok.eos_ids().to_vec();
+    eos.extend(&model.cfg.eos_ids);
+    let greedy = params.is_greedy();
+    let mut sampler = Sampler::new(params.clone());
+    for &t in prompt_ids {
+        sampler.observe(t);
+    }
+    let mut stats = Stats {
+        prompt_tokens: prompt_ids.len(),
+        ..Default::default()
+    };
+    let mode = if greedy {
+        Output::Argmax
+    } else {
+        Output::Logits
+    };
+    let next = |model: &mut LlamaModel, input: &[u32], sampler: &mut Sampler| -> Result<u32> {
+        Ok(match model.forward(input, mode)? {
+            StepOut::Token(t) => t,
+            StepOut::Logits(mut l) => sampler.sample(&mut l),
+        })
+    };
+    let context = &prompt_ids[prompt_ids.len().saturating_sub(4)..];
+    let mut dec = StreamDecoder::with_context(tok, context, true);
+    let mut stop = StopFilter {
+        stops: params.stop.clone(),
+        pending: String::new(),
+    };
+    let mut text = String::new();
+    let mut ids = Vec::new();
+    let mut finish = FinishReason::Length;
+    let mut hit_stop_string = false;
+    let t0 = Instant::now();
+    let mut token = if params.max_tokens == 0 {
+        None
+    } else {
+        Some(next(model, prompt_ids, &mut sampler)?)
+    };
+    stats.prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
+    stats.ttft_ms = stats.prefill_ms;
+    let t1 = Instant::now();
+    while let Some(t) = token {
+        ids.push(t);
+        sampler.observe(t);
+        let is_stop_token =
+            (!params.ignore_eos && eos.contains(&t)) || params.stop_token_ids.contains(&t);
+        if is_stop_token {
+            finish = FinishReason::Stop;
+            break;
+        }
+        if let Some(s) = dec.push(t)? {
+            let (out, hit) = stop.push(&s);
+            text.push_str(&out);
+            on_text(&out);
+            if hit {
+                finish = FinishReason::Stop;
+                hit_stop_string = true;
+                break;
+            }
+        }
+        if ids.len() >= params.max_tokens || model.position() >= model.capacity() {
+            break;
+        }
+        token = Some(next(model, &[t], &mut sampler)?);
+    }
+    if !hit_stop_string {
+        let tail = dec.finish()?;
+        let (mut out, hit) = stop.push(&tail);
+        if hit {
+            finish = FinishReason::Stop;
+        } else {
+            out.push_str(&std::mem::take(&mut stop.pending));
+        }
+        text.push_str(&out);
+        on_text(&out);
+    }
+    stats.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
+    stats.generated_tokens = ids.len();
+    Ok(Generation {
+        prompt_token_ids: prompt_ids.to_vec(),
+        token_ids: ids,
+        text,
+        finish_reason: finish,
+        stats,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_parameters_are_named() {
+        let bad = [
+            SamplingParams {
+                temperature: -1.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                top_p: 0.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                top_p: 1.5,
+                ..Default::default()
+            },
+            SamplingParams {
+                top_k: Some(0),
+                ..Default::default()
+            },
+            SamplingParams {
+                logit_bias: vec![(100, 1.0)],
+                ..Default::default()
+            },
+            SamplingParams {
+                min_p: 2.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                repeat_penalty: 0.0,
+                ..Default::default()
+            },
+        ];
+        let fields = [
+            "temperature",
+            "top_p",
+            "top_p",
+            "top_k",
+            "logit_bias",
+            "min_p",
+            "repeat_penalty",
+        ];
+        for (p, f) in bad.iter().zip(fields) {
+            let e = p.validate(100).unwrap_err().to_string();
+            assert!(e.contains(f), "{e}");
+        }
+        SamplingParams::default().validate(100).unwrap();
+    }
+
+    #[test]
+    fn seeded_sampling_repeats_and_respects_top_k() {
+        let logits: Vec<f32> = (0..50).map(|i| (i % 7) as f32 * 0.5).collect();
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: Some(3),
+            seed: 42,
+            ..Default::default()
+        };
+        let draw = |p: &SamplingParams| {
+            let mut s = Sampler::new(p.clone());
+            (0..200)
+                .map(|_| s.sample(&mut logits.clone()))
+                .collect::<Vec<_>>()
+        };
+        let a = draw(&p);
+        assert_eq!(a, draw(&p), "same seed, same draws");
+        // The three largest logits (value 3.0) are ids 6, 13, 20.
+        assert!(a.iter().all(|t| [6, 13, 20].contains(t)), "{a:?}");
+        let b = draw(&SamplingParams {
+            seed: 43,
+            ..p.clone()
+        });
+        assert_ne!(a, b, "another seed, other draws");
+    }
+
+    #[test]
+    fn penalties_and_bias_change_greedy_choice() {
+        let mut s = Sampler::new(SamplingParams {
+            repeat_penalty: 2.0,
+            ..Default::default()
+        });
+        s.observe(1);
+        assert_eq!(s.sample(&mut vec![0.0, 4.0, 3.0]), 2);
+        let mut s = Sampler::new(SamplingParams {
+            logit_bias: vec![(0, 10.0)],
+            ..Default::default()
+        });
+        assert_eq!(s.sample(&mut vec![0.0, 4.0, 3.0]), 0);
+    }
+
+    #[test]
+    fn stop_filter_holds_back_partial_matches() {
+        let mut f = StopFilter {
+            stops: vec!["END".into()],
+            pending: String::new(),
+        };
+        assert_eq!(f.push("abc E"), ("abc ".to_string(), false));
+        assert_eq!(f.push("N"), (String::new(), false));
+        assert_eq!(f.push("Dxyz"), (String::new(), true));
+        let mut f = StopFilter {
+            stops: vec!["END".into()],
+            pending: String::new(),
+        };
+        assert_eq!(f.push("E"), (String::new(), false));
+        assert_eq!(f.push("x"), ("Ex".to_string(), false));
+    }
+}

@@ -1,1 +1,30 @@
-fn main() {}
+//! `cargo xtask <command>`: project chores.
+//!
+//! - `model`: fetch the default model (SmolLM2-135M-Instruct Q4_1 GGUF) into `models/`.
+
+mod model;
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the repo root")
+        .to_path_buf()
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("model") => {
+            let path = model::fetch_default_model(&repo_root())?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        other => bail!(
+            "unknown xtask command {other:?}\n\nusage: cargo xtask <command>\n  model   fetch the default model into models/"
+        ),
+    }
+}

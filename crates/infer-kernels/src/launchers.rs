@@ -376,7 +376,7 @@ impl Kernels {
     ) -> Result<Vec<Dispatch>> {
         need_f32(kernel, a, n)?;
         need_f32(kernel, b, b_len)?;
-        if b_len == 0 || n % b_len != 0 {
+        if b_len == 0 || !n.is_multiple_of(b_len) {
             return Err(KernelError::Shape {
                 kernel,
                 reason: format!("b_len {b_len} does not divide n {n}"),
@@ -423,7 +423,7 @@ impl Kernels {
         need_f32("rope", x, n_tokens * n_heads * head_dim)?;
         need_f32("rope", cs, 2)?;
         let half = cs.cols() / 2;
-        if half == 0 || 2 * half > head_dim || cs.cols() % 2 != 0 {
+        if half == 0 || 2 * half > head_dim || !cs.cols().is_multiple_of(2) {
             return Err(KernelError::Shape {
                 kernel: "rope",
                 reason: format!("table {:?} does not fit head_dim {head_dim}", cs.shape),
@@ -509,7 +509,7 @@ impl Kernels {
         need_f32("attention", k_cache, a.n_kv * a.capacity * a.head_dim)?;
         need_f32("attention", v_cache, a.n_kv * a.capacity * a.head_dim)?;
         need_len("attention", pos, 1)?;
-        if a.head_dim > 256 || a.n_kv == 0 || a.n_heads % a.n_kv != 0 {
+        if a.head_dim > 256 || a.n_kv == 0 || !a.n_heads.is_multiple_of(a.n_kv) {
             return Err(KernelError::Shape {
                 kernel: "attention",
                 reason: format!(

@@ -524,12 +524,12 @@ mod tests {
             ..Default::default()
         });
         s.observe(1);
-        assert_eq!(s.sample(&mut vec![0.0, 4.0, 3.0]), 2);
+        assert_eq!(s.sample(&mut [0.0, 4.0, 3.0]), 2);
         let mut s = Sampler::new(SamplingParams {
             logit_bias: vec![(0, 10.0)],
             ..Default::default()
         });
-        assert_eq!(s.sample(&mut vec![0.0, 4.0, 3.0]), 0);
+        assert_eq!(s.sample(&mut [0.0, 4.0, 3.0]), 0);
     }
 
     #[test]

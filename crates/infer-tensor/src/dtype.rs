@@ -58,7 +58,7 @@ impl DType {
 
     /// Bytes taken by `n` elements. `None` when `n` is not a whole number of blocks.
     pub fn bytes_for(self, n: usize) -> Option<usize> {
-        if n % self.block_elems() != 0 {
+        if !n.is_multiple_of(self.block_elems()) {
             return None;
         }
         Some(n / self.block_elems() * self.block_bytes())

@@ -129,7 +129,7 @@ impl Tensor {
             let n = rows_per_part.min(rows.max(1) - r);
             let chunk =
                 &bytes[(r * row_bytes).min(bytes.len())..((r + n) * row_bytes).min(bytes.len())];
-            let buffer = if chunk.len() % 4 == 0 && !chunk.is_empty() {
+            let buffer = if chunk.len().is_multiple_of(4) && !chunk.is_empty() {
                 dev.device
                     .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                         label: Some(name),

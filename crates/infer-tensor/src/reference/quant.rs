@@ -8,7 +8,7 @@ use crate::dtype::DType;
 /// (callers check with [`DType::bytes_for`]).
 pub fn quantize(dtype: DType, x: &[f32]) -> Vec<u8> {
     assert!(
-        x.len() % dtype.block_elems() == 0,
+        x.len().is_multiple_of(dtype.block_elems()),
         "quantize: {} elements is not a whole number of {dtype} blocks",
         x.len()
     );

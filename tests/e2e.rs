@@ -13,29 +13,41 @@ use serde_json::Value;
 #[test]
 fn smollm2_answers_the_capital_of_france() {
     let Some(dev) = test_device() else { return };
-    let Some(model_path) = default_model() else { return };
+    let Some(model_path) = default_model() else {
+        return;
+    };
     let expected: Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("tests/fixtures/smollm2/expected.json")).unwrap(),
     )
     .unwrap();
     let ids = |v: &Value| -> Vec<u32> {
-        v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
     };
     let k = Arc::new(Kernels::new(Arc::new(dev)));
     let (mut model, tok) =
         infer_models::load(model_path.to_str().unwrap(), k, &LoadOptions::default()).unwrap();
     let text = tok
-        .apply_chat_template(&[ChatMessage::new("user", "What is the capital of France?")], true)
+        .apply_chat_template(
+            &[ChatMessage::new("user", "What is the capital of France?")],
+            true,
+        )
         .unwrap();
     assert_eq!(text, expected["prompt_text"].as_str().unwrap());
     let prompt = tok.encode(&text, false).unwrap();
     assert_eq!(prompt, ids(&expected["prompt_ids"]));
     let mut streamed = String::new();
     let g = generate(
-        &mut model,
+        model.as_mut(),
         &tok,
         &prompt,
-        &SamplingParams { max_tokens: 32, ..Default::default() },
+        &SamplingParams {
+            max_tokens: 32,
+            ..Default::default()
+        },
         |s| streamed.push_str(s),
     )
     .unwrap();
@@ -50,25 +62,70 @@ fn smollm2_answers_the_capital_of_france() {
 
     // A second conversation in the same model: the cache restarts cleanly.
     model.truncate(0);
-    let again = generate(&mut model, &tok, &prompt, &SamplingParams { max_tokens: 32, ..Default::default() }, |_| {}).unwrap();
+    let again = generate(
+        model.as_mut(),
+        &tok,
+        &prompt,
+        &SamplingParams {
+            max_tokens: 32,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .unwrap();
     assert_eq!(again.token_ids, g.token_ids);
 
     // max_tokens ends with "length".
     model.truncate(0);
-    let short = generate(&mut model, &tok, &prompt, &SamplingParams { max_tokens: 3, ..Default::default() }, |_| {}).unwrap();
+    let short = generate(
+        model.as_mut(),
+        &tok,
+        &prompt,
+        &SamplingParams {
+            max_tokens: 3,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .unwrap();
     assert_eq!(short.token_ids, g.token_ids[..3]);
     assert_eq!(short.finish_reason, FinishReason::Length);
 
     // A stop string ends early and is not part of the text.
     model.truncate(0);
-    let stopped = generate(&mut model, &tok, &prompt, &SamplingParams { max_tokens: 32, stop: vec![" is".into()], ..Default::default() }, |_| {}).unwrap();
+    let stopped = generate(
+        model.as_mut(),
+        &tok,
+        &prompt,
+        &SamplingParams {
+            max_tokens: 32,
+            stop: vec![" is".into()],
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .unwrap();
     assert_eq!(stopped.text, "The capital of France");
     assert_eq!(stopped.finish_reason, FinishReason::Stop);
 
     // Seeded sampling repeats itself.
-    let sample = |model: &mut infer_models::LlamaModel, seed| {
+    let sample = |model: &mut dyn infer_models::Model, seed| {
         model.truncate(0);
-        generate(model, &tok, &prompt, &SamplingParams { temperature: 0.8, top_p: 0.95, seed, max_tokens: 12, ..Default::default() }, |_| {}).unwrap().token_ids
+        generate(
+            model,
+            &tok,
+            &prompt,
+            &SamplingParams {
+                temperature: 0.8,
+                top_p: 0.95,
+                seed,
+                max_tokens: 12,
+                ..Default::default()
+            },
+            |_| {},
+        )
+        .unwrap()
+        .token_ids
     };
-    assert_eq!(sample(&mut model, 7), sample(&mut model, 7));
+    assert_eq!(sample(model.as_mut(), 7), sample(model.as_mut(), 7));
 }

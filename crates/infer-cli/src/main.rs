@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use infer_kernels::Kernels;
-use infer_models::{ChatMessage, LlamaModel, LoadOptions, Tokenizer};
+use infer_models::{ChatMessage, LoadOptions, Model, Tokenizer};
 use infer_sampling::{Generation, SamplingParams, generate};
 use infer_tensor::{DType, Device, DeviceOptions};
 
@@ -200,7 +200,7 @@ fn model_spec(args: &ModelArgs) -> Result<String> {
     )
 }
 
-fn load(args: &ModelArgs, progress: bool) -> Result<(LlamaModel, Tokenizer, Arc<Device>)> {
+fn load(args: &ModelArgs, progress: bool) -> Result<(Box<dyn Model>, Tokenizer, Arc<Device>)> {
     let dev = device(&args.device)?;
     let kernels = Arc::new(Kernels::new(dev.clone()));
     let quant = match &args.quant {
@@ -263,12 +263,12 @@ fn run(args: RunArgs) -> Result<()> {
     let params = args.sampling.params();
     let (mut model, tok, _dev) = load(&args.model, !args.json)?;
     params
-        .validate(model.cfg.vocab_size)
+        .validate(model.config().vocab_size)
         .context("sampling parameters")?;
     let ids = encode_prompt(&tok, &args.prompt, args.chat, args.system.as_deref())?;
     let mut out = std::io::stdout().lock();
     let json = args.json;
-    let g = generate(&mut model, &tok, &ids, &params, |s| {
+    let g = generate(model.as_mut(), &tok, &ids, &params, |s| {
         if !json {
             let _ = out.write_all(s.as_bytes());
             let _ = out.flush();
@@ -293,7 +293,7 @@ fn run(args: RunArgs) -> Result<()> {
 fn chat(args: ChatArgs) -> Result<()> {
     let params = args.sampling.params();
     let (mut model, tok, dev) = load(&args.model, true)?;
-    params.validate(model.cfg.vocab_size)?;
+    params.validate(model.config().vocab_size)?;
     eprintln!(
         "infer chat on {} — an empty line or /exit quits",
         dev.describe()
@@ -323,7 +323,7 @@ fn chat(args: ChatArgs) -> Result<()> {
         let common = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count();
         let common = common.min(ids.len() - 1);
         model.truncate(common);
-        let g = match generate(&mut model, &tok, &ids[common..], &params, |s| {
+        let g = match generate(model.as_mut(), &tok, &ids[common..], &params, |s| {
             let _ = out.write_all(s.as_bytes());
             let _ = out.flush();
         }) {
@@ -356,7 +356,7 @@ fn bench(args: BenchArgs) -> Result<()> {
     let mut results = serde_json::Map::new();
     results.insert("adapter".into(), dev.describe().into());
     results.insert("backend".into(), format!("{:?}", dev.info.backend).into());
-    let vocab = model.cfg.vocab_size as u32;
+    let vocab = model.config().vocab_size as u32;
     // Deterministic filler prompt tokens (avoiding special ids at the start of the vocabulary).
     let filler = |n: usize| -> Vec<u32> {
         (0..n as u32)
@@ -372,7 +372,7 @@ fn bench(args: BenchArgs) -> Result<()> {
     let t = Instant::now();
     model.truncate(0);
     generate(
-        &mut model,
+        model.as_mut(),
         &tok,
         &filler(8),
         &SamplingParams {
@@ -397,7 +397,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         let (mut pre, mut dec, mut ttft) = (vec![], vec![], vec![]);
         for _ in 0..runs {
             model.truncate(0);
-            let g = generate(&mut model, &tok, &filler(n), &params, |_| {})?;
+            let g = generate(model.as_mut(), &tok, &filler(n), &params, |_| {})?;
             pre.push(g.stats.prefill_tok_s());
             dec.push(g.stats.decode_tok_s());
             ttft.push(g.stats.ttft_ms);

@@ -30,7 +30,10 @@ fn require(p: PathBuf, how: &str) -> Option<String> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("CI=true and {} is missing ({how})", p.display());
     }
-    eprintln!("SKIP: {} is missing ({how}); this test did NOT run", p.display());
+    eprintln!(
+        "SKIP: {} is missing ({how}); this test did NOT run",
+        p.display()
+    );
     None
 }
 
@@ -47,7 +50,10 @@ fn devices_lists_an_adapter_with_limits() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     assert!(out.contains("max_storage_buffer_binding_size"), "{out}");
-    assert!(out.contains("backend:") && out.contains("(default)"), "{out}");
+    assert!(
+        out.contains("backend:") && out.contains("(default)"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -55,19 +61,41 @@ fn run_json_on_the_default_model_answers() {
     if !has_adapter() {
         return;
     }
-    let Some(model) = require(repo().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"), "run `cargo xtask model`") else {
+    let Some(model) = require(
+        repo().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        "run `cargo xtask model`",
+    ) else {
         return;
     };
-    let o = infer(&["run", "--model", &model, "--chat", "--prompt", "What is the capital of France?", "--json"]);
+    let o = infer(&[
+        "run",
+        "--model",
+        &model,
+        "--chat",
+        "--prompt",
+        "What is the capital of France?",
+        "--json",
+    ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     let last = out.lines().last().expect("a JSON line");
     let v: serde_json::Value = serde_json::from_str(last).expect("JSON on the last line");
     assert_eq!(v["text"], "The capital of France is Paris.");
     assert_eq!(v["finish_reason"], "stop");
-    assert_eq!(v["token_ids"], serde_json::json!([504, 3575, 282, 4649, 314, 7042, 30, 2]));
+    assert_eq!(
+        v["token_ids"],
+        serde_json::json!([504, 3575, 282, 4649, 314, 7042, 30, 2])
+    );
     assert_eq!(v["prompt_token_ids"].as_array().unwrap().len(), 37);
-    for key in ["prompt_tokens", "generated_tokens", "prefill_ms", "decode_ms", "ttft_ms", "prefill_tok_s", "decode_tok_s"] {
+    for key in [
+        "prompt_tokens",
+        "generated_tokens",
+        "prefill_ms",
+        "decode_ms",
+        "ttft_ms",
+        "prefill_tok_s",
+        "decode_tok_s",
+    ] {
         assert!(v["stats"][key].is_number(), "stats.{key} missing: {v}");
     }
 }
@@ -77,18 +105,41 @@ fn run_streams_stories260k_and_stops_at_max_tokens() {
     if !has_adapter() {
         return;
     }
-    let Some(model) = require(repo().join("../shared/models/stories260K"), "the shared models folder") else {
+    let Some(model) = require(
+        repo().join("../shared/models/stories260K"),
+        "the shared models folder",
+    ) else {
         return;
     };
-    let o = infer(&["run", "--model", &model, "--prompt", "Once upon a time", "--max-tokens", "20", "--json"]);
+    let o = infer(&[
+        "run",
+        "--model",
+        &model,
+        "--prompt",
+        "Once upon a time",
+        "--max-tokens",
+        "20",
+        "--json",
+    ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(v["token_ids"].as_array().unwrap().len(), 20);
     assert_eq!(v["finish_reason"], "length");
-    assert_eq!(v["prompt_token_ids"][0], 1, "BOS added by the tokenizer's post-processor");
+    assert_eq!(
+        v["prompt_token_ids"][0], 1,
+        "BOS added by the tokenizer's post-processor"
+    );
     // Streaming mode prints the same text.
-    let o = infer(&["run", "--model", &model, "--prompt", "Once upon a time", "--max-tokens", "20"]);
+    let o = infer(&[
+        "run",
+        "--model",
+        &model,
+        "--prompt",
+        "Once upon a time",
+        "--max-tokens",
+        "20",
+    ]);
     let (streamed, _) = text(&o);
     assert_eq!(streamed.trim_end_matches('\n'), v["text"].as_str().unwrap());
 }
@@ -104,21 +155,41 @@ fn bad_input_is_a_clear_error() {
     assert!(err.contains("/no/such/model.gguf"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
-    let Some(model) = require(repo().join("../shared/models/stories260K"), "the shared models folder") else {
+    let Some(model) = require(
+        repo().join("../shared/models/stories260K"),
+        "the shared models folder",
+    ) else {
         return;
     };
-    let o = infer(&["run", "--model", &model, "--prompt", "hi", "--temperature=-1"]);
+    let o = infer(&[
+        "run",
+        "--model",
+        &model,
+        "--prompt",
+        "hi",
+        "--temperature=-1",
+    ]);
     let (_, err) = text(&o);
     assert!(!o.status.success() && err.contains("temperature"), "{err}");
     let o = infer(&["run", "--model", &model, "--prompt", "hi", "--top-p", "0"]);
     let (_, err) = text(&o);
     assert!(!o.status.success() && err.contains("top_p"), "{err}");
     let long = "Once upon a time there was a little dog. ".repeat(10);
-    let o = infer(&["run", "--model", &model, "--prompt", &long, "--ctx-size", "16"]);
+    let o = infer(&[
+        "run",
+        "--model",
+        &model,
+        "--prompt",
+        &long,
+        "--ctx-size",
+        "16",
+    ]);
     let (_, err) = text(&o);
     assert!(!o.status.success() && err.contains("context"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    let o = infer(&["run", "--model", &model, "--prompt", "hi", "--quant", "q9_9"]);
+    let o = infer(&[
+        "run", "--model", &model, "--prompt", "hi", "--quant", "q9_9",
+    ]);
     let (_, err) = text(&o);
     assert!(!o.status.success() && err.contains("q9_9"), "{err}");
 }

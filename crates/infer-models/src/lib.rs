@@ -7,11 +7,13 @@ pub mod error;
 pub mod gguf;
 pub mod llama;
 pub mod load;
+pub mod model;
 pub mod source;
 pub mod tokenizer;
 
 pub use config::ModelConfig;
 pub use error::{ModelError, Result};
-pub use llama::{LlamaModel, LoadOptions, Output, StepOut};
+pub use llama::{LlamaModel, LoadOptions};
 pub use load::{ModelPath, load};
+pub use model::{MAX_VERIFY, Model, Output, StepOut};
 pub use tokenizer::{ChatMessage, StreamDecoder, Tokenizer};

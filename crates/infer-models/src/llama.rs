@@ -24,7 +24,7 @@
 use std::sync::Arc;
 
 use infer_kernels::{AttentionParams, Dispatch, Kernels};
-use infer_tensor::reference::{RopeMode, rope_inv_freq, rope_table};
+use infer_tensor::reference::{rope_inv_freq, rope_table};
 use infer_tensor::{DType, Tensor, tensor::map_read, wgpu};
 
 use crate::config::ModelConfig;
@@ -55,20 +55,7 @@ impl Default for LoadOptions {
     }
 }
 
-/// What a forward step hands back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
-    /// The argmax token of the last position (greedy), computed on the GPU.
-    Argmax,
-    /// The logits of the last position.
-    Logits,
-}
-
-#[derive(Debug)]
-pub enum StepOut {
-    Token(u32),
-    Logits(Vec<f32>),
-}
+pub use crate::model::{MAX_VERIFY, Model, Output, StepOut};
 
 struct Layer {
     attn_norm: Tensor,
@@ -106,8 +93,8 @@ struct Acts {
     gate: Tensor,   // (B, inter)
     up: Tensor,     // (B, inter)
     act: Tensor,    // (B, inter)
-    logits: Tensor, // (vocab)
-    token: Tensor,  // (1) u32
+    logits: Tensor, // (V, vocab), V = min(MAX_VERIFY, B) rows of logits
+    token: Tensor,  // (V) u32 argmax per row
 }
 
 pub struct LlamaModel {
@@ -253,12 +240,12 @@ impl LlamaModel {
             gate: z("gate", &[b, inter])?,
             up: z("up", &[b, inter])?,
             act: z("act", &[b, inter])?,
-            logits: z("logits", &[cfg.vocab_size])?,
-            token: Tensor::zeros(&dev, "token", &[1], DType::U32)?,
+            logits: z("logits", &[b.min(MAX_VERIFY), cfg.vocab_size])?,
+            token: Tensor::zeros(&dev, "token", &[b.min(MAX_VERIFY)], DType::U32)?,
         };
         let staging = dev.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("staging"),
-            size: (cfg.vocab_size * 4) as u64,
+            size: (b.min(MAX_VERIFY) * cfg.vocab_size * 4) as u64,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -278,21 +265,6 @@ impl LlamaModel {
             decode_graph: None,
             staging,
         })
-    }
-
-    /// Tokens held in the KV cache.
-    pub fn position(&self) -> usize {
-        self.pos
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// Forgets everything after the first `pos` tokens (a new conversation at 0, or a
-    /// rollback past rejected draft tokens).
-    pub fn truncate(&mut self, pos: usize) {
-        self.pos = self.pos.min(pos);
     }
 
     /// The dispatches of one step over `n` tokens (whose ids and position are in `acts`).
@@ -363,39 +335,24 @@ impl LlamaModel {
         }
         g.extend(k.rms_norm(&a.x, &self.norm, &a.xn, n, h, c.rms_eps, 0.0)?);
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        g.extend(k.matvec(head, &a.xn, (n - 1) * h, &a.logits, 0)?);
-        if out == Output::Argmax {
-            g.extend(k.argmax(&a.logits, 0, c.vocab_size, &a.token, 0)?);
+        let v = c.vocab_size;
+        match out {
+            Output::Argmax | Output::Logits => {
+                g.extend(k.matvec(head, &a.xn, (n - 1) * h, &a.logits, 0)?);
+                if out == Output::Argmax {
+                    g.extend(k.argmax(&a.logits, 0, v, &a.token, 0)?);
+                }
+            }
+            Output::AllArgmax | Output::AllLogits => {
+                g.extend(k.linear(&a.xn, n, head, &a.logits)?);
+                if out == Output::AllArgmax {
+                    for i in 0..n {
+                        g.extend(k.argmax(&a.logits, i * v, v, &a.token, i)?);
+                    }
+                }
+            }
         }
         Ok(g)
-    }
-
-    /// Runs `tokens` (appended at the current position) through the model and returns the
-    /// last position's argmax or logits. Prompts longer than `max_batch` go in chunks.
-    pub fn forward(&mut self, tokens: &[u32], out: Output) -> Result<StepOut> {
-        if tokens.is_empty() {
-            return Err(ModelError::Invalid("forward on zero tokens".into()));
-        }
-        if self.pos + tokens.len() > self.capacity {
-            return Err(ModelError::PromptTooLong {
-                tokens: self.pos + tokens.len(),
-                context: self.capacity,
-            });
-        }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
-            return Err(ModelError::Invalid(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                self.cfg.vocab_size
-            )));
-        }
-        let chunks: Vec<&[u32]> = tokens.chunks(self.max_batch).collect();
-        let last = chunks.len() - 1;
-        let mut result = None;
-        for (ci, chunk) in chunks.into_iter().enumerate() {
-            let mode = if ci == last { out } else { Output::Logits };
-            result = Some(self.step(chunk, mode, ci == last)?);
-        }
-        Ok(result.expect("at least one chunk"))
     }
 
     fn step(&mut self, tokens: &[u32], out: Output, read: bool) -> Result<StepOut> {
@@ -421,6 +378,8 @@ impl LlamaModel {
         let read_bytes = match out {
             Output::Argmax => 4,
             Output::Logits => (self.cfg.vocab_size * 4) as u64,
+            Output::AllArgmax => (n * 4) as u64,
+            Output::AllLogits => (n * self.cfg.vocab_size * 4) as u64,
         };
         dev.scoped("forward step", || {
             let mut enc = dev.device.create_command_encoder(&Default::default());
@@ -432,8 +391,8 @@ impl LlamaModel {
             }
             if read {
                 let src = match out {
-                    Output::Argmax => self.acts.token.buffer(),
-                    Output::Logits => self.acts.logits.buffer(),
+                    Output::Argmax | Output::AllArgmax => self.acts.token.buffer(),
+                    Output::Logits | Output::AllLogits => self.acts.logits.buffer(),
                 };
                 enc.copy_buffer_to_buffer(src, 0, &self.staging, 0, read_bytes);
             }
@@ -450,13 +409,67 @@ impl LlamaModel {
             Output::Argmax => {
                 StepOut::Token(u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")))
             }
-            Output::Logits => StepOut::Logits(bytemuck::pod_collect_to_vec(&bytes)),
+            Output::AllArgmax => StepOut::Tokens(bytemuck::pod_collect_to_vec(&bytes)),
+            Output::Logits | Output::AllLogits => {
+                StepOut::Logits(bytemuck::pod_collect_to_vec(&bytes))
+            }
         })
     }
+}
 
-    /// Rotary layout this model's q/k weights use.
-    pub fn rope_mode(&self) -> RopeMode {
-        self.cfg.rope_mode
+impl Model for LlamaModel {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// Tokens held in the KV cache.
+    fn position(&self) -> usize {
+        self.pos
+    }
+
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forgets everything after the first `pos` tokens (a new conversation at 0, or a
+    /// rollback past rejected draft tokens).
+    fn truncate(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
+
+    /// Runs `tokens` (appended at the current position) through the model and returns the
+    /// last position's argmax or logits. Prompts longer than `max_batch` go in chunks.
+    fn forward(&mut self, tokens: &[u32], out: Output) -> Result<StepOut> {
+        if tokens.is_empty() {
+            return Err(ModelError::Invalid("forward on zero tokens".into()));
+        }
+        if self.pos + tokens.len() > self.capacity {
+            return Err(ModelError::PromptTooLong {
+                tokens: self.pos + tokens.len(),
+                context: self.capacity,
+            });
+        }
+        if out.all_positions() && tokens.len() > self.max_batch.min(MAX_VERIFY) {
+            return Err(ModelError::Invalid(format!(
+                "outputs at every position are limited to {} tokens, got {}",
+                self.max_batch.min(MAX_VERIFY),
+                tokens.len()
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            return Err(ModelError::Invalid(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.cfg.vocab_size
+            )));
+        }
+        let chunks: Vec<&[u32]> = tokens.chunks(self.max_batch).collect();
+        let last = chunks.len() - 1;
+        let mut result = None;
+        for (ci, chunk) in chunks.into_iter().enumerate() {
+            let mode = if ci == last { out } else { Output::Logits };
+            result = Some(self.step(chunk, mode, ci == last)?);
+        }
+        Ok(result.expect("at least one chunk"))
     }
 }
 

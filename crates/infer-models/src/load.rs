@@ -11,6 +11,7 @@ use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::llama::{LlamaModel, LoadOptions};
+use crate::model::Model;
 use crate::source::Source;
 use crate::tokenizer::Tokenizer;
 
@@ -112,12 +113,22 @@ pub fn load(
     spec: &str,
     kernels: Arc<Kernels>,
     opts: &LoadOptions,
-) -> Result<(LlamaModel, Tokenizer)> {
+) -> Result<(Box<dyn Model>, Tokenizer)> {
     let path = resolve(spec)?;
     let (src, cfg) = open(&path)?;
     let tok = tokenizer(&path, &src)?;
-    let model = match cfg.arch.family {
-        Family::Llama => LlamaModel::load(&src, cfg, kernels, opts)?,
-    };
+    let model = load_model(&src, cfg, kernels, opts)?;
     Ok((model, tok))
+}
+
+/// Builds the forward pass of `cfg`'s architecture family.
+pub fn load_model(
+    src: &Source,
+    cfg: ModelConfig,
+    kernels: Arc<Kernels>,
+    opts: &LoadOptions,
+) -> Result<Box<dyn Model>> {
+    Ok(match cfg.arch.family {
+        Family::Llama => Box::new(LlamaModel::load(src, cfg, kernels, opts)?),
+    })
 }

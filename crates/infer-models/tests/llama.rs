@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use infer_kernels::Kernels;
 use infer_models::load::{ModelPath, open};
-use infer_models::{LlamaModel, LoadOptions, ModelError, Output, StepOut};
+use infer_models::{LlamaModel, LoadOptions, Model, ModelError, Output, StepOut};
 use infer_tensor::device::test_device;
 use serde_json::Value;
 
@@ -141,6 +141,29 @@ fn check_against(m: &mut LlamaModel, expected: &Value, what: &str) {
         got.push(token(m, &[last]));
     }
     assert_eq!(got, greedy, "{what}: greedy ids (argmax on the GPU)");
+    // 4. Outputs at every position of one batched step (speculative verification).
+    m.truncate(0);
+    match m.forward(&prompt, Output::AllLogits) {
+        Ok(StepOut::Logits(all)) => {
+            let v = prompt_logits[0].len();
+            assert_eq!(all.len(), prompt.len() * v, "{what}: all-position logits");
+            for (i, want) in prompt_logits.iter().enumerate() {
+                assert_logits(
+                    &format!("{what}: all-position row {i}"),
+                    &all[i * v..(i + 1) * v],
+                    want,
+                );
+            }
+            m.truncate(0);
+            let Ok(StepOut::Tokens(t)) = m.forward(&prompt, Output::AllArgmax) else {
+                panic!("{what}: AllArgmax gives tokens")
+            };
+            let want: Vec<u32> = prompt_logits.iter().map(|l| argmax(l)).collect();
+            assert_eq!(t, want, "{what}: all-position argmax");
+        }
+        Err(ModelError::Invalid(_)) if prompt.len() > 4 => {} // max_batch 4 is below the prompt
+        other => panic!("{what}: AllLogits gave {other:?}"),
+    }
 }
 
 fn read_json(p: &Path) -> Value {

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use infer_models::{LlamaModel, ModelError, Output, StepOut, StreamDecoder, Tokenizer};
+use infer_models::{Model, ModelError, Output, StepOut, StreamDecoder, Tokenizer};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 #[derive(Debug, thiserror::Error)]
@@ -334,13 +334,13 @@ impl StopFilter {
 /// Generates from `prompt_ids` (appended at the model's current position; call
 /// `model.truncate(0)` first for a fresh context), streaming text to `on_text`.
 pub fn generate(
-    model: &mut LlamaModel,
+    model: &mut dyn Model,
     tok: &Tokenizer,
     prompt_ids: &[u32],
     params: &SamplingParams,
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation> {
-    params.validate(model.cfg.vocab_size)?;
+    params.validate(model.config().vocab_size)?;
     if prompt_ids.is_empty() {
         return Err(invalid("prompt", "the prompt has no tokens"));
     }
@@ -353,7 +353,7 @@ pub fn generate(
         .into());
     }
     let mut eos: Vec<u32> = tok.eos_ids().to_vec();
-    eos.extend(&model.cfg.eos_ids);
+    eos.extend(&model.config().eos_ids);
     let greedy = params.is_greedy();
     let mut sampler = Sampler::new(params.clone());
     for &t in prompt_ids {
@@ -368,10 +368,11 @@ pub fn generate(
     } else {
         Output::Logits
     };
-    let next = |model: &mut LlamaModel, input: &[u32], sampler: &mut Sampler| -> Result<u32> {
+    let next = |model: &mut dyn Model, input: &[u32], sampler: &mut Sampler| -> Result<u32> {
         Ok(match model.forward(input, mode)? {
             StepOut::Token(t) => t,
             StepOut::Logits(mut l) => sampler.sample(&mut l),
+            StepOut::Tokens(t) => *t.last().expect("one token per position"),
         })
     };
     let context = &prompt_ids[prompt_ids.len().saturating_sub(4)..];

@@ -209,7 +209,9 @@ impl Device {
 
     /// The largest storage-buffer binding the device accepts.
     pub fn max_binding(&self) -> u64 {
-        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes; a captured wgpu error, or

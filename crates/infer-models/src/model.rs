@@ -1,0 +1,49 @@
+//! The interface every architecture's forward pass offers the generation loop.
+
+use crate::config::ModelConfig;
+use crate::error::Result;
+
+/// Most positions an all-position output ([`Output::AllArgmax`], [`Output::AllLogits`])
+/// covers in one step (a speculative draft of up to 15 tokens plus one).
+pub const MAX_VERIFY: usize = 16;
+
+/// What a forward step hands back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// The argmax token of the last position (greedy), computed on the GPU.
+    Argmax,
+    /// The logits of the last position.
+    Logits,
+    /// The argmax at every position of the step (at most [`MAX_VERIFY`] tokens).
+    AllArgmax,
+    /// The logits at every position, row after row (at most [`MAX_VERIFY`] tokens).
+    AllLogits,
+}
+
+impl Output {
+    pub fn all_positions(self) -> bool {
+        matches!(self, Output::AllArgmax | Output::AllLogits)
+    }
+}
+
+#[derive(Debug)]
+pub enum StepOut {
+    Token(u32),
+    Tokens(Vec<u32>),
+    /// `vocab` floats, or `n * vocab` for [`Output::AllLogits`].
+    Logits(Vec<f32>),
+}
+
+/// A causal language model with its KV cache on the GPU.
+pub trait Model: Send {
+    fn config(&self) -> &ModelConfig;
+    /// Tokens held in the KV cache.
+    fn position(&self) -> usize;
+    /// Most tokens the KV cache holds.
+    fn capacity(&self) -> usize;
+    /// Forgets everything after the first `pos` tokens (a new conversation at 0, or a
+    /// rollback past rejected draft tokens).
+    fn truncate(&mut self, pos: usize);
+    /// Runs `tokens` (appended at the current position) and returns what `out` asks for.
+    fn forward(&mut self, tokens: &[u32], out: Output) -> Result<crate::model::StepOut>;
+}

@@ -10,8 +10,9 @@ use crate::arch::Family;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::llama::{LlamaModel, LoadOptions};
+use crate::llama::LlamaModel;
 use crate::model::Model;
+use crate::runner::LoadOptions;
 use crate::source::Source;
 use crate::tokenizer::Tokenizer;
 

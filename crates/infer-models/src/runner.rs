@@ -222,6 +222,11 @@ pub trait Graph: Send {
     fn config(&self) -> &ModelConfig;
     /// The dispatches of one step over `n` tokens whose ids and position are in `io`.
     fn build(&self, k: &Kernels, io: &Io, n: usize, out: Output) -> Result<Vec<Dispatch>>;
+    /// Writes any per-step inputs of the architecture's own (e.g. position ids for learned
+    /// position embeddings) before a step over `n` tokens starting at position `pos`.
+    fn prepare(&self, _dev: &Device, _pos: usize, _n: usize) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Runs an architecture's [`Graph`] as a [`Model`].
@@ -253,6 +258,7 @@ impl<G: Graph> Runner<G> {
             .write_buffer(io.ids.buffer(), 0, bytemuck::cast_slice(tokens));
         dev.queue
             .write_buffer(io.pos.buffer(), 0, bytemuck::bytes_of(&(self.pos as u32)));
+        self.graph.prepare(&dev, self.pos, n)?;
         let built;
         let graph: &[Dispatch] = if n == 1 && out == Output::Argmax {
             if self.decode_graph.is_none() {

@@ -9,7 +9,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use infer_kernels::Kernels;
 use infer_models::{ChatMessage, LoadOptions, Model, Tokenizer};
-use infer_sampling::{Generation, SamplingParams, generate};
+use infer_sampling::{
+    DraftK, DraftModel, Drafter, Generation, PromptLookup, SamplingParams, check_draft_tokenizer,
+    generate, generate_speculative,
+};
 use infer_tensor::{DType, Device, DeviceOptions};
 
 /// The model fetched by `cargo xtask model`, used when no `--model` is given.
@@ -98,6 +101,93 @@ struct SamplingArgs {
     ignore_eos: bool,
 }
 
+#[derive(Args, Clone, Default)]
+struct SpecArgs {
+    /// Speculative decoding with this draft model (same tokenizer as the target, smaller).
+    #[arg(long = "draft-model")]
+    draft_model: Option<String>,
+    /// Re-encode the draft's weights on load (e.g. q4_0).
+    #[arg(long = "draft-quant")]
+    draft_quant: Option<String>,
+    /// Tokens drafted per step (1..=15); default: adapted from the acceptance rate.
+    #[arg(long = "draft-tokens")]
+    draft_tokens: Option<usize>,
+    /// Speculative decoding by prompt lookup: draft what followed the last N tokens earlier
+    /// in the prompt or output (no draft model).
+    #[arg(long = "prompt-lookup")]
+    prompt_lookup: Option<usize>,
+}
+
+impl SpecArgs {
+    fn k(&self) -> DraftK {
+        self.draft_tokens.map_or(DraftK::Adaptive, DraftK::Fixed)
+    }
+
+    /// The drafter these flags ask for, if any.
+    fn drafter(
+        &self,
+        model: &ModelArgs,
+        kernels: &Arc<Kernels>,
+        target: &dyn Model,
+        tok: &Tokenizer,
+    ) -> Result<Option<Box<dyn Drafter>>> {
+        if self.draft_tokens == Some(0) {
+            bail!("--draft-tokens 0 drafts nothing (omit it to adapt k)");
+        }
+        match (&self.draft_model, self.prompt_lookup) {
+            (Some(_), Some(_)) => bail!("--draft-model and --prompt-lookup exclude each other"),
+            (None, Some(0)) => bail!("--prompt-lookup 0: the n-gram needs at least 1 token"),
+            (None, Some(n)) => Ok(Some(Box::new(PromptLookup::new(n)))),
+            (Some(spec), None) => {
+                let opts = LoadOptions {
+                    quant: parse_quant(&self.draft_quant)?,
+                    context: Some(target.capacity()),
+                    max_batch: model.max_batch.max(1),
+                    progress: false,
+                };
+                let (draft, dtok) = infer_models::load(spec, kernels.clone(), &opts)
+                    .with_context(|| format!("loading the draft model {spec}"))?;
+                check_draft_tokenizer(tok, &dtok)
+                    .with_context(|| format!("--draft-model {spec}"))?;
+                let d = DraftModel::new(draft, target.config().vocab_size)
+                    .with_context(|| format!("--draft-model {spec}"))?;
+                Ok(Some(Box::new(d)))
+            }
+            (None, None) => {
+                if self.draft_tokens.is_some() {
+                    bail!("--draft-tokens needs --draft-model or --prompt-lookup");
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Plain or speculative generation.
+fn gen_with(
+    model: &mut dyn Model,
+    drafter: Option<&mut (dyn Drafter + '_)>,
+    k: DraftK,
+    tok: &Tokenizer,
+    ids: &[u32],
+    params: &SamplingParams,
+    on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    Ok(match drafter {
+        Some(d) => generate_speculative(model, d, k, tok, ids, params, on_text)?,
+        None => generate(model, tok, ids, params, on_text)?,
+    })
+}
+
+fn parse_quant(q: &Option<String>) -> Result<Option<DType>> {
+    Ok(match q {
+        None => None,
+        Some(q) => Some(DType::parse(q).with_context(|| {
+            format!("--quant {q}: expected one of q8_0, q4_0, q4_1, f16, bf16, f32")
+        })?),
+    })
+}
+
 impl SamplingArgs {
     fn params(&self) -> SamplingParams {
         SamplingParams {
@@ -123,6 +213,8 @@ struct RunArgs {
     model: ModelArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    spec: SpecArgs,
     /// The prompt.
     #[arg(long, short)]
     prompt: String,
@@ -143,6 +235,8 @@ struct ChatArgs {
     model: ModelArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    spec: SpecArgs,
     /// A system message.
     #[arg(long)]
     system: Option<String>,
@@ -164,6 +258,17 @@ struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// With --draft-model / --prompt-lookup: decode tok/s with and without the drafter on
+    /// one prompt (this file's text, default a built-in "repeat this paragraph" request),
+    /// greedy, with the acceptance rate.
+    #[command(flatten)]
+    spec: SpecArgs,
+    #[arg(long = "prompt-file")]
+    prompt_file: Option<PathBuf>,
+    /// Also compare top-k sampling with the top k selected on the GPU against reading the
+    /// whole logits vector back (decode tok/s, temperature 0.8, top-k 40).
+    #[arg(long)]
+    sampling: bool,
 }
 
 fn device(args: &DeviceArgs) -> Result<Arc<Device>> {
@@ -200,15 +305,12 @@ fn model_spec(args: &ModelArgs) -> Result<String> {
     )
 }
 
-fn load(args: &ModelArgs, progress: bool) -> Result<(Box<dyn Model>, Tokenizer, Arc<Device>)> {
+type Loaded = (Box<dyn Model>, Tokenizer, Arc<Device>, Arc<Kernels>);
+
+fn load(args: &ModelArgs, progress: bool) -> Result<Loaded> {
     let dev = device(&args.device)?;
     let kernels = Arc::new(Kernels::new(dev.clone()));
-    let quant = match &args.quant {
-        None => None,
-        Some(q) => Some(DType::parse(q).with_context(|| {
-            format!("--quant {q}: expected one of q8_0, q4_0, q4_1, f16, bf16, f32")
-        })?),
-    };
+    let quant = parse_quant(&args.quant)?;
     let opts = LoadOptions {
         quant,
         context: args.ctx_size,
@@ -216,9 +318,9 @@ fn load(args: &ModelArgs, progress: bool) -> Result<(Box<dyn Model>, Tokenizer, 
         progress,
     };
     let spec = model_spec(args)?;
-    let (model, tok) =
-        infer_models::load(&spec, kernels, &opts).with_context(|| format!("loading {spec}"))?;
-    Ok((model, tok, dev))
+    let (model, tok) = infer_models::load(&spec, kernels.clone(), &opts)
+        .with_context(|| format!("loading {spec}"))?;
+    Ok((model, tok, dev, kernels))
 }
 
 fn encode_prompt(
@@ -255,25 +357,39 @@ fn json_line(g: &Generation) -> serde_json::Value {
             "ttft_ms": s.ttft_ms,
             "prefill_tok_s": s.prefill_tok_s(),
             "decode_tok_s": s.decode_tok_s(),
+            "draft_tokens": s.draft_tokens,
+            "accepted_tokens": s.accepted_tokens,
+            "acceptance_rate": s.acceptance_rate(),
         }
     })
 }
 
 fn run(args: RunArgs) -> Result<()> {
     let params = args.sampling.params();
-    let (mut model, tok, _dev) = load(&args.model, !args.json)?;
+    let (mut model, tok, _dev, kernels) = load(&args.model, !args.json)?;
     params
         .validate(model.config().vocab_size)
         .context("sampling parameters")?;
+    let mut drafter = args
+        .spec
+        .drafter(&args.model, &kernels, model.as_ref(), &tok)?;
     let ids = encode_prompt(&tok, &args.prompt, args.chat, args.system.as_deref())?;
     let mut out = std::io::stdout().lock();
     let json = args.json;
-    let g = generate(model.as_mut(), &tok, &ids, &params, |s| {
-        if !json {
-            let _ = out.write_all(s.as_bytes());
-            let _ = out.flush();
-        }
-    })?;
+    let g = gen_with(
+        model.as_mut(),
+        drafter.as_deref_mut(),
+        args.spec.k(),
+        &tok,
+        &ids,
+        &params,
+        |s| {
+            if !json {
+                let _ = out.write_all(s.as_bytes());
+                let _ = out.flush();
+            }
+        },
+    )?;
     if json {
         writeln!(out, "{}", json_line(&g))?;
     } else {
@@ -286,14 +402,25 @@ fn run(args: RunArgs) -> Result<()> {
             g.stats.decode_tok_s(),
             g.finish_reason.as_str()
         );
+        if g.stats.draft_tokens > 0 {
+            eprintln!(
+                "[drafted {}, accepted {} ({:.0}%)]",
+                g.stats.draft_tokens,
+                g.stats.accepted_tokens,
+                100.0 * g.stats.acceptance_rate()
+            );
+        }
     }
     Ok(())
 }
 
 fn chat(args: ChatArgs) -> Result<()> {
     let params = args.sampling.params();
-    let (mut model, tok, dev) = load(&args.model, true)?;
+    let (mut model, tok, dev, kernels) = load(&args.model, true)?;
     params.validate(model.config().vocab_size)?;
+    let mut drafter = args
+        .spec
+        .drafter(&args.model, &kernels, model.as_ref(), &tok)?;
     eprintln!(
         "infer chat on {} — an empty line or /exit quits",
         dev.describe()
@@ -321,12 +448,24 @@ fn chat(args: ChatArgs) -> Result<()> {
         let text = tok.apply_chat_template(&history, true)?;
         let ids = tok.encode(&text, false)?;
         let common = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count();
-        let common = common.min(ids.len() - 1);
+        let mut common = common.min(ids.len() - 1);
+        if drafter.is_some() {
+            // Speculative generation syncs the draft from the whole context.
+            common = 0;
+        }
         model.truncate(common);
-        let g = match generate(model.as_mut(), &tok, &ids[common..], &params, |s| {
-            let _ = out.write_all(s.as_bytes());
-            let _ = out.flush();
-        }) {
+        let g = match gen_with(
+            model.as_mut(),
+            drafter.as_deref_mut(),
+            args.spec.k(),
+            &tok,
+            &ids[common..],
+            &params,
+            |s| {
+                let _ = out.write_all(s.as_bytes());
+                let _ = out.flush();
+            },
+        ) {
             Ok(g) => g,
             Err(e) => {
                 eprintln!("\nerror: {e}");
@@ -351,7 +490,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn bench(args: BenchArgs) -> Result<()> {
-    let (mut model, tok, dev) = load(&args.model, false)?;
+    let (mut model, tok, dev, kernels) = load(&args.model, false)?;
     let runs = args.runs.max(1);
     let mut results = serde_json::Map::new();
     results.insert("adapter".into(), dev.describe().into());
@@ -414,11 +553,140 @@ fn bench(args: BenchArgs) -> Result<()> {
             serde_json::json!({"prefill_tok_s": p, "decode_tok_s": d, "ttft_ms": t}),
         );
     }
+    if args.sampling {
+        bench_sampling(model.as_mut(), &tok, &args, &filler(16), &mut results)?;
+    }
+    let mut drafter = args
+        .spec
+        .drafter(&args.model, &kernels, model.as_ref(), &tok)?;
+    if let Some(d) = drafter.as_deref_mut() {
+        bench_spec(model.as_mut(), d, &tok, &args, &mut results)?;
+    }
     if args.json {
         println!("{}", serde_json::Value::Object(results));
     } else {
         println!("adapter: {}", dev.describe());
     }
+    Ok(())
+}
+
+/// A prompt grounded in its input: the model is asked to repeat a paragraph.
+const REPEAT_PROMPT: &str = "Repeat the following paragraph exactly, word for word.\n\n\
+The lighthouse keeper climbed the spiral stairs every evening at dusk. He wound the great \
+clockwork, polished the brass lamp and lit the wick, then sat by the window with a cup of \
+tea, watching the beam sweep across the dark water. Ships passed safely through the narrow \
+channel, and the keeper wrote their names in a worn leather book that his grandfather had \
+started sixty years before.";
+
+/// Top-k sampling: the k best selected on the GPU vs the whole logits vector read back.
+fn bench_sampling(
+    model: &mut dyn Model,
+    tok: &Tokenizer,
+    args: &BenchArgs,
+    prompt: &[u32],
+    results: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    let mut out = serde_json::Map::new();
+    let mut ids = vec![];
+    for (name, gpu) in [("gpu_topk", true), ("full_readback", false)] {
+        let params = SamplingParams {
+            temperature: 0.8,
+            top_k: Some(40),
+            seed: 1,
+            max_tokens: args.gen_tokens,
+            ignore_eos: true,
+            gpu_topk: gpu,
+            ..Default::default()
+        };
+        let mut dec = vec![];
+        for _ in 0..args.runs.max(1) {
+            model.truncate(0);
+            let g = generate(model, tok, prompt, &params, |_| {})?;
+            dec.push(g.stats.decode_tok_s());
+            ids = g.token_ids;
+        }
+        let d = median(&mut dec);
+        if !args.json {
+            println!("sampling (temperature 0.8, top-k 40), {name:>13}: decode {d:7.1} tok/s");
+        }
+        out.insert(format!("{name}_decode_tok_s"), d.into());
+        out.insert(format!("{name}_token_ids"), ids.clone().into());
+    }
+    let same = out["gpu_topk_token_ids"] == out["full_readback_token_ids"];
+    if !args.json {
+        println!("sampling: same tokens from both paths: {same}");
+    }
+    out.insert("same_tokens".into(), same.into());
+    results.insert("sampling_topk".into(), out.into());
+    Ok(())
+}
+
+/// Greedy decode tok/s without and with the drafter on one prompt, with the acceptance rate.
+fn bench_spec(
+    model: &mut dyn Model,
+    drafter: &mut dyn Drafter,
+    tok: &Tokenizer,
+    args: &BenchArgs,
+    results: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    let text = match &args.prompt_file {
+        Some(f) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
+        None => REPEAT_PROMPT.to_string(),
+    };
+    let ids = encode_prompt(tok, &text, tok.has_chat_template(), None)?;
+    let params = SamplingParams {
+        max_tokens: args.gen_tokens,
+        ..Default::default()
+    };
+    let k = args.spec.k();
+    let (mut plain, mut spec) = (vec![], vec![]);
+    let (mut plain_ids, mut spec_ids) = (vec![], vec![]);
+    let mut last = None;
+    for _ in 0..args.runs.max(1) {
+        model.truncate(0);
+        let g = generate(model, tok, &ids, &params, |_| {})?;
+        plain.push(g.stats.decode_tok_s());
+        plain_ids = g.token_ids;
+        model.truncate(0);
+        let g = generate_speculative(model, drafter, k, tok, &ids, &params, |_| {})?;
+        spec.push(g.stats.decode_tok_s());
+        spec_ids = g.token_ids.clone();
+        last = Some(g);
+    }
+    let g = last.expect("at least one run");
+    let (p, s) = (median(&mut plain), median(&mut spec));
+    let same = plain_ids == spec_ids;
+    let name = drafter.name();
+    if !args.json {
+        println!(
+            "speculative ({name}, k {k:?}), {} prompt tokens, {} generated: plain {p:.1} tok/s, \
+             speculative {s:.1} tok/s ({:.2}x); drafted {}, accepted {} ({:.0}%); same tokens: {same}",
+            ids.len(),
+            g.stats.generated_tokens,
+            s / p.max(1e-9),
+            g.stats.draft_tokens,
+            g.stats.accepted_tokens,
+            100.0 * g.stats.acceptance_rate(),
+        );
+    }
+    results.insert(
+        "speculative".into(),
+        serde_json::json!({
+            "drafter": name,
+            "draft_k": format!("{k:?}"),
+            "prompt_tokens": ids.len(),
+            "generated_tokens": g.stats.generated_tokens,
+            "plain_decode_tok_s": p,
+            "speculative_decode_tok_s": s,
+            "speedup": s / p.max(1e-9),
+            "draft_tokens": g.stats.draft_tokens,
+            "accepted_tokens": g.stats.accepted_tokens,
+            "acceptance_rate": g.stats.acceptance_rate(),
+            "same_tokens": same,
+        }),
+    );
     Ok(())
 }
 

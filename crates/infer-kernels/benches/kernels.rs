@@ -134,7 +134,7 @@ fn rand_vec(rng: &mut StdRng, n: usize) -> Vec<f32> {
 
 fn weights(dev: &Device, rng: &mut StdRng, dtype: DType, n: usize, k: usize) -> Tensor {
     let bytes = r::quantize(dtype, &rand_vec(rng, n * k));
-    Tensor::upload(dev, "w", &[n, k], dtype, &bytes).expect("upload weights")
+    Tensor::upload_weights(dev, "w", &[n, k], dtype, &bytes).expect("upload weights")
 }
 
 fn f32_tensor(dev: &Device, rng: &mut StdRng, name: &str, n: usize) -> Tensor {

@@ -1,6 +1,7 @@
 // matmul: Y[i, y_col + c] = sum_k X[i, k] * W[c, k] (Y = X W^T) for the rows c of one weight
-// part. Prefill's linear layer. X is (m, k) f32; W is (n, k) in any weight dtype (a
-// `weights_*` snippet is prepended), dequantized while its tile is loaded; Y is (m, y_ld).
+// part. Prefill's linear layer. X is (m, k) f32; W is (n, k) in the weight layout of any
+// dtype (a `weights_*` snippet is prepended: w_unit), dequantized while its tile is loaded
+// (64 invocations load one weight row's 32 values each); Y is (m, y_ld).
 // Tiles of 64 x 64 outputs in workgroup memory, K in steps of 32; each of the 16 x 16
 // invocations keeps 4 x 4 outputs in registers.
 // Dispatch: (ceil(n / 64), ceil(m / 64), 1).
@@ -10,13 +11,13 @@ struct Params {
     k: u32,
     y_ld: u32,
     y_col: u32,
+    soff: u32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> w: array<u32>;
+@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
@@ -57,14 +58,19 @@ fn main(
                 }
             }
             xs[idx] = xv;
-            var wv = vec4<f32>(0.0);
-            let wr = n0 + r;
-            if (wr < p.n && kk < p.k) {
-                let b = kk / WB;
-                let sc = w_scale(wr, b);
-                wv = select(vec4<f32>(0.0), w_q4(wr, b, kk % WB) * sc.x + sc.y, ok);
+        }
+        if (li < T) {
+            let wr = n0 + li;
+            for (var u = 0u; u < TK / WB; u++) {
+                let b = k0 / WB + u;
+                var vals: array<vec4<f32>, WV>;
+                if (wr < p.n && b < w_nb()) {
+                    vals = w_unit(wr, b);
+                }
+                for (var j = 0u; j < WV; j++) {
+                    ws[li * 8u + u * WV + j] = vals[j];
+                }
             }
-            ws[idx] = wv;
         }
         workgroupBarrier();
         for (var k4 = 0u; k4 < TK / 4u; k4++) {

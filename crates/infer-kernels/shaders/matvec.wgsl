@@ -1,24 +1,37 @@
 // matvec: y[y_off + r] = sum_c W[r, c] * x[x_off + c], for the rows r of one weight part.
-// Decode's linear layer. W is (n, k) in any weight dtype (a `weights_*` snippet is prepended);
-// x, y are f32. Each invocation computes ROWS consecutive rows, walking the row one block
-// at a time with f32 accumulation; no barriers (they are costly on CPU adapters).
-// Dispatch: ceil(ceil(n / ROWS) / 64) workgroups of 64, split over x and y when > 65535.
+// Decode's linear layer. W is (n, k) in the weight layout of any dtype (a `weights_*`
+// snippet is prepended: w_nb, w_dot); x, y are f32. Each invocation computes ROWS
+// consecutive rows, walking them one 16-byte unit at a time with f32 accumulation; the
+// x values of a unit are loaded once (uniform across invocations) for all ROWS rows. No
+// barriers. WG (an override constant) is 8 on CPU adapters, where more, smaller workgroups
+// spread better over threads, and 64 elsewhere.
+// Dispatch: ceil(ceil(n / ROWS) / WG) workgroups, split over x and y when > 65535.
 struct Params {
     n: u32,
     k: u32,
     x_off: u32,
     y_off: u32,
+    soff: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> w: array<u32>;
+@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+// The same buffer as x, read 16 bytes at a time when x_off and k are multiples of 4.
+@group(0) @binding(4) var<storage, read> x4: array<vec4<f32>>;
 
-const ROWS: u32 = 4u;
+override WG: u32 = 64u;
+const ROWS: u32 = 8u;
 
 fn xv(c: u32) -> vec4<f32> {
     let i = p.x_off + c;
+    if ((p.x_off | p.k) % 4u == 0u) {
+        return select(vec4<f32>(0.0), x4[i / 4u], c < p.k);
+    }
     if (c + 3u < p.k) {
         return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
     }
@@ -30,30 +43,24 @@ fn xv(c: u32) -> vec4<f32> {
     );
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r0 = (gid.x + gid.y * nwg.x * 64u) * ROWS;
+    let r0 = (gid.x + gid.y * nwg.x * WG) * ROWS;
     if (r0 >= p.n) {
         return;
     }
-    var acc = vec4<f32>(0.0);
-    let nb = (p.k + WB - 1u) / WB;
+    var acc: array<f32, ROWS>;
+    let nb = w_nb();
     for (var b = 0u; b < nb; b++) {
-        var xs: array<vec4<f32>, WB / 4u>;
-        var xsum = 0.0;
-        for (var j = 0u; j < WB; j += 4u) {
-            let v = xv(b * WB + j);
-            xs[j / 4u] = v;
-            xsum += v.x + v.y + v.z + v.w;
+        var xs: array<vec4<f32>, WV>;
+        var x4 = vec4<f32>(0.0);
+        for (var j = 0u; j < WV; j++) {
+            xs[j] = xv(b * WB + 4u * j);
+            x4 += xs[j];
         }
+        let xsum = x4.x + x4.y + x4.z + x4.w;
         for (var r = 0u; r < ROWS; r++) {
-            let row = min(r0 + r, p.n - 1u);
-            let sc = w_scale(row, b);
-            var s = 0.0;
-            for (var j = 0u; j < WB; j += 4u) {
-                s += dot(w_q4(row, b, j), xs[j / 4u]);
-            }
-            acc[r] += sc.x * s + sc.y * xsum;
+            acc[r] += w_dot(min(r0 + r, p.n - 1u), b, &xs, xsum);
         }
     }
     for (var r = 0u; r < ROWS; r++) {

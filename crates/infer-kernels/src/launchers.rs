@@ -2,13 +2,22 @@
 //! field for field.
 
 use bytemuck::{Pod, Zeroable};
-use infer_tensor::{DType, Tensor};
+use infer_tensor::{DType, Layout, Tensor};
 
 use crate::{Dispatch, KernelError, Kernels, Result, grid1, need_f32, need_len};
 
 pub use infer_tensor::reference::{GeluMode, RopeMode};
 
 fn weight_dtype(kernel: &'static str, w: &Tensor) -> Result<DType> {
+    if w.layout != Layout::Weights {
+        return Err(KernelError::Shape {
+            kernel,
+            reason: format!(
+                "`{}` is not in the weight layout (upload it with Tensor::upload_weights)",
+                w.name
+            ),
+        });
+    }
     if w.dtype == DType::U32 {
         return Err(KernelError::DType {
             kernel,
@@ -30,6 +39,8 @@ struct MatvecParams {
     k: u32,
     x_off: u32,
     y_off: u32,
+    soff: u32,
+    _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -40,7 +51,8 @@ struct MatmulParams {
     k: u32,
     y_ld: u32,
     y_col: u32,
-    _pad: [u32; 3],
+    soff: u32,
+    _pad: [u32; 2],
 }
 
 #[repr(C)]
@@ -50,6 +62,8 @@ struct EmbeddingParams {
     row_start: u32,
     rows: u32,
     n_tokens: u32,
+    soff: u32,
+    _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -142,14 +156,16 @@ impl Kernels {
                     k: u32s(k),
                     x_off: u32s(x_off),
                     y_off: u32s(y_off + part.row_start),
+                    soff: u32s(part.scale_offset),
+                    _pad: [0; 3],
                 };
-                let threads = part.rows.div_ceil(4);
+                let threads = part.rows.div_ceil(8);
                 self.dispatch(
                     "matvec",
                     Some(dt),
                     &params,
-                    &[&part.buffer, x.buffer(), y.buffer()],
-                    grid1(u32s(threads.div_ceil(64))),
+                    &[&part.buffer, x.buffer(), y.buffer(), x.buffer()],
+                    grid1(u32s(threads.div_ceil(self.matvec_wg() as usize))),
                 )
             })
             .collect()
@@ -176,7 +192,8 @@ impl Kernels {
                     k: u32s(k),
                     y_ld: u32s(n),
                     y_col: u32s(part.row_start),
-                    _pad: [0; 3],
+                    soff: u32s(part.scale_offset),
+                    _pad: [0; 2],
                 };
                 self.dispatch(
                     "matmul",
@@ -226,13 +243,19 @@ impl Kernels {
                     row_start: u32s(part.row_start),
                     rows: u32s(part.rows),
                     n_tokens: u32s(n_tokens),
+                    soff: u32s(part.scale_offset),
+                    _pad: [0; 3],
                 };
                 self.dispatch(
                     "embedding",
                     Some(dt),
                     &params,
                     &[&part.buffer, ids.buffer(), out.buffer()],
-                    [u32s(k.div_ceil(4).div_ceil(64)), u32s(n_tokens), 1],
+                    [
+                        u32s(infer_tensor::tensor::weight_units_per_row(dt, k).div_ceil(64)),
+                        u32s(n_tokens),
+                        1,
+                    ],
                 )
             })
             .collect()
@@ -573,6 +596,131 @@ impl Kernels {
             &params,
             &[x.buffer(), out.buffer()],
             [1, 1, 1],
+        )?])
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct TopkParams {
+    n: u32,
+    off: u32,
+    k: u32,
+    chunk: u32,
+    stage: u32,
+    _pad: [u32; 3],
+}
+
+impl Kernels {
+    /// Largest k [`Kernels::topk`] takes.
+    pub const TOPK_MAX: usize = 256;
+    /// Items of the input one stage-0 workgroup of `topk` scans.
+    pub const TOPK_CHUNK: usize = 2048;
+
+    /// u32 elements of the scratch tensor [`Kernels::topk`] needs for `n` items and `k`.
+    pub fn topk_scratch_len(n: usize, k: usize) -> usize {
+        2 * k * n.div_ceil(Self::TOPK_CHUNK).max(1)
+    }
+
+    /// The `k` largest of `x[x_off .. x_off + n]`, best first (larger value, then lower
+    /// index; NaN never chosen), as pairs `out[2r] = value bits`, `out[2r + 1] = index`
+    /// (index `u32::MAX` and value `-f32::MAX` where fewer than `k` exist). Two dispatches:
+    /// per-chunk top k into `scratch` (u32, [`Kernels::topk_scratch_len`]), then a merge.
+    pub fn topk(
+        &self,
+        x: &Tensor,
+        x_off: usize,
+        n: usize,
+        k: usize,
+        scratch: &Tensor,
+        out: &Tensor,
+    ) -> Result<Vec<Dispatch>> {
+        need_f32("topk", x, x_off + n)?;
+        if k == 0 || k > Self::TOPK_MAX || n == 0 {
+            return Err(KernelError::Shape {
+                kernel: "topk",
+                reason: format!(
+                    "k = {k} over n = {n}: need 1 <= k <= {}, n >= 1",
+                    Self::TOPK_MAX
+                ),
+            });
+        }
+        for t in [scratch, out] {
+            if t.dtype != DType::U32 {
+                return Err(KernelError::DType {
+                    kernel: "topk",
+                    tensor: t.name.clone(),
+                    dtype: t.dtype,
+                });
+            }
+        }
+        need_len("topk", scratch, Self::topk_scratch_len(n, k))?;
+        need_len("topk", out, 2 * k)?;
+        let groups = n.div_ceil(Self::TOPK_CHUNK);
+        let stage0 = TopkParams {
+            n: u32s(n),
+            off: u32s(x_off),
+            k: u32s(k),
+            chunk: u32s(Self::TOPK_CHUNK),
+            stage: 0,
+            _pad: [0; 3],
+        };
+        let stage1 = TopkParams {
+            n: u32s(groups * k),
+            off: 0,
+            k: u32s(k),
+            chunk: u32s(groups * k),
+            stage: 1,
+            _pad: [0; 3],
+        };
+        Ok(vec![
+            self.dispatch(
+                "topk",
+                None,
+                &stage0,
+                &[x.buffer(), scratch.buffer()],
+                [u32s(groups), 1, 1],
+            )?,
+            self.dispatch(
+                "topk",
+                None,
+                &stage1,
+                &[scratch.buffer(), out.buffer()],
+                [1, 1, 1],
+            )?,
+        ])
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct SoftcapParams {
+    n: u32,
+    cap: f32,
+    _pad: [u32; 2],
+}
+
+impl Kernels {
+    /// In place: `x[i] = cap * tanh(x[i] / cap)` over `n` elements (`cap > 0`).
+    pub fn softcap(&self, x: &Tensor, n: usize, cap: f32) -> Result<Vec<Dispatch>> {
+        need_f32("softcap", x, n)?;
+        if !(cap > 0.0 && cap.is_finite()) {
+            return Err(KernelError::Shape {
+                kernel: "softcap",
+                reason: format!("cap {cap} must be a positive number"),
+            });
+        }
+        let params = SoftcapParams {
+            n: u32s(n),
+            cap,
+            _pad: [0; 2],
+        };
+        Ok(vec![self.dispatch(
+            "softcap",
+            None,
+            &params,
+            &[x.buffer()],
+            grid1(u32s(n.div_ceil(256))),
         )?])
     }
 }

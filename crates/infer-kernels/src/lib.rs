@@ -12,7 +12,8 @@
 //! use infer_tensor::{Device, DeviceOptions, DType, Tensor};
 //! let dev = Arc::new(Device::new(&DeviceOptions::default())?);
 //! let k = infer_kernels::Kernels::new(dev.clone());
-//! let w = Tensor::from_f32(&dev, "w", &[2, 3], &[1., 2., 3., 4., 5., 6.])?;
+//! let w = Tensor::upload_weights(&dev, "w", &[2, 3], DType::F32,
+//!     bytemuck::cast_slice(&[1f32, 2., 3., 4., 5., 6.]))?;
 //! let x = Tensor::from_f32(&dev, "x", &[3], &[1., 1., 1.])?;
 //! let y = Tensor::zeros(&dev, "y", &[2], DType::F32)?;
 //! k.run(&k.matvec(&w, &x, 0, &y, 0)?)?;
@@ -83,9 +84,11 @@ pub const SHADERS: &[Shader] = &[
     shader!("kv_write", false),
     shader!("attention", false),
     shader!("argmax", false),
+    shader!("softcap", false),
+    shader!("topk", false),
 ];
 
-const BYTES: &str = include_str!("../shaders/common/bytes.wgsl");
+const NIBBLES: &str = include_str!("../shaders/common/nibbles.wgsl");
 
 /// The snippet giving weight access for `dtype`.
 pub fn weights_snippet(dtype: DType) -> Option<&'static str> {
@@ -107,7 +110,7 @@ pub fn shader_source(shader: &Shader, dtype: Option<DType>) -> Option<String> {
         (true, Some(d)) => Some(format!(
             "{}\n{}\n{}",
             weights_snippet(d)?,
-            BYTES,
+            NIBBLES,
             shader.source
         )),
         _ => None,
@@ -148,6 +151,16 @@ impl Kernels {
         }
     }
 
+    /// Workgroup size of matvec: 8 on CPU adapters (more, smaller workgroups spread better
+    /// over the driver's threads), 64 on GPUs.
+    pub fn matvec_wg(&self) -> u32 {
+        if self.dev.info.device_type == wgpu::DeviceType::Cpu {
+            8
+        } else {
+            64
+        }
+    }
+
     pub(crate) fn pipeline(
         &self,
         name: &'static str,
@@ -170,6 +183,8 @@ impl Kernels {
             None => name.to_string(),
         };
         let device = &self.dev.device;
+        let wg_constant = [("WG", self.matvec_wg() as f64)];
+        let overrides = source.contains("override WG");
         let pipeline = self.dev.scoped(&format!("building pipeline {label}"), || {
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(&label),
@@ -180,7 +195,10 @@ impl Kernels {
                 layout: None,
                 module: &module,
                 entry_point: Some("main"),
-                compilation_options: Default::default(),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: if overrides { &wg_constant } else { &[] },
+                    ..Default::default()
+                },
                 cache: None,
             })
         })?;
@@ -246,6 +264,72 @@ impl Kernels {
         dev.wait()?;
         dev.check("run")?;
         Ok(())
+    }
+}
+
+impl Kernels {
+    /// Runs `dispatches` one compute pass each with GPU timestamps around every pass and
+    /// returns the total nanoseconds per kernel name, largest first. Needs the adapter's
+    /// TIMESTAMP_QUERY feature; a development tool (`INFER_PROFILE=1`), not a hot path.
+    pub fn profile(&self, dispatches: &[Dispatch]) -> Result<Vec<(&'static str, f64, usize)>> {
+        let dev = &self.dev;
+        if !dev.caps.timestamp_query || dispatches.is_empty() {
+            return Ok(vec![]);
+        }
+        let n = dispatches.len() as u32;
+        let (qs, resolve, staging) = dev.scoped("profile", || {
+            let qs = dev.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2 * n,
+            });
+            let size = 16 * n as u64;
+            let resolve = dev.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile resolve"),
+                size,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let staging = dev.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile staging"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut enc = dev.device.create_command_encoder(&Default::default());
+            for (i, d) in dispatches.iter().enumerate() {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(d.kernel),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: &qs,
+                        beginning_of_pass_write_index: Some(2 * i as u32),
+                        end_of_pass_write_index: Some(2 * i as u32 + 1),
+                    }),
+                });
+                d.record(&mut pass);
+            }
+            enc.resolve_query_set(&qs, 0..2 * n, &resolve, 0);
+            enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, size);
+            dev.queue.submit([enc.finish()]);
+            (qs, resolve, staging)
+        })?;
+        let bytes = infer_tensor::tensor::map_read(dev, &staging, 16 * n as u64)?;
+        drop((qs, resolve));
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
+        let period = dev.queue.get_timestamp_period() as f64;
+        let mut totals: Vec<(&'static str, f64, usize)> = Vec::new();
+        for (i, d) in dispatches.iter().enumerate() {
+            let ns = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period;
+            match totals.iter_mut().find(|t| t.0 == d.kernel) {
+                Some(t) => {
+                    t.1 += ns;
+                    t.2 += 1;
+                }
+                None => totals.push((d.kernel, ns, 1)),
+            }
+        }
+        totals.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(totals)
     }
 }
 

@@ -80,10 +80,10 @@ fn weights(
     let bytes = r::quantize(dtype, &w);
     let deq = r::dequantize(dtype, &bytes, n * cols);
     let t = match part_rows {
-        None => Tensor::upload(&k.dev, "w", &[n, cols], dtype, &bytes),
+        None => Tensor::upload_weights(&k.dev, "w", &[n, cols], dtype, &bytes),
         Some(rows) => {
             let max = (dtype.bytes_for(cols).unwrap() * rows) as u64;
-            Tensor::upload_with_max_part(&k.dev, "w", &[n, cols], dtype, &bytes, max)
+            Tensor::upload_weights_with_max_part(&k.dev, "w", &[n, cols], dtype, &bytes, max)
         }
     }
     .expect("upload weights");
@@ -250,7 +250,14 @@ fn embedding_and_matvec_larger_than_one_binding() {
     let w: Vec<f32> = (0..n * cols)
         .map(|i| ((i % 1013) as f32 - 506.0) / 512.0 + (i / cols) as f32 * 1e-6)
         .collect();
-    let t = Tensor::from_f32(&k.dev, "embed", &[n, cols], &w).unwrap();
+    let t = Tensor::upload_weights(
+        &k.dev,
+        "embed",
+        &[n, cols],
+        DType::F32,
+        bytemuck::cast_slice(&w),
+    )
+    .unwrap();
     assert!(
         (n * cols * 4) as u64 <= k.dev.max_binding() || t.parts.len() > 1,
         "a tensor over the binding limit must be split"
@@ -553,6 +560,87 @@ fn launchers_reject_bad_shapes_and_dtypes() {
     let ids = ids_tensor(k, "ids", &[1]);
     assert!(k.matvec(&w, &ids, 0, &y, 0).is_err(), "u32 x");
     assert!(k.matvec(&ids, &x, 0, &y, 0).is_err(), "u32 weights");
-    let bad = Tensor::upload(&k.dev, "q", &[2, 33], DType::Q4_1, &[0u8; 40]);
+    assert!(
+        k.matvec(&w, &x, 0, &y, 0).is_err(),
+        "weights not in the weight layout"
+    );
+    let bad = Tensor::upload_weights(&k.dev, "q", &[2, 33], DType::Q4_1, &[0u8; 40]);
     assert!(bad.is_err(), "Q4_1 rows must be whole blocks");
+}
+
+#[test]
+fn topk_matches_reference_over_vocab_sizes_ties_and_nan() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(11);
+    for (n, kk) in [
+        (1usize, 1usize),
+        (7, 3),
+        (7, 10),
+        (257, 40),
+        (2049, 5),
+        (49152, 40),
+        (49152, 256),
+        (151936, 50),
+    ] {
+        let mut x = rand_vec(&mut rng, n + 3, 10.0);
+        if n > 10 {
+            // Ties (the lower index first) and a NaN that must never be chosen.
+            x[3 + n / 3] = 50.0;
+            x[3 + n / 2] = 50.0;
+            x[3 + n / 5] = f32::NAN;
+            x[3 + n - 1] = 50.0;
+        }
+        let xt = f32_tensor(k, "x", &[n + 3], &x);
+        let scratch = ids_tensor(k, "scratch", &vec![0; Kernels::topk_scratch_len(n, kk)]);
+        let out = ids_tensor(k, "out", &vec![0; 2 * kk]);
+        k.run(&k.topk(&xt, 3, n, kk, &scratch, &out).unwrap())
+            .unwrap();
+        let got: Vec<u32> = bytemuck::cast_slice(&out.read_bytes(&k.dev).unwrap()).to_vec();
+        let want = r::topk(&x[3..], kk);
+        for (r, pair) in got.chunks(2).enumerate() {
+            match want.get(r) {
+                Some(&(i, v)) => assert_eq!(
+                    (pair[1], f32::from_bits(pair[0])),
+                    (i, v),
+                    "topk n={n} k={kk} rank {r}"
+                ),
+                None => assert_eq!(pair[1], u32::MAX, "topk n={n} k={kk} empty rank {r}"),
+            }
+        }
+    }
+    let x = f32_tensor(k, "x", &[8], &[0.0; 8]);
+    let s = ids_tensor(k, "s", &[0; 4]);
+    assert!(k.topk(&x, 0, 8, 0, &s, &s).is_err(), "k = 0");
+    assert!(k.topk(&x, 0, 8, 4, &s, &s).is_err(), "scratch too small");
+}
+
+#[test]
+fn softcap_matches_reference_and_keeps_order() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(41);
+    for (n, cap) in [
+        (1, 30.0),
+        (7, 5.0),
+        (255, 8.0),
+        (1000, 30.0),
+        (70_001, 50.0),
+    ] {
+        let mut x = rand_vec(&mut rng, n, 3.0 * cap);
+        x[0] = 1e30;
+        let t = f32_tensor(k, "x", &[n], &x);
+        k.run(&k.softcap(&t, n, cap).unwrap()).unwrap();
+        let got = t.read_f32(&k.dev).unwrap();
+        let want = r::softcap(&x, cap);
+        assert_close(
+            &format!("softcap n={n} cap={cap}"),
+            &got,
+            &want,
+            1e-5 * cap,
+            1e-5,
+        );
+        assert_eq!(r::argmax(&got), r::argmax(&want), "softcap n={n}: argmax");
+    }
+    let t = zeros(k, "x", &[4]);
+    assert!(k.softcap(&t, 4, 0.0).is_err(), "cap 0");
+    assert!(k.softcap(&t, 5, 1.0).is_err(), "too short");
 }

@@ -9,6 +9,14 @@ use crate::error::{ModelError, Result};
 pub enum Family {
     /// Pre-norm decoder with RMSNorm, rotary attention (GQA) and a SwiGLU MLP: `llama.rs`.
     Llama,
+    /// Llama-like with fused `qkv_proj` / `gate_up_proj`, partial rotary, LongRoPE: `phi3.rs`.
+    Phi3,
+    /// Scaled embeddings, (1 + w) RMSNorm, GeGLU, tied head: `gemma.rs`.
+    Gemma,
+    /// Gemma plus sandwich norms, soft-capping, alternating sliding window: `gemma.rs`.
+    Gemma2,
+    /// Learned positions, LayerNorm with bias, Conv1D weights, GELU MLP: `gpt2.rs`.
+    Gpt2,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +60,34 @@ pub const ARCHS: &[ArchInfo] = &[
         gguf_name: "qwen3",
         family: Family::Llama,
         qk_norm: true,
+    },
+    ArchInfo {
+        hf_name: "Phi3ForCausalLM",
+        model_type: "phi3",
+        gguf_name: "phi3",
+        family: Family::Phi3,
+        qk_norm: false,
+    },
+    ArchInfo {
+        hf_name: "GemmaForCausalLM",
+        model_type: "gemma",
+        gguf_name: "gemma",
+        family: Family::Gemma,
+        qk_norm: false,
+    },
+    ArchInfo {
+        hf_name: "Gemma2ForCausalLM",
+        model_type: "gemma2",
+        gguf_name: "gemma2",
+        family: Family::Gemma2,
+        qk_norm: false,
+    },
+    ArchInfo {
+        hf_name: "GPT2LMHeadModel",
+        model_type: "gpt2",
+        gguf_name: "gpt2",
+        family: Family::Gpt2,
+        qk_norm: false,
     },
 ];
 

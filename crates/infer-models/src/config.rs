@@ -33,6 +33,40 @@ pub struct ModelConfig {
     /// End-of-sequence ids named by the model's own config.
     pub eos_ids: Vec<u32>,
     pub bos_id: Option<u32>,
+    /// Settings only some architectures have (Phi-3, Gemma, Gemma 2, GPT-2).
+    pub ext: ArchParams,
+}
+
+/// Settings only some architectures have; the defaults are "off".
+#[derive(Clone, Debug, Default)]
+pub struct ArchParams {
+    /// `s -> c * tanh(s / c)` on attention scores (Gemma 2 `attn_logit_softcapping`).
+    pub attn_softcap: Option<f32>,
+    /// `l -> c * tanh(l / c)` on the output logits (Gemma 2 `final_logit_softcapping`).
+    pub final_softcap: Option<f32>,
+    /// Attention scale `query_pre_attn_scalar^-0.5` instead of `head_dim^-0.5` (Gemma 2).
+    pub query_pre_attn_scalar: Option<f32>,
+    /// Per layer, whether it attends within `sliding_window` only (Gemma 2 `layer_types`);
+    /// empty: every layer does when `sliding_window` is set.
+    pub sliding_layers: Vec<bool>,
+    /// LongRoPE frequency scaling (Phi-3 `rope_type: longrope` / `su`).
+    pub longrope: Option<LongRope>,
+    /// The MLP activation as config.json names it (`hidden_activation`, `hidden_act`,
+    /// `activation_function`).
+    pub activation: Option<String>,
+    /// GPT-2's `scale_attn_by_inverse_layer_idx` (unsupported when true).
+    pub scale_attn_by_layer: bool,
+}
+
+/// LongRoPE (Phi-3): inverse frequencies divided per dimension by `short_factor`, or by
+/// `long_factor` once a step reaches past `original_max_position`; cos and sin times
+/// `attention_factor`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LongRope {
+    pub short_factor: Vec<f32>,
+    pub long_factor: Vec<f32>,
+    pub original_max_position: usize,
+    pub attention_factor: f32,
 }
 
 struct Json<'a> {
@@ -106,7 +140,8 @@ fn rope_scaling_from(j: &Json, v: Option<&Value>) -> Result<RopeScaling> {
         .unwrap_or("default");
     let factor = s.f32_opt("factor")?.unwrap_or(1.0);
     match ty {
-        "default" => Ok(RopeScaling::None),
+        // LongRoPE (Phi-3) is step-dependent; it lives in `ArchParams::longrope`.
+        "default" | "longrope" | "su" => Ok(RopeScaling::None),
         "linear" => Ok(RopeScaling::Linear { factor }),
         "llama3" => Ok(RopeScaling::Llama3 {
             factor,
@@ -124,6 +159,115 @@ fn rope_scaling_from(j: &Json, v: Option<&Value>) -> Result<RopeScaling> {
     }
 }
 
+/// GPT-2's config.json names (`n_embd`, `n_layer`, ...) as the common ones, where missing.
+fn with_aliases(mut v: Value) -> Value {
+    let Some(o) = v.as_object_mut() else {
+        return v;
+    };
+    for (alias, key) in [
+        ("n_embd", "hidden_size"),
+        ("n_layer", "num_hidden_layers"),
+        ("n_head", "num_attention_heads"),
+        ("n_positions", "max_position_embeddings"),
+        ("n_inner", "intermediate_size"),
+        ("layer_norm_epsilon", "rms_norm_eps"),
+    ] {
+        if o.get(key).is_none_or(Value::is_null)
+            && let Some(x) = o.get(alias).filter(|x| !x.is_null()).cloned()
+        {
+            o.insert(key.into(), x);
+        }
+    }
+    // GPT-2: n_inner null means 4 * n_embd.
+    if o.get("intermediate_size").is_none_or(Value::is_null)
+        && o.contains_key("n_embd")
+        && let Some(h) = o.get("n_embd").and_then(Value::as_u64)
+    {
+        o.insert("intermediate_size".into(), (4 * h).into());
+    }
+    v
+}
+
+fn f32_list(j: &Json, key: &str) -> Result<Vec<f32>> {
+    j.get(key)
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().map(|x| x.as_f64().map(|f| f as f32)).collect())
+        .ok_or_else(|| j.bad(key, "expected a list of numbers"))
+}
+
+/// The architecture-specific settings of config.json (`rope` is `rope_parameters` or the
+/// older `rope_scaling`).
+fn arch_params_from(j: &Json, rope: Option<&Value>, cfg: &ModelConfig) -> Result<ArchParams> {
+    let v = j.v;
+    let layer_types: Vec<bool> = v
+        .get("layer_types")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|t| t.as_str() == Some("sliding_attention"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !layer_types.is_empty() && layer_types.len() != cfg.n_layers {
+        return Err(j.bad("layer_types", "needs one entry per layer"));
+    }
+    let mut longrope = None;
+    if let Some(r) = rope.filter(|r| r.is_object()) {
+        let ty = r
+            .get("rope_type")
+            .or_else(|| r.get("type"))
+            .and_then(Value::as_str);
+        if matches!(ty, Some("longrope" | "su")) {
+            let rj = Json { path: j.path, v: r };
+            let original = match rj.usize_opt("original_max_position_embeddings")? {
+                Some(o) => o,
+                None => j.usize("original_max_position_embeddings")?,
+            };
+            let max = j.usize_opt("max_position_embeddings")?.unwrap_or(original);
+            let factor = rj
+                .f32_opt("factor")?
+                .map(f64::from)
+                .unwrap_or(max as f64 / original as f64);
+            // transformers' default: sqrt(1 + ln(factor) / ln(original)), 1 when factor <= 1.
+            let attention_factor = match rj.f32_opt("attention_factor")? {
+                Some(a) => a,
+                None if factor <= 1.0 => 1.0,
+                None => (1.0 + factor.ln() / (original as f64).ln()).sqrt() as f32,
+            };
+            let lr = LongRope {
+                short_factor: f32_list(&rj, "short_factor")?,
+                long_factor: f32_list(&rj, "long_factor")?,
+                original_max_position: original,
+                attention_factor,
+            };
+            let half = cfg.rotary_dim / 2;
+            if lr.short_factor.len() != half || lr.long_factor.len() != half {
+                return Err(j.bad(
+                    "rope_parameters.short_factor / long_factor",
+                    &format!("need {half} entries each (rotary dimensions / 2)"),
+                ));
+            }
+            longrope = Some(lr);
+        }
+    }
+    let activation = ["hidden_activation", "hidden_act", "activation_function"]
+        .iter()
+        .find_map(|k| j.get(k).and_then(Value::as_str))
+        .map(String::from);
+    Ok(ArchParams {
+        attn_softcap: j.f32_opt("attn_logit_softcapping")?,
+        final_softcap: j.f32_opt("final_logit_softcapping")?,
+        query_pre_attn_scalar: j.f32_opt("query_pre_attn_scalar")?,
+        sliding_layers: layer_types,
+        longrope,
+        activation,
+        scale_attn_by_layer: v
+            .get("scale_attn_by_inverse_layer_idx")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    })
+}
+
 impl ModelConfig {
     /// Reads `config.json` in a Hugging Face folder (plus `generation_config.json` for EOS).
     pub fn from_hf_dir(dir: &Path) -> Result<ModelConfig> {
@@ -137,6 +281,7 @@ impl ModelConfig {
             what: "JSON file",
             reason: e.to_string(),
         })?;
+        let v = with_aliases(v);
         let j = Json { path: &path, v: &v };
         let archs: Vec<String> = v
             .get("architectures")
@@ -167,7 +312,12 @@ impl ModelConfig {
         .or(j.f32_opt("rope_theta")?)
         .unwrap_or(10000.0);
         let rope_scaling = rope_scaling_from(&j, rp.or(v.get("rope_scaling")))?;
-        let partial = j.f32_opt("partial_rotary_factor")?.unwrap_or(1.0);
+        let partial = match rp {
+            Some(rp) => Json { path: &path, v: rp }.f32_opt("partial_rotary_factor")?,
+            None => None,
+        }
+        .or(j.f32_opt("partial_rotary_factor")?)
+        .unwrap_or(1.0);
         let sliding_window = if v.get("use_sliding_window").and_then(Value::as_bool) == Some(false)
         {
             None
@@ -207,7 +357,10 @@ impl ModelConfig {
             sliding_window,
             eos_ids,
             bos_id: ids(v.get("bos_token_id")).first().copied(),
+            ext: ArchParams::default(),
         };
+        let mut cfg = cfg;
+        cfg.ext = arch_params_from(&j, rp.or(v.get("rope_scaling")), &cfg)?;
         Ok(cfg)
     }
 
@@ -261,7 +414,16 @@ impl ModelConfig {
             n_kv_heads,
             head_dim,
             intermediate: g.get_u32(&k("feed_forward_length"))? as usize,
-            rms_eps: g.get_f32(&k("attention.layer_norm_rms_epsilon"))?,
+            // LayerNorm models (GPT-2) store `layer_norm_epsilon` instead.
+            rms_eps: match g.get_f32_opt(&k("attention.layer_norm_epsilon"))? {
+                Some(eps)
+                    if g.get_f32_opt(&k("attention.layer_norm_rms_epsilon"))?
+                        .is_none() =>
+                {
+                    eps
+                }
+                _ => g.get_f32(&k("attention.layer_norm_rms_epsilon"))?,
+            },
             rope_theta: g.get_f32_opt(&k("rope.freq_base"))?.unwrap_or(10000.0),
             rope_scaling: scaling,
             rotary_dim,
@@ -276,12 +438,73 @@ impl ModelConfig {
             max_position: g
                 .get_u32_opt(&k("context_length"))?
                 .map_or(4096, |x| x as usize),
-            sliding_window: None,
+            sliding_window: g
+                .get_u32_opt(&k("attention.sliding_window"))?
+                .map(|x| x as usize)
+                .filter(|&x| x > 0),
             eos_ids: g
                 .get_u32_opt("tokenizer.ggml.eos_token_id")?
                 .into_iter()
                 .collect(),
             bos_id: g.get_u32_opt("tokenizer.ggml.bos_token_id")?,
+            ext: ArchParams::default(),
+        })
+        .and_then(|mut cfg| {
+            cfg.ext = arch_params_from_gguf(g, &cfg)?;
+            Ok(cfg)
         })
     }
+}
+
+/// The architecture-specific settings of a GGUF file, as llama.cpp reads them.
+fn arch_params_from_gguf(g: &GgufFile, cfg: &ModelConfig) -> Result<ArchParams> {
+    let name = cfg.arch.gguf_name;
+    let k = |s: &str| format!("{name}.{s}");
+    let mut p = ArchParams {
+        attn_softcap: g.get_f32_opt(&k("attn_logit_softcapping"))?,
+        final_softcap: g.get_f32_opt(&k("final_logit_softcapping"))?,
+        ..Default::default()
+    };
+    if name == "gemma2" {
+        // llama.cpp: sliding window on even layers; attention scale 1/sqrt(head_dim) except
+        // Gemma 2 27B (46 layers), whose query_pre_attn_scalar is hidden / heads.
+        p.sliding_layers = (0..cfg.n_layers).map(|i| i % 2 == 0).collect();
+        if cfg.n_layers == 46 {
+            p.query_pre_attn_scalar = Some((cfg.hidden / cfg.n_heads) as f32);
+        }
+    }
+    // Phi-3 LongRoPE: llama.cpp keeps the per-dimension factors as tensors.
+    if let (Ok(long), Ok(short)) = (
+        g.tensor("rope_factors_long.weight"),
+        g.tensor("rope_factors_short.weight"),
+    ) {
+        let read = |t| -> Result<Vec<f32>> {
+            Ok(infer_tensor::reference::dequantize(
+                g.dtype(t)?,
+                g.tensor_data(t)?,
+                t.n_elems() as usize,
+            ))
+        };
+        let original = g
+            .get_u32_opt(&k("rope.scaling.original_context_length"))?
+            .map_or(cfg.max_position, |x| x as usize);
+        let attention_factor = match g.get_f32_opt(&k("rope.scaling.attn_factor"))? {
+            Some(a) => a,
+            None => {
+                let f = cfg.max_position as f64 / original as f64;
+                if f <= 1.0 {
+                    1.0
+                } else {
+                    (1.0 + f.ln() / (original as f64).ln()).sqrt() as f32
+                }
+            }
+        };
+        p.longrope = Some(LongRope {
+            short_factor: read(short)?,
+            long_factor: read(long)?,
+            original_max_position: original,
+            attention_factor,
+        });
+    }
+    Ok(p)
 }

@@ -4,18 +4,24 @@
 pub mod arch;
 pub mod config;
 pub mod error;
+pub mod gemma;
 pub mod gguf;
+pub mod gpt2;
 pub mod llama;
 pub mod load;
 pub mod model;
+pub mod phi3;
 pub mod runner;
 pub mod source;
 pub mod tokenizer;
 
 pub use config::ModelConfig;
 pub use error::{ModelError, Result};
+pub use gemma::GemmaModel;
+pub use gpt2::Gpt2Model;
 pub use llama::LlamaModel;
 pub use load::{ModelPath, load};
-pub use model::{MAX_VERIFY, Model, Output, StepOut};
+pub use model::{MAX_TOPK, MAX_VERIFY, Model, Output, StepOut};
+pub use phi3::Phi3Model;
 pub use runner::{LoadOptions, Runner};
 pub use tokenizer::{ChatMessage, StreamDecoder, Tokenizer};

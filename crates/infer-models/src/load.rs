@@ -9,9 +9,12 @@ use infer_kernels::Kernels;
 use crate::arch::Family;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
+use crate::gemma::GemmaModel;
 use crate::gguf::GgufFile;
+use crate::gpt2::Gpt2Model;
 use crate::llama::LlamaModel;
 use crate::model::Model;
+use crate::phi3::Phi3Model;
 use crate::runner::LoadOptions;
 use crate::source::Source;
 use crate::tokenizer::Tokenizer;
@@ -131,5 +134,8 @@ pub fn load_model(
 ) -> Result<Box<dyn Model>> {
     Ok(match cfg.arch.family {
         Family::Llama => Box::new(LlamaModel::load(src, cfg, kernels, opts)?),
+        Family::Phi3 => Box::new(Phi3Model::load(src, cfg, kernels, opts)?),
+        Family::Gemma | Family::Gemma2 => Box::new(GemmaModel::load(src, cfg, kernels, opts)?),
+        Family::Gpt2 => Box::new(Gpt2Model::load(src, cfg, kernels, opts)?),
     })
 }

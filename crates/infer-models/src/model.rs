@@ -18,7 +18,13 @@ pub enum Output {
     AllArgmax,
     /// The logits at every position, row after row (at most [`MAX_VERIFY`] tokens).
     AllLogits,
+    /// The k largest logits of the last position with their ids, best first (ties: lower
+    /// id), selected on the GPU so only k pairs are read back (1 <= k <= [`MAX_TOPK`]).
+    TopK(usize),
 }
+
+/// Largest k of [`Output::TopK`].
+pub const MAX_TOPK: usize = 256;
 
 impl Output {
     pub fn all_positions(self) -> bool {
@@ -32,6 +38,8 @@ pub enum StepOut {
     Tokens(Vec<u32>),
     /// `vocab` floats, or `n * vocab` for [`Output::AllLogits`].
     Logits(Vec<f32>),
+    /// (id, logit) pairs for [`Output::TopK`], best first.
+    TopK(Vec<(u32, f32)>),
 }
 
 /// A causal language model with its KV cache on the GPU.

@@ -11,8 +11,8 @@ use infer_tensor::{DType, Device, Tensor, tensor::map_read, wgpu};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::model::{MAX_VERIFY, Model, Output, StepOut};
-use crate::source::Source;
+use crate::model::{MAX_TOPK, MAX_VERIFY, Model, Output, StepOut};
+use crate::source::{RawTensor, Source};
 
 /// How to load a model.
 #[derive(Clone, Debug)]
@@ -77,7 +77,7 @@ impl<'a> WeightLoader<'a> {
             raw = raw.convert(q)?;
         }
         self.bar.inc(1);
-        Ok(Tensor::upload(
+        Ok(Tensor::upload_weights(
             &self.dev, name, shape, raw.dtype, &raw.bytes,
         )?)
     }
@@ -141,6 +141,97 @@ impl<'a> WeightLoader<'a> {
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
+
+    /// A fused weight matrix split by rows into parts of `rows[i]` rows (q/k/v or gate/up
+    /// projections), each kept in its stored dtype unless `--quant` asks otherwise. With
+    /// `transposed` the stored tensor is `(cols, sum rows)` (GPT-2's Conv1D layout); it is
+    /// transposed on load (float dtypes only).
+    pub fn matrix_split(
+        &self,
+        name: &str,
+        rows: &[usize],
+        cols: usize,
+        transposed: bool,
+    ) -> Result<Vec<Tensor>> {
+        let total: usize = rows.iter().sum();
+        let mut raw = if transposed {
+            let raw = self.src.get(name, &[cols, total])?;
+            if raw.dtype.is_quantized() {
+                return Err(ModelError::BadTensor {
+                    path: self.src.path(),
+                    tensor: name.into(),
+                    reason: format!("a transposed {} matrix is not supported", raw.dtype),
+                });
+            }
+            let (dtype, x) = (raw.dtype, raw.to_f32());
+            let mut t = vec![0f32; x.len()];
+            for r in 0..cols {
+                for c in 0..total {
+                    t[c * cols + r] = x[r * total + c];
+                }
+            }
+            RawTensor {
+                name: name.into(),
+                shape: vec![total, cols],
+                dtype: DType::F32,
+                bytes: std::borrow::Cow::Owned(bytemuck::cast_slice(&t).to_vec()),
+            }
+            .convert(dtype)?
+        } else {
+            let raw = self.src.get(name, &[total, cols])?;
+            let dtype = raw.dtype;
+            raw.convert(dtype)?
+        };
+        if let Some(q) = self.quant
+            && raw.dtype != q
+            && q.bytes_for(cols).is_some()
+        {
+            raw = raw.convert(q)?;
+        }
+        let row_bytes = raw
+            .dtype
+            .bytes_for(cols)
+            .ok_or_else(|| ModelError::BadTensor {
+                path: self.src.path(),
+                tensor: name.into(),
+                reason: format!("rows of {cols} are not whole {} blocks", raw.dtype),
+            })?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut start = 0;
+        for (i, &n) in rows.iter().enumerate() {
+            let bytes = &raw.bytes[start * row_bytes..(start + n) * row_bytes];
+            out.push(Tensor::upload_weights(
+                &self.dev,
+                &format!("{name}[{i}]"),
+                &[n, cols],
+                raw.dtype,
+                bytes,
+            )?);
+            start += n;
+        }
+        self.bar.inc(1);
+        Ok(out)
+    }
+
+    /// A fused vector (bias) split into parts of `lens[i]` values, as f32.
+    pub fn vector_split(&self, name: &str, lens: &[usize]) -> Result<Vec<Tensor>> {
+        let total: usize = lens.iter().sum();
+        let v = self.src.get(name, &[total])?.to_f32();
+        let mut start = 0;
+        lens.iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let t = Tensor::from_f32(
+                    &self.dev,
+                    &format!("{name}[{i}]"),
+                    &[n],
+                    &v[start..start + n],
+                );
+                start += n;
+                Ok(t?)
+            })
+            .collect()
+    }
 }
 
 /// The inputs and outputs of a step, shared by every architecture.
@@ -153,6 +244,9 @@ pub struct Io {
     pub logits: Tensor,
     /// (V) u32: argmax per row.
     pub token: Tensor,
+    /// (2 * MAX_TOPK) u32: (logit bits, id) pairs of [`Output::TopK`], and its scratch.
+    pub topk: Tensor,
+    pub topk_scratch: Tensor,
     staging: wgpu::Buffer,
     pub capacity: usize,
     /// B: most tokens per step.
@@ -170,9 +264,16 @@ impl Io {
             pos: Tensor::zeros(dev, "pos", &[1], DType::U32)?,
             logits: Tensor::zeros(dev, "logits", &[v, cfg.vocab_size], DType::F32)?,
             token: Tensor::zeros(dev, "token", &[v], DType::U32)?,
+            topk: Tensor::zeros(dev, "topk", &[2 * MAX_TOPK], DType::U32)?,
+            topk_scratch: Tensor::zeros(
+                dev,
+                "topk_scratch",
+                &[Kernels::topk_scratch_len(cfg.vocab_size, MAX_TOPK)],
+                DType::U32,
+            )?,
             staging: dev.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("staging"),
-                size: (v * cfg.vocab_size * 4) as u64,
+                size: (v * cfg.vocab_size * 4).max(8 * MAX_TOPK) as u64,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
@@ -199,9 +300,29 @@ impl Io {
         head: &Tensor,
         out: Output,
     ) -> Result<()> {
+        self.head_capped(k, g, xn, hidden, n, head, out, None)
+    }
+
+    /// [`Io::head`] with the logits soft-capped (`c * tanh(l / c)`, Gemma 2) before the
+    /// argmax and the read-back.
+    #[allow(clippy::too_many_arguments)]
+    pub fn head_capped(
+        &self,
+        k: &Kernels,
+        g: &mut Vec<Dispatch>,
+        xn: &Tensor,
+        hidden: usize,
+        n: usize,
+        head: &Tensor,
+        out: Output,
+        softcap: Option<f32>,
+    ) -> Result<()> {
         let v = self.vocab;
         if out.all_positions() {
             g.extend(k.linear(xn, n, head, &self.logits)?);
+            if let Some(c) = softcap {
+                g.extend(k.softcap(&self.logits, n * v, c)?);
+            }
             if out == Output::AllArgmax {
                 for i in 0..n {
                     g.extend(k.argmax(&self.logits, i * v, v, &self.token, i)?);
@@ -209,8 +330,14 @@ impl Io {
             }
         } else {
             g.extend(k.matvec(head, xn, (n - 1) * hidden, &self.logits, 0)?);
+            if let Some(c) = softcap {
+                g.extend(k.softcap(&self.logits, v, c)?);
+            }
             if out == Output::Argmax {
                 g.extend(k.argmax(&self.logits, 0, v, &self.token, 0)?);
+            }
+            if let Output::TopK(kk) = out {
+                g.extend(k.topk(&self.logits, 0, v, kk, &self.topk_scratch, &self.topk)?);
             }
         }
         Ok(())
@@ -227,6 +354,13 @@ pub trait Graph: Send {
     fn prepare(&self, _dev: &Device, _pos: usize, _n: usize) -> Result<()> {
         Ok(())
     }
+    /// Called once per `forward()` that takes the sequence from `pos` to `end` tokens, before
+    /// any step. Returns true when the cache of positions `0..pos` must be recomputed first
+    /// (Phi-3 LongRoPE switching between short and long factors: transformers' generate()
+    /// recomputes the whole sequence then). The runner replays those tokens.
+    fn begin(&self, _dev: &Device, _pos: usize, _end: usize) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Runs an architecture's [`Graph`] as a [`Model`].
@@ -236,6 +370,11 @@ pub struct Runner<G> {
     pub(crate) graph: G,
     pos: usize,
     decode_graph: Option<Vec<Dispatch>>,
+    /// The tokens in the KV cache (for [`Graph::begin`] replays).
+    history: Vec<u32>,
+    /// `INFER_PROFILE=1`: time every kernel of every step on the GPU (then run it again for
+    /// real) and print a table to stderr.
+    profile: bool,
 }
 
 impl<G: Graph> Runner<G> {
@@ -247,6 +386,8 @@ impl<G: Graph> Runner<G> {
             graph,
             pos: 0,
             decode_graph: None,
+            history: Vec::new(),
+            profile: std::env::var("INFER_PROFILE").is_ok_and(|v| !v.is_empty() && v != "0"),
         })
     }
 
@@ -269,11 +410,27 @@ impl<G: Graph> Runner<G> {
             built = self.graph.build(&self.kernels, io, n, out)?;
             &built
         };
+        if self.profile {
+            let table = self.kernels.profile(graph)?;
+            let total: f64 = table.iter().map(|t| t.1).sum();
+            eprintln!(
+                "profile: step of {n} tokens, {:.2} ms on the GPU",
+                total / 1e6
+            );
+            for (name, ns, count) in table {
+                eprintln!(
+                    "  {name:>12} {:9.3} ms {:5.1}% ({count} dispatches)",
+                    ns / 1e6,
+                    100.0 * ns / total
+                );
+            }
+        }
         let read_bytes = match out {
             Output::Argmax => 4,
             Output::Logits => (io.vocab * 4) as u64,
             Output::AllArgmax => (n * 4) as u64,
             Output::AllLogits => (n * io.vocab * 4) as u64,
+            Output::TopK(k) => (k * 8) as u64,
         };
         dev.scoped("forward step", || {
             let mut enc = dev.device.create_command_encoder(&Default::default());
@@ -287,11 +444,14 @@ impl<G: Graph> Runner<G> {
                 let src = match out {
                     Output::Argmax | Output::AllArgmax => io.token.buffer(),
                     Output::Logits | Output::AllLogits => io.logits.buffer(),
+                    Output::TopK(_) => io.topk.buffer(),
                 };
                 enc.copy_buffer_to_buffer(src, 0, &io.staging, 0, read_bytes);
             }
             dev.queue.submit([enc.finish()]);
         })?;
+        self.history.truncate(self.pos);
+        self.history.extend_from_slice(tokens);
         self.pos += n;
         if !read {
             dev.wait()?;
@@ -307,6 +467,13 @@ impl<G: Graph> Runner<G> {
             Output::Logits | Output::AllLogits => {
                 StepOut::Logits(bytemuck::pod_collect_to_vec(&bytes))
             }
+            Output::TopK(_) => StepOut::TopK(
+                bytemuck::pod_collect_to_vec::<u8, u32>(&bytes)
+                    .chunks(2)
+                    .filter(|p| p[1] != u32::MAX)
+                    .map(|p| (p[1], f32::from_bits(p[0])))
+                    .collect(),
+            ),
         })
     }
 }
@@ -347,11 +514,27 @@ impl<G: Graph> Model for Runner<G> {
                 tokens.len()
             )));
         }
+        if let Output::TopK(k) = out
+            && !(1..=MAX_TOPK.min(self.io.vocab)).contains(&k)
+        {
+            return Err(ModelError::Invalid(format!(
+                "top-k output needs 1 <= k <= {}, got {k}",
+                MAX_TOPK.min(self.io.vocab)
+            )));
+        }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.io.vocab) {
             return Err(ModelError::Invalid(format!(
                 "token id {bad} is outside the vocabulary of {}",
                 self.io.vocab
             )));
+        }
+        let end = self.pos + tokens.len();
+        if self.graph.begin(&self.kernels.dev, self.pos, end)? && self.pos > 0 {
+            let past = self.history[..self.pos].to_vec();
+            self.pos = 0;
+            for chunk in past.chunks(self.io.max_batch) {
+                self.step(chunk, Output::Logits, false)?;
+            }
         }
         let chunks: Vec<&[u32]> = tokens.chunks(self.io.max_batch).collect();
         let last = chunks.len() - 1;

@@ -1,18 +1,32 @@
-//! Logits processing, samplers and the generation loop.
+//! Logits processing, samplers, the generation loop and speculative decoding.
 //!
 //! Greedy decoding (temperature 0, no penalties or bias) keeps the argmax on the GPU so only
-//! a token id comes back; any other setting reads the last position's logits and samples on
-//! the host with a seeded RNG (same seed + same inputs = same output on the same adapter).
+//! a token id comes back; top-k sampling without penalties or bias selects the k best on the
+//! GPU ([`Output::TopK`]) so only k (id, logit) pairs come back; any other setting reads the
+//! last position's logits and samples on the host. Sampling uses a seeded RNG (same seed +
+//! same inputs = same output on the same adapter). [`spec`] adds speculative decoding with
+//! a draft model or prompt lookup ([`lookup`]).
 
 use std::time::Instant;
 
-use infer_models::{Model, ModelError, Output, StepOut, StreamDecoder, Tokenizer};
+use infer_models::{MAX_TOPK, Model, ModelError, Output, StepOut, StreamDecoder, Tokenizer};
 use rand::{Rng, SeedableRng, rngs::StdRng};
+
+pub mod lookup;
+pub mod spec;
+
+pub use lookup::PromptLookup;
+pub use spec::{
+    Draft, DraftK, DraftModel, Drafter, check_draft_tokenizer, generate_speculative, verify,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SamplingError {
     #[error("invalid sampling parameter `{field}`: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// A draft model that cannot draft for this target (another tokenizer or vocabulary).
+    #[error("the draft model does not match the target: {0}")]
+    DraftMismatch(String),
     #[error(transparent)]
     Model(#[from] ModelError),
 }
@@ -46,6 +60,9 @@ pub struct SamplingParams {
     pub stop_token_ids: Vec<u32>,
     /// Keep going past EOS.
     pub ignore_eos: bool,
+    /// Select the top k on the GPU when that gives the same result (top-k set, no
+    /// penalties or bias); `false` reads the whole logits vector back instead.
+    pub gpu_topk: bool,
 }
 
 impl Default for SamplingParams {
@@ -64,11 +81,12 @@ impl Default for SamplingParams {
             stop: vec![],
             stop_token_ids: vec![],
             ignore_eos: false,
+            gpu_topk: true,
         }
     }
 }
 
-fn invalid(field: &'static str, reason: impl Into<String>) -> SamplingError {
+pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> SamplingError {
     SamplingError::Invalid {
         field,
         reason: reason.into(),
@@ -140,6 +158,10 @@ impl SamplingParams {
     }
 }
 
+/// A probability distribution over token ids: (id, probability), most likely first, the
+/// probabilities summing to 1.
+pub type Dist = Vec<(u32, f64)>;
+
 /// Picks tokens from logits according to [`SamplingParams`].
 pub struct Sampler {
     params: SamplingParams,
@@ -157,16 +179,38 @@ impl Sampler {
         }
     }
 
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
     /// Records a token as part of the context the penalties look at.
     pub fn observe(&mut self, token: u32) {
         *self.counts.entry(token).or_default() += 1;
+    }
+
+    /// Undoes one [`Sampler::observe`] (a rejected draft token).
+    pub fn forget(&mut self, token: u32) {
+        if let Some(n) = self.counts.get_mut(&token) {
+            *n -= 1;
+            if *n == 0 {
+                self.counts.remove(&token);
+            }
+        }
+    }
+
+    /// Replaces the penalty context with `tokens`.
+    pub fn set_history(&mut self, tokens: &[u32]) {
+        self.counts.clear();
+        tokens.iter().for_each(|&t| self.observe(t));
     }
 
     /// Applies penalties and bias in place.
     pub fn process(&self, logits: &mut [f32]) {
         let p = &self.params;
         for (&tok, &n) in &self.counts {
-            let l = &mut logits[tok as usize];
+            let Some(l) = logits.get_mut(tok as usize) else {
+                continue;
+            };
             if p.repeat_penalty != 1.0 {
                 *l = if *l > 0.0 {
                     *l / p.repeat_penalty
@@ -177,27 +221,59 @@ impl Sampler {
             *l -= p.presence_penalty + p.frequency_penalty * n as f32;
         }
         for &(tok, b) in &p.logit_bias {
-            logits[tok as usize] += b;
+            if let Some(l) = logits.get_mut(tok as usize) {
+                *l += b;
+            }
         }
     }
 
-    /// The next token from the last position's logits.
-    pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
-        self.process(logits);
+    /// The k of [`Output::TopK`] when the GPU's top k gives exactly this sampler's
+    /// candidates: sampling (temperature > 0) with top-k set and nothing that moves logits
+    /// (penalties, bias).
+    pub fn gpu_topk(&self) -> Option<usize> {
         let p = &self.params;
-        if p.temperature == 0.0 {
-            return infer_tensor_argmax(logits);
+        let k = p.top_k?;
+        (p.gpu_topk
+            && p.temperature > 0.0
+            && k <= MAX_TOPK
+            && p.repeat_penalty == 1.0
+            && p.presence_penalty == 0.0
+            && p.frequency_penalty == 0.0
+            && p.logit_bias.is_empty())
+        .then_some(k)
+    }
+
+    /// The distribution the next token is drawn from: penalties, bias, temperature, top-k,
+    /// min-p, top-p, normalised. Temperature 0 gives all the mass to the argmax.
+    pub fn distribution(&self, logits: &mut [f32]) -> Dist {
+        self.process(logits);
+        if self.params.temperature == 0.0 {
+            return vec![(infer_tensor_argmax(logits), 1.0)];
         }
-        // Candidates sorted by logit (ties by id, for determinism).
-        let mut cand: Vec<(u32, f32)> = logits
+        let cand = logits
             .iter()
             .enumerate()
             .filter(|(_, l)| l.is_finite())
-            .map(|(i, &l)| (i as u32, l / p.temperature))
+            .map(|(i, &l)| (i as u32, l))
             .collect();
+        self.truncate(cand)
+    }
+
+    /// [`Sampler::distribution`] from the GPU's top k (id, logit) pairs
+    /// ([`Sampler::gpu_topk`] must have allowed it).
+    pub fn distribution_topk(&self, cand: Vec<(u32, f32)>) -> Dist {
+        let cand = cand.into_iter().filter(|c| c.1.is_finite()).collect();
+        self.truncate(cand)
+    }
+
+    /// Temperature, top-k, min-p and top-p over finite (id, processed logit) candidates.
+    fn truncate(&self, mut cand: Vec<(u32, f32)>) -> Dist {
+        let p = &self.params;
         if cand.is_empty() {
-            return 0;
+            return vec![(0, 1.0)];
         }
+        cand.iter_mut().for_each(|c| c.1 /= p.temperature);
+        // Sorted by logit, ties by id, for determinism.
         cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if let Some(k) = p.top_k {
             cand.truncate(k);
@@ -224,15 +300,40 @@ impl Sampler {
             probs.truncate(keep);
         }
         let total: f64 = probs.iter().sum();
-        let mut r = self.rng.random::<f64>() * total;
-        for (i, &x) in probs.iter().enumerate() {
-            r -= x;
-            if r <= 0.0 {
-                return cand[i].0;
-            }
-        }
-        cand[probs.len() - 1].0
+        cand.iter()
+            .zip(probs)
+            .map(|(c, x)| (c.0, x / total))
+            .collect()
     }
+
+    /// The next token from the last position's logits.
+    pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
+        let d = self.distribution(logits);
+        draw(&d, &mut self.rng)
+    }
+
+    /// The next token from the GPU's top k (id, logit) pairs.
+    pub fn sample_topk(&mut self, cand: Vec<(u32, f32)>) -> u32 {
+        let d = self.distribution_topk(cand);
+        draw(&d, &mut self.rng)
+    }
+
+    pub fn rng(&mut self) -> &mut StdRng {
+        &mut self.rng
+    }
+}
+
+/// Draws from a distribution (inverse CDF with one uniform).
+pub fn draw(d: &[(u32, f64)], rng: &mut StdRng) -> u32 {
+    let total: f64 = d.iter().map(|x| x.1).sum();
+    let mut r = rng.random::<f64>() * total;
+    for &(id, x) in d {
+        r -= x;
+        if r <= 0.0 {
+            return id;
+        }
+    }
+    d.last().map_or(0, |x| x.0)
 }
 
 fn infer_tensor_argmax(x: &[f32]) -> u32 {
@@ -269,6 +370,10 @@ pub struct Stats {
     pub prefill_ms: f64,
     pub decode_ms: f64,
     pub ttft_ms: f64,
+    /// Draft tokens proposed to the target (speculative decoding; 0 otherwise).
+    pub draft_tokens: usize,
+    /// Draft tokens the target accepted.
+    pub accepted_tokens: usize,
 }
 
 impl Stats {
@@ -279,6 +384,15 @@ impl Stats {
     /// Tokens after the first, over the time after the first.
     pub fn decode_tok_s(&self) -> f64 {
         self.generated_tokens.saturating_sub(1) as f64 / (self.decode_ms / 1000.0).max(1e-9)
+    }
+
+    /// Accepted over proposed draft tokens (0 without drafts).
+    pub fn acceptance_rate(&self) -> f64 {
+        if self.draft_tokens == 0 {
+            0.0
+        } else {
+            self.accepted_tokens as f64 / self.draft_tokens as f64
+        }
     }
 }
 
@@ -331,15 +445,13 @@ impl StopFilter {
     }
 }
 
-/// Generates from `prompt_ids` (appended at the model's current position; call
-/// `model.truncate(0)` first for a fresh context), streaming text to `on_text`.
-pub fn generate(
-    model: &mut dyn Model,
+/// Checks the parameters and that the prompt fits; returns the ids that end generation.
+pub(crate) fn prepare(
+    model: &dyn Model,
     tok: &Tokenizer,
     prompt_ids: &[u32],
     params: &SamplingParams,
-    mut on_text: impl FnMut(&str),
-) -> Result<Generation> {
+) -> Result<Vec<u32>> {
     params.validate(model.config().vocab_size)?;
     if prompt_ids.is_empty() {
         return Err(invalid("prompt", "the prompt has no tokens"));
@@ -354,7 +466,118 @@ pub fn generate(
     }
     let mut eos: Vec<u32> = tok.eos_ids().to_vec();
     eos.extend(&model.config().eos_ids);
-    let greedy = params.is_greedy();
+    Ok(eos)
+}
+
+/// One plain step: runs `input` and picks the next token with the cheapest read-back that
+/// gives the sampler's exact choice (GPU argmax, GPU top-k, or the logits).
+pub(crate) fn next_token(
+    model: &mut dyn Model,
+    input: &[u32],
+    sampler: &mut Sampler,
+) -> Result<u32> {
+    let mode = if sampler.params().is_greedy() {
+        Output::Argmax
+    } else if let Some(k) = sampler.gpu_topk() {
+        Output::TopK(k.min(model.config().vocab_size))
+    } else {
+        Output::Logits
+    };
+    Ok(match model.forward(input, mode)? {
+        StepOut::Token(t) => t,
+        StepOut::Logits(mut l) => sampler.sample(&mut l),
+        StepOut::TopK(c) => sampler.sample_topk(c),
+        StepOut::Tokens(t) => *t.last().expect("one token per position"),
+    })
+}
+
+/// The output side of generation: ids, streamed text, stop tokens and strings, max tokens.
+pub(crate) struct Emitter<'a, F: FnMut(&str)> {
+    params: &'a SamplingParams,
+    eos: Vec<u32>,
+    dec: StreamDecoder<'a>,
+    stop: StopFilter,
+    pub text: String,
+    pub ids: Vec<u32>,
+    pub finish: FinishReason,
+    hit_stop_string: bool,
+    on_text: F,
+}
+
+impl<'a, F: FnMut(&str)> Emitter<'a, F> {
+    pub fn new(
+        tok: &'a Tokenizer,
+        prompt_ids: &[u32],
+        params: &'a SamplingParams,
+        eos: Vec<u32>,
+        on_text: F,
+    ) -> Self {
+        let context = &prompt_ids[prompt_ids.len().saturating_sub(4)..];
+        Emitter {
+            params,
+            eos,
+            dec: StreamDecoder::with_context(tok, context, true),
+            stop: StopFilter {
+                stops: params.stop.clone(),
+                pending: String::new(),
+            },
+            text: String::new(),
+            ids: Vec::new(),
+            finish: FinishReason::Length,
+            hit_stop_string: false,
+            on_text,
+        }
+    }
+
+    /// Emits one generated token; `true` when generation must end (stop token or string,
+    /// max tokens).
+    pub fn push(&mut self, t: u32) -> Result<bool> {
+        self.ids.push(t);
+        let p = self.params;
+        if (!p.ignore_eos && self.eos.contains(&t)) || p.stop_token_ids.contains(&t) {
+            self.finish = FinishReason::Stop;
+            return Ok(true);
+        }
+        if let Some(s) = self.dec.push(t)? {
+            let (out, hit) = self.stop.push(&s);
+            self.text.push_str(&out);
+            (self.on_text)(&out);
+            if hit {
+                self.finish = FinishReason::Stop;
+                self.hit_stop_string = true;
+                return Ok(true);
+            }
+        }
+        Ok(self.ids.len() >= p.max_tokens)
+    }
+
+    /// Flushes held-back text.
+    pub fn finish(&mut self) -> Result<()> {
+        if !self.hit_stop_string {
+            let tail = self.dec.finish()?;
+            let (mut out, hit) = self.stop.push(&tail);
+            if hit {
+                self.finish = FinishReason::Stop;
+            } else {
+                out.push_str(&std::mem::take(&mut self.stop.pending));
+            }
+            self.text.push_str(&out);
+            (self.on_text)(&out);
+        }
+        Ok(())
+    }
+}
+
+/// Generates from `prompt_ids` (appended at the model's current position; call
+/// `model.truncate(0)` first for a fresh context), streaming text to `on_text`.
+pub fn generate(
+    model: &mut dyn Model,
+    tok: &Tokenizer,
+    prompt_ids: &[u32],
+    params: &SamplingParams,
+    on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    let eos = prepare(model, tok, prompt_ids, params)?;
     let mut sampler = Sampler::new(params.clone());
     for &t in prompt_ids {
         sampler.observe(t);
@@ -363,79 +586,31 @@ pub fn generate(
         prompt_tokens: prompt_ids.len(),
         ..Default::default()
     };
-    let mode = if greedy {
-        Output::Argmax
-    } else {
-        Output::Logits
-    };
-    let next = |model: &mut dyn Model, input: &[u32], sampler: &mut Sampler| -> Result<u32> {
-        Ok(match model.forward(input, mode)? {
-            StepOut::Token(t) => t,
-            StepOut::Logits(mut l) => sampler.sample(&mut l),
-            StepOut::Tokens(t) => *t.last().expect("one token per position"),
-        })
-    };
-    let context = &prompt_ids[prompt_ids.len().saturating_sub(4)..];
-    let mut dec = StreamDecoder::with_context(tok, context, true);
-    let mut stop = StopFilter {
-        stops: params.stop.clone(),
-        pending: String::new(),
-    };
-    let mut text = String::new();
-    let mut ids = Vec::new();
-    let mut finish = FinishReason::Length;
-    let mut hit_stop_string = false;
+    let mut em = Emitter::new(tok, prompt_ids, params, eos, on_text);
     let t0 = Instant::now();
     let mut token = if params.max_tokens == 0 {
         None
     } else {
-        Some(next(model, prompt_ids, &mut sampler)?)
+        Some(next_token(model, prompt_ids, &mut sampler)?)
     };
     stats.prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
     stats.ttft_ms = stats.prefill_ms;
     let t1 = Instant::now();
     while let Some(t) = token {
-        ids.push(t);
         sampler.observe(t);
-        let is_stop_token =
-            (!params.ignore_eos && eos.contains(&t)) || params.stop_token_ids.contains(&t);
-        if is_stop_token {
-            finish = FinishReason::Stop;
+        if em.push(t)? || model.position() >= model.capacity() {
             break;
         }
-        if let Some(s) = dec.push(t)? {
-            let (out, hit) = stop.push(&s);
-            text.push_str(&out);
-            on_text(&out);
-            if hit {
-                finish = FinishReason::Stop;
-                hit_stop_string = true;
-                break;
-            }
-        }
-        if ids.len() >= params.max_tokens || model.position() >= model.capacity() {
-            break;
-        }
-        token = Some(next(model, &[t], &mut sampler)?);
+        token = Some(next_token(model, &[t], &mut sampler)?);
     }
-    if !hit_stop_string {
-        let tail = dec.finish()?;
-        let (mut out, hit) = stop.push(&tail);
-        if hit {
-            finish = FinishReason::Stop;
-        } else {
-            out.push_str(&std::mem::take(&mut stop.pending));
-        }
-        text.push_str(&out);
-        on_text(&out);
-    }
+    em.finish()?;
     stats.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
-    stats.generated_tokens = ids.len();
+    stats.generated_tokens = em.ids.len();
     Ok(Generation {
         prompt_token_ids: prompt_ids.to_vec(),
-        token_ids: ids,
-        text,
-        finish_reason: finish,
+        token_ids: em.ids,
+        text: em.text,
+        finish_reason: em.finish,
         stats,
     })
 }

@@ -11,5 +11,5 @@ pub mod tensor;
 pub use device::{AdapterSummary, Caps, Device, DeviceOptions};
 pub use dtype::DType;
 pub use error::{Result, TensorError};
-pub use tensor::{BufferPool, Part, Tensor};
+pub use tensor::{BufferPool, Layout, Part, Tensor};
 pub use wgpu;

@@ -19,6 +19,18 @@ pub struct Part {
     pub buffer: wgpu::Buffer,
     pub row_start: usize,
     pub rows: usize,
+    /// Weight layout only: where the scale region starts, in 16-byte units.
+    pub scale_offset: usize,
+}
+
+/// How a tensor's elements sit in its buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Row-major in the dtype's own byte layout (activations, caches, ids).
+    Plain,
+    /// The GPU weight layout of [`pack_weights`], read by the weight kernels
+    /// (matvec, matmul, embedding) in 16-byte units.
+    Weights,
 }
 
 #[derive(Clone, Debug)]
@@ -26,7 +38,89 @@ pub struct Tensor {
     pub name: String,
     pub shape: Vec<usize>,
     pub dtype: DType,
+    pub layout: Layout,
     pub parts: Vec<Part>,
+}
+
+/// Elements in one 16-byte load unit of the weight layout: 4 f32, 8 f16 / bf16, or a whole
+/// 32-element block of a quantized type.
+pub fn weight_unit(dtype: DType) -> usize {
+    match dtype {
+        DType::F32 | DType::U32 => 4,
+        DType::F16 | DType::BF16 => 8,
+        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => 32,
+    }
+}
+
+/// Units per row of `cols` elements (float rows are zero-padded to whole units).
+pub fn weight_units_per_row(dtype: DType, cols: usize) -> usize {
+    cols.div_ceil(weight_unit(dtype))
+}
+
+/// Bytes of the scale region per unit (quantized types).
+fn scale_bytes(dtype: DType) -> usize {
+    match dtype {
+        DType::Q8_0 | DType::Q4_0 => 2,
+        DType::Q4_1 => 4,
+        _ => 0,
+    }
+}
+
+/// Bytes of the value region per unit.
+fn value_bytes(dtype: DType) -> usize {
+    match dtype {
+        DType::Q8_0 => 32,
+        _ => 16,
+    }
+}
+
+/// Re-lays `rows` rows of `cols` elements (in `dtype`'s GGUF / plain byte layout) for the
+/// GPU: every unit's values in 16-byte-aligned slots (float rows zero-padded to whole
+/// units; quantized blocks' quants: 16 bytes for Q4_0 / Q4_1, 32 for Q8_0), then, for the
+/// quantized types, a region of per-block scales (f16 `d` for Q8_0 / Q4_0, f16 pairs
+/// `(d, m)` for Q4_1) starting at a 16-byte boundary. Returns the bytes and the scale
+/// region's offset in 16-byte units. Kernels then load a whole unit with one aligned
+/// 16-byte read instead of byte-level gathers.
+pub fn pack_weights(dtype: DType, rows: usize, cols: usize, bytes: &[u8]) -> (Vec<u8>, usize) {
+    let nb = weight_units_per_row(dtype, cols);
+    let units = rows * nb;
+    let vb = value_bytes(dtype);
+    let mut out = vec![0u8; units * vb];
+    let row_bytes = dtype.bytes_for(cols).expect("whole blocks");
+    let mut scales = Vec::with_capacity(units * scale_bytes(dtype));
+    for r in 0..rows {
+        let row = &bytes[r * row_bytes..(r + 1) * row_bytes];
+        for b in 0..nb {
+            let dst = &mut out[(r * nb + b) * vb..(r * nb + b + 1) * vb];
+            match dtype {
+                DType::F32 | DType::U32 | DType::F16 | DType::BF16 => {
+                    let esz = dtype.block_bytes();
+                    let start = b * 16;
+                    let end = (start + 16).min(cols * esz);
+                    dst[..end - start].copy_from_slice(&row[start..end]);
+                }
+                DType::Q8_0 => {
+                    let blk = &row[b * 34..(b + 1) * 34];
+                    scales.extend_from_slice(&blk[..2]);
+                    dst.copy_from_slice(&blk[2..]);
+                }
+                DType::Q4_0 => {
+                    let blk = &row[b * 18..(b + 1) * 18];
+                    scales.extend_from_slice(&blk[..2]);
+                    dst.copy_from_slice(&blk[2..]);
+                }
+                DType::Q4_1 => {
+                    let blk = &row[b * 20..(b + 1) * 20];
+                    scales.extend_from_slice(&blk[..4]);
+                    dst.copy_from_slice(&blk[4..]);
+                }
+            }
+        }
+    }
+    let scale_offset = out.len() / 16;
+    out.extend_from_slice(&scales);
+    out.resize(out.len().div_ceil(16).max(1) * 16, 0);
+    (out, scale_offset)
 }
 
 const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -102,6 +196,65 @@ impl Tensor {
         bytes: &[u8],
         max_part_bytes: u64,
     ) -> Result<Tensor> {
+        Self::upload_impl(
+            dev,
+            name,
+            shape,
+            dtype,
+            bytes,
+            max_part_bytes,
+            Layout::Plain,
+        )
+    }
+
+    /// Uploads a weight matrix `(rows, cols)` given in `dtype`'s plain / GGUF byte layout
+    /// into the GPU weight layout ([`pack_weights`]), split by rows when it exceeds the
+    /// largest binding. The weight kernels (matvec, matmul, embedding) take only these.
+    pub fn upload_weights(
+        dev: &Device,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        bytes: &[u8],
+    ) -> Result<Tensor> {
+        Self::upload_weights_with_max_part(dev, name, shape, dtype, bytes, dev.max_binding())
+    }
+
+    /// [`Tensor::upload_weights`] with parts of at most `max_part_bytes`.
+    pub fn upload_weights_with_max_part(
+        dev: &Device,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        bytes: &[u8],
+        max_part_bytes: u64,
+    ) -> Result<Tensor> {
+        if dtype == DType::U32 {
+            return Err(TensorError::Shape {
+                name: name.into(),
+                reason: "u32 is not a weight dtype".into(),
+            });
+        }
+        Self::upload_impl(
+            dev,
+            name,
+            shape,
+            dtype,
+            bytes,
+            max_part_bytes,
+            Layout::Weights,
+        )
+    }
+
+    fn upload_impl(
+        dev: &Device,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        bytes: &[u8],
+        max_part_bytes: u64,
+        layout: Layout,
+    ) -> Result<Tensor> {
         let row_bytes = Self::check_layout(name, shape, dtype)?;
         let rows: usize = shape[..shape.len().saturating_sub(1)].iter().product();
         if bytes.len() != rows * row_bytes {
@@ -115,8 +268,21 @@ impl Tensor {
             });
         }
         let max = max_part_bytes.min(dev.max_binding());
-        let rows_per_part = ((max / row_bytes.max(1) as u64) as usize).max(1);
-        if row_bytes as u64 > max {
+        let cols = shape.last().copied().unwrap_or(1);
+        // Bytes one row takes in the buffer (plus 16 for the scale region's alignment).
+        let stored_row = match layout {
+            Layout::Plain => row_bytes,
+            Layout::Weights => {
+                weight_units_per_row(dtype, cols) * (value_bytes(dtype) + scale_bytes(dtype))
+            }
+        };
+        let budget = if layout == Layout::Weights {
+            max.saturating_sub(16)
+        } else {
+            max
+        };
+        let rows_per_part = ((budget / stored_row.max(1) as u64) as usize).max(1);
+        if stored_row as u64 > budget {
             return Err(TensorError::TooLarge {
                 name: name.into(),
                 needed: row_bytes as u64,
@@ -129,6 +295,15 @@ impl Tensor {
             let n = rows_per_part.min(rows.max(1) - r);
             let chunk =
                 &bytes[(r * row_bytes).min(bytes.len())..((r + n) * row_bytes).min(bytes.len())];
+            let (packed, scale_offset) = match layout {
+                Layout::Weights => pack_weights(dtype, n, cols, chunk),
+                Layout::Plain => (Vec::new(), 0),
+            };
+            let chunk = if layout == Layout::Weights {
+                &packed[..]
+            } else {
+                chunk
+            };
             let buffer = if chunk.len().is_multiple_of(4) && !chunk.is_empty() {
                 dev.device
                     .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -150,6 +325,7 @@ impl Tensor {
                 buffer,
                 row_start: r,
                 rows: n,
+                scale_offset,
             });
             r += n;
         }
@@ -157,6 +333,7 @@ impl Tensor {
             name: name.into(),
             shape: shape.to_vec(),
             dtype,
+            layout,
             parts,
         })
     }
@@ -188,10 +365,12 @@ impl Tensor {
             name: name.into(),
             shape: shape.to_vec(),
             dtype,
+            layout: Layout::Plain,
             parts: vec![Part {
                 buffer,
                 row_start: 0,
                 rows,
+                scale_offset: 0,
             }],
         })
     }
@@ -209,8 +388,14 @@ impl Tensor {
         Ok(())
     }
 
-    /// Reads all bytes back (every part, concatenated, without padding).
+    /// Reads all bytes back (every part, concatenated, without padding). Plain layout only.
     pub fn read_bytes(&self, dev: &Device) -> Result<Vec<u8>> {
+        if self.layout != Layout::Plain {
+            return Err(TensorError::Shape {
+                name: self.name.clone(),
+                reason: "reading back a tensor in the weight layout".into(),
+            });
+        }
         let mut out = Vec::new();
         for p in &self.parts {
             let len = (p.rows * self.row_bytes()) as u64;

@@ -1,21 +1,23 @@
-// Weight access for bf16 weights packed two to a u32; a bf16 is the high half of an f32.
-const WB: u32 = 4u;
+// Weight access, bf16 (weight layout): a unit is 8 bf16 in one 16-byte word; a bf16 is
+// the high half of an f32.
+// Needs `w: array<vec4<u32>>` and `p.k`.
+const WB: u32 = 8u;
+const WV: u32 = 2u;
 
-fn w_scale(row: u32, b: u32) -> vec2<f32> {
-    return vec2<f32>(1.0, 0.0);
+fn w_nb() -> u32 {
+    return (p.k + WB - 1u) / WB;
 }
 
-fn w_h(e: u32) -> f32 {
-    let v = w[e >> 1u];
-    return bitcast<f32>(select(v << 16u, v & 0xffff0000u, (e & 1u) == 1u));
+fn bf2(v: u32) -> vec2<f32> {
+    return vec2<f32>(bitcast<f32>(v << 16u), bitcast<f32>(v & 0xffff0000u));
 }
 
-fn w_q4(row: u32, b: u32, j: u32) -> vec4<f32> {
-    let e = row * p.k + b * 4u + j;
-    if ((e & 1u) == 0u) {
-        let v0 = w[e >> 1u];
-        let v1 = w[(e >> 1u) + 1u];
-        return vec4<f32>(bitcast<f32>(v0 << 16u), bitcast<f32>(v0 & 0xffff0000u), bitcast<f32>(v1 << 16u), bitcast<f32>(v1 & 0xffff0000u));
-    }
-    return vec4<f32>(w_h(e), w_h(e + 1u), w_h(e + 2u), w_h(e + 3u));
+fn w_unit(row: u32, b: u32) -> array<vec4<f32>, WV> {
+    let q = w[row * w_nb() + b];
+    return array<vec4<f32>, WV>(vec4<f32>(bf2(q.x), bf2(q.y)), vec4<f32>(bf2(q.z), bf2(q.w)));
+}
+
+fn w_dot(row: u32, b: u32, xs: ptr<function, array<vec4<f32>, WV>>, xsum: f32) -> f32 {
+    let v = w_unit(row, b);
+    return dot(v[0], (*xs)[0]) + dot(v[1], (*xs)[1]);
 }

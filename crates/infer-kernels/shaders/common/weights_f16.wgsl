@@ -1,19 +1,21 @@
-// Weight access for f16 weights packed two to a u32 (element e in half e & 1 of word e / 2).
-const WB: u32 = 4u;
+// Weight access, f16 (weight layout): a unit is 8 halves in one 16-byte word.
+// Needs `w: array<vec4<u32>>` and `p.k`.
+const WB: u32 = 8u;
+const WV: u32 = 2u;
 
-fn w_scale(row: u32, b: u32) -> vec2<f32> {
-    return vec2<f32>(1.0, 0.0);
+fn w_nb() -> u32 {
+    return (p.k + WB - 1u) / WB;
 }
 
-fn w_h(e: u32) -> f32 {
-    let v = unpack2x16float(w[e >> 1u]);
-    return select(v.x, v.y, (e & 1u) == 1u);
+fn w_unit(row: u32, b: u32) -> array<vec4<f32>, WV> {
+    let q = w[row * w_nb() + b];
+    return array<vec4<f32>, WV>(
+        vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)),
+        vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)),
+    );
 }
 
-fn w_q4(row: u32, b: u32, j: u32) -> vec4<f32> {
-    let e = row * p.k + b * 4u + j;
-    if ((e & 1u) == 0u) {
-        return vec4<f32>(unpack2x16float(w[e >> 1u]), unpack2x16float(w[(e >> 1u) + 1u]));
-    }
-    return vec4<f32>(w_h(e), w_h(e + 1u), w_h(e + 2u), w_h(e + 3u));
+fn w_dot(row: u32, b: u32, xs: ptr<function, array<vec4<f32>, WV>>, xsum: f32) -> f32 {
+    let v = w_unit(row, b);
+    return dot(v[0], (*xs)[0]) + dot(v[1], (*xs)[1]);
 }

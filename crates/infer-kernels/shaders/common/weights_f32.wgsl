@@ -1,13 +1,17 @@
-// Weight access for f32 weights (one f32 per u32 word). Needs globals `w: array<u32>` and
-// `p.k` (row length). A "block" is 4 consecutive elements of a row.
+// Weight access, f32 (the weight layout of infer_tensor::tensor::pack_weights): a unit is
+// 4 elements in one 16-byte word; rows are zero-padded to whole units.
+// Needs `w: array<vec4<u32>>` and `p.k` (row length in elements).
 const WB: u32 = 4u;
+const WV: u32 = 1u;
 
-fn w_scale(row: u32, b: u32) -> vec2<f32> {
-    return vec2<f32>(1.0, 0.0);
+fn w_nb() -> u32 {
+    return (p.k + WB - 1u) / WB;
 }
 
-// Elements 4b+j .. 4b+j+3 of `row` (j is always 0 here).
-fn w_q4(row: u32, b: u32, j: u32) -> vec4<f32> {
-    let e = row * p.k + b * 4u + j;
-    return vec4<f32>(bitcast<f32>(w[e]), bitcast<f32>(w[e + 1u]), bitcast<f32>(w[e + 2u]), bitcast<f32>(w[e + 3u]));
+fn w_unit(row: u32, b: u32) -> array<vec4<f32>, WV> {
+    return array<vec4<f32>, WV>(bitcast<vec4<f32>>(w[row * w_nb() + b]));
+}
+
+fn w_dot(row: u32, b: u32, xs: ptr<function, array<vec4<f32>, WV>>, xsum: f32) -> f32 {
+    return dot(bitcast<vec4<f32>>(w[row * w_nb() + b]), (*xs)[0]);
 }

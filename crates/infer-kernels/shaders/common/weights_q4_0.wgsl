@@ -1,17 +1,25 @@
-// Weight access for Q4_0 (GGUF layout): blocks of 32, 18 bytes: f16 d, 16 bytes of nibbles;
-// byte i holds element i (low nibble) and element i + 16 (high nibble). Value = d (q - 8).
+// Weight access, Q4_0 (weight layout): a unit is a block of 32: its 16 bytes of nibbles in
+// one word; its f16 scale d in the scale region at word p.soff (8 per word).
+// Value = d (q - 8). Needs `w: array<vec4<u32>>`, `p.k`, `p.soff`; nibbles.wgsl.
 const WB: u32 = 32u;
+const WV: u32 = 8u;
 
-fn w_blk(row: u32, b: u32) -> u32 {
-    return (row * (p.k / 32u) + b) * 18u;
+fn w_nb() -> u32 {
+    return p.k / WB;
 }
 
-fn w_scale(row: u32, b: u32) -> vec2<f32> {
-    return vec2<f32>(f16_at(w_blk(row, b)), 0.0);
+fn w_d(u: u32) -> f32 {
+    let word = w[p.soff + u / 8u][(u / 2u) % 4u];
+    return unpack2x16float(word)[u % 2u];
 }
 
-fn w_q4(row: u32, b: u32, j: u32) -> vec4<f32> {
-    let q = rd_u32(w_blk(row, b) + 2u + (j & 15u));
-    let n = (q >> select(0u, 4u, j >= 16u)) & 0x0f0f0f0fu;
-    return vec4<f32>(f32(n & 0xffu), f32((n >> 8u) & 0xffu), f32((n >> 16u) & 0xffu), f32(n >> 24u)) - 8.0;
+fn w_unit(row: u32, b: u32) -> array<vec4<f32>, WV> {
+    let u = row * w_nb() + b;
+    let d = w_d(u);
+    return nib_unit(w[u], d, -8.0 * d);
+}
+
+fn w_dot(row: u32, b: u32, xs: ptr<function, array<vec4<f32>, WV>>, xsum: f32) -> f32 {
+    let u = row * w_nb() + b;
+    return w_d(u) * (nib_dot(w[u], xs) - 8.0 * xsum);
 }

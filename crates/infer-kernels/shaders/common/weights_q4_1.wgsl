@@ -1,17 +1,25 @@
-// Weight access for Q4_1 (GGUF layout): blocks of 32, 20 bytes (5 words): f16 d, f16 m,
-// 16 bytes of nibbles as in Q4_0. Value = d q + m.
+// Weight access, Q4_1 (weight layout): a unit is a block of 32: its 16 bytes of nibbles in
+// one word; its f16 pair (d, m) in the scale region at word p.soff (4 pairs per word).
+// Value = d q + m. Needs `w: array<vec4<u32>>`, `p.k`, `p.soff`; nibbles.wgsl.
 const WB: u32 = 32u;
+const WV: u32 = 8u;
 
-fn w_blk(row: u32, b: u32) -> u32 {
-    return (row * (p.k / 32u) + b) * 5u;
+fn w_nb() -> u32 {
+    return p.k / WB;
 }
 
-fn w_scale(row: u32, b: u32) -> vec2<f32> {
-    return unpack2x16float(w[w_blk(row, b)]);
+fn w_dm(u: u32) -> vec2<f32> {
+    return unpack2x16float(w[p.soff + u / 4u][u % 4u]);
 }
 
-fn w_q4(row: u32, b: u32, j: u32) -> vec4<f32> {
-    let q = w[w_blk(row, b) + 1u + ((j & 15u) >> 2u)];
-    let n = (q >> select(0u, 4u, j >= 16u)) & 0x0f0f0f0fu;
-    return vec4<f32>(f32(n & 0xffu), f32((n >> 8u) & 0xffu), f32((n >> 16u) & 0xffu), f32(n >> 24u));
+fn w_unit(row: u32, b: u32) -> array<vec4<f32>, WV> {
+    let u = row * w_nb() + b;
+    let dm = w_dm(u);
+    return nib_unit(w[u], dm.x, dm.y);
+}
+
+fn w_dot(row: u32, b: u32, xs: ptr<function, array<vec4<f32>, WV>>, xsum: f32) -> f32 {
+    let u = row * w_nb() + b;
+    let dm = w_dm(u);
+    return dm.x * nib_dot(w[u], xs) + dm.y * xsum;
 }

@@ -1,15 +1,39 @@
-// Weight access for Q8_0 (GGUF layout): blocks of 32, 34 bytes: f16 d, 32 x i8. Value = d q.
+// Weight access, Q8_0 (weight layout): a unit is a block of 32: its 32 int8 quants in two
+// 16-byte words; its f16 scale d in the scale region at word p.soff (8 scales per word).
+// Value = d q. Needs `w: array<vec4<u32>>`, `p.k`, `p.soff`.
 const WB: u32 = 32u;
+const WV: u32 = 8u;
 
-fn w_blk(row: u32, b: u32) -> u32 {
-    return (row * (p.k / 32u) + b) * 34u;
+fn w_nb() -> u32 {
+    return p.k / WB;
 }
 
-fn w_scale(row: u32, b: u32) -> vec2<f32> {
-    return vec2<f32>(f16_at(w_blk(row, b)), 0.0);
+fn w_d(u: u32) -> f32 {
+    let word = w[p.soff + u / 8u][(u / 2u) % 4u];
+    return unpack2x16float(word)[u % 2u];
 }
 
-fn w_q4(row: u32, b: u32, j: u32) -> vec4<f32> {
-    let q = rd_u32(w_blk(row, b) + 2u + j);
+fn i8x4(q: u32) -> vec4<f32> {
     return vec4<f32>(vec4<i32>(i32(q << 24u) >> 24u, i32(q << 16u) >> 24u, i32(q << 8u) >> 24u, i32(q) >> 24u));
+}
+
+fn w_unit(row: u32, b: u32) -> array<vec4<f32>, WV> {
+    let u = row * w_nb() + b;
+    let d = w_d(u);
+    let a = w[2u * u];
+    let c = w[2u * u + 1u];
+    return array<vec4<f32>, WV>(
+        d * i8x4(a.x), d * i8x4(a.y), d * i8x4(a.z), d * i8x4(a.w),
+        d * i8x4(c.x), d * i8x4(c.y), d * i8x4(c.z), d * i8x4(c.w),
+    );
+}
+
+fn w_dot(row: u32, b: u32, xs: ptr<function, array<vec4<f32>, WV>>, xsum: f32) -> f32 {
+    let u = row * w_nb() + b;
+    let a = w[2u * u];
+    let c = w[2u * u + 1u];
+    let s = dot(i8x4(a.x), (*xs)[0]) + dot(i8x4(a.y), (*xs)[1]) + dot(i8x4(a.z), (*xs)[2])
+        + dot(i8x4(a.w), (*xs)[3]) + dot(i8x4(c.x), (*xs)[4]) + dot(i8x4(c.y), (*xs)[5])
+        + dot(i8x4(c.z), (*xs)[6]) + dot(i8x4(c.w), (*xs)[7]);
+    return w_d(u) * s;
 }

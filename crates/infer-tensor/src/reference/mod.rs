@@ -5,6 +5,8 @@ mod attention;
 mod linalg;
 mod ops;
 pub mod quant;
+mod softcap;
+mod topk;
 
 pub use attention::{
     AttentionShape, RopeMode, RopeScaling, attention, kv_write, rope, rope_inv_freq, rope_table,
@@ -12,3 +14,5 @@ pub use attention::{
 pub use linalg::{matmul, matvec};
 pub use ops::{GeluMode, add, argmax, embedding, gelu, layer_norm, mul, rms_norm, softmax, swiglu};
 pub use quant::{dequantize, quantize};
+pub use softcap::softcap;
+pub use topk::topk;

@@ -1,0 +1,282 @@
+//! Gemma and Gemma 2. One file for both: Gemma 2 is Gemma plus four switches read from the
+//! config (sandwich norms around attention and MLP, attention-score and final-logit
+//! soft-capping, `query_pre_attn_scalar`, sliding-window attention on alternate layers), and
+//! every other line of the forward pass is the same.
+//!
+//! Against Llama: embeddings times sqrt(hidden); RMSNorm weights used as (1 + w) (GGUF stores
+//! them with the 1 already added, so there the offset is 0); GeGLU MLP with tanh-approximated
+//! gelu; `head_dim` independent of hidden / heads; tied output head.
+//!
+//! ```text
+//! x = embed[ids] * sqrt(hidden)                             (n, hidden)
+//! for each layer:
+//!     xn = rms_norm(x) * (1 + attn_norm)                    (n, hidden)
+//!     q, k, v = xn Wq^T, xn Wk^T, xn Wv^T                   (n, heads*hd), (n, kv*hd) x2
+//!     q, k = rope(q, k) at positions pos..pos+n
+//!     k_cache, v_cache[pos..pos+n] = k, v                   (kv, capacity, hd)
+//!     a = attention(q, caches; scale, softcap, window)      (n, heads*hd)
+//!     o = a Wo^T                                            (n, hidden)
+//!     [o = rms_norm(o) * (1 + post_attn_norm)]              Gemma 2
+//!     x += o
+//!     xn = rms_norm(x) * (1 + ffn_norm)                     (pre_feedforward_layernorm in Gemma 2)
+//!     o = (gelu_tanh(xn Wg^T) * xn Wu^T) Wd^T               via (n, inter)
+//!     [o = rms_norm(o) * (1 + post_ffn_norm)]               Gemma 2
+//!     x += o
+//! logits = rms_norm(x) * (1 + norm)  E^T                    (vocab)
+//! [logits = c * tanh(logits / c)]                           Gemma 2
+//! ```
+
+use std::sync::Arc;
+
+use infer_kernels::{AttentionParams, Dispatch, GeluMode, Kernels};
+use infer_tensor::{DType, Tensor};
+
+use crate::arch::Family;
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::model::Output;
+use crate::runner::{Graph, Io, LoadOptions, Runner, WeightLoader};
+use crate::source::Source;
+
+struct Layer {
+    attn_norm: Tensor,
+    wq: Tensor,
+    wk: Tensor,
+    wv: Tensor,
+    wo: Tensor,
+    /// Gemma 2: norm of the attention output before the residual add.
+    post_attn_norm: Option<Tensor>,
+    /// Gemma: `post_attention_layernorm`; Gemma 2: `pre_feedforward_layernorm`.
+    ffn_norm: Tensor,
+    /// Gemma 2: norm of the MLP output before the residual add.
+    post_ffn_norm: Option<Tensor>,
+    gate: Tensor,
+    up: Tensor,
+    down: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    /// Sliding window of this layer (0: global attention).
+    window: usize,
+}
+
+/// Activation buffers, sized for B = `max_batch` tokens, allocated once.
+struct Acts {
+    x: Tensor,    // (B, hidden) residual stream
+    xn: Tensor,   // (B, hidden) normed
+    q: Tensor,    // (B, heads * hd)
+    k: Tensor,    // (B, kv * hd)
+    v: Tensor,    // (B, kv * hd)
+    attn: Tensor, // (B, heads * hd)
+    o: Tensor,    // (B, hidden) output of a projection back to hidden
+    gate: Tensor, // (B, inter)
+    up: Tensor,   // (B, inter)
+    act: Tensor,  // (B, inter)
+}
+
+/// Gemma's and Gemma 2's weights, caches and activations.
+pub struct Gemma {
+    cfg: ModelConfig,
+    embed: Tensor,
+    /// (1): sqrt(hidden), the embedding scale.
+    embed_scale: Tensor,
+    norm: Tensor,
+    lm_head: Option<Tensor>,
+    layers: Vec<Layer>,
+    rope_cs: Tensor,
+    acts: Acts,
+    /// Added to every norm weight: 1 for Hugging Face files, 0 for GGUF (stored +1).
+    norm_offset: f32,
+}
+
+/// A Gemma or Gemma 2 model ready to run.
+pub type GemmaModel = Runner<Gemma>;
+
+impl Runner<Gemma> {
+    pub fn load(
+        src: &Source,
+        cfg: ModelConfig,
+        kernels: Arc<Kernels>,
+        opts: &LoadOptions,
+    ) -> Result<GemmaModel> {
+        let dev = kernels.dev.clone();
+        let v2 = cfg.arch.family == Family::Gemma2;
+        let (h, hd, nh, nkv, inter) = (
+            cfg.hidden,
+            cfg.head_dim,
+            cfg.n_heads,
+            cfg.n_kv_heads,
+            cfg.intermediate,
+        );
+        let io = Io::new(&dev, &cfg, opts)?;
+        let w = WeightLoader::new(src, dev.clone(), opts, 3 + cfg.n_layers * 11);
+        let embed = w.matrix("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+        let lm_head = if cfg.tie_embeddings || !src.has("lm_head.weight") {
+            None
+        } else {
+            Some(w.matrix("lm_head.weight", &[cfg.vocab_size, h])?)
+        };
+        let norm = w.vector("model.norm.weight", h)?;
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for i in 0..cfg.n_layers {
+            let p = |s: &str| format!("model.layers.{i}.{s}");
+            let sliding = cfg.ext.sliding_layers.get(i).copied().unwrap_or(true);
+            let window = match cfg.sliding_window {
+                Some(win) if sliding => win,
+                _ => 0,
+            };
+            let (post_attn_norm, ffn_norm, post_ffn_norm) = if v2 {
+                (
+                    Some(w.vector(&p("post_attention_layernorm.weight"), h)?),
+                    w.vector(&p("pre_feedforward_layernorm.weight"), h)?,
+                    Some(w.vector(&p("post_feedforward_layernorm.weight"), h)?),
+                )
+            } else {
+                (
+                    None,
+                    w.vector(&p("post_attention_layernorm.weight"), h)?,
+                    None,
+                )
+            };
+            layers.push(Layer {
+                attn_norm: w.vector(&p("input_layernorm.weight"), h)?,
+                wq: w.matrix(&p("self_attn.q_proj.weight"), &[nh * hd, h])?,
+                wk: w.matrix(&p("self_attn.k_proj.weight"), &[nkv * hd, h])?,
+                wv: w.matrix(&p("self_attn.v_proj.weight"), &[nkv * hd, h])?,
+                wo: w.matrix(&p("self_attn.o_proj.weight"), &[h, nh * hd])?,
+                post_attn_norm,
+                ffn_norm,
+                post_ffn_norm,
+                gate: w.matrix(&p("mlp.gate_proj.weight"), &[inter, h])?,
+                up: w.matrix(&p("mlp.up_proj.weight"), &[inter, h])?,
+                down: w.matrix(&p("mlp.down_proj.weight"), &[h, inter])?,
+                k_cache: w.kv_cache("k", i, &cfg, io.capacity)?,
+                v_cache: w.kv_cache("v", i, &cfg, io.capacity)?,
+                window,
+            });
+        }
+        w.finish();
+        let rope_cs = w.rope_table(&cfg, io.capacity)?;
+        // transformers multiplies by sqrt(hidden) rounded to the activation dtype (f32).
+        let embed_scale = Tensor::from_f32(&dev, "embed_scale", &[1], &[(h as f32).sqrt()])?;
+        let b = io.max_batch;
+        let z = |name: &str, shape: &[usize]| Tensor::zeros(&dev, name, shape, DType::F32);
+        let acts = Acts {
+            x: z("x", &[b, h])?,
+            xn: z("xn", &[b, h])?,
+            q: z("q", &[b, nh * hd])?,
+            k: z("k", &[b, nkv * hd])?,
+            v: z("v", &[b, nkv * hd])?,
+            attn: z("attn", &[b, nh * hd])?,
+            o: z("o", &[b, h])?,
+            gate: z("gate", &[b, inter])?,
+            up: z("up", &[b, inter])?,
+            act: z("act", &[b, inter])?,
+        };
+        let norm_offset = if matches!(src, Source::Gguf(_)) {
+            0.0
+        } else {
+            1.0
+        };
+        let graph = Gemma {
+            cfg,
+            embed,
+            embed_scale,
+            norm,
+            lm_head,
+            layers,
+            rope_cs,
+            acts,
+            norm_offset,
+        };
+        Runner::new(kernels, io, graph)
+    }
+}
+
+impl Graph for Gemma {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn build(&self, k: &Kernels, io: &Io, n: usize, out: Output) -> Result<Vec<Dispatch>> {
+        let a = &self.acts;
+        let c = &self.cfg;
+        let (h, hd, nh, nkv, inter) = (
+            c.hidden,
+            c.head_dim,
+            c.n_heads,
+            c.n_kv_heads,
+            c.intermediate,
+        );
+        let (eps, off) = (c.rms_eps, self.norm_offset);
+        let scale = 1.0 / c.ext.query_pre_attn_scalar.unwrap_or(hd as f32).sqrt();
+        let mut g = Vec::new();
+        g.extend(k.embedding(&self.embed, &io.ids, n, &a.x)?);
+        g.extend(k.mul(&a.x, &self.embed_scale, n * h, 1)?);
+        for l in &self.layers {
+            g.extend(k.rms_norm(&a.x, &l.attn_norm, &a.xn, n, h, eps, off)?);
+            g.extend(k.linear(&a.xn, n, &l.wq, &a.q)?);
+            g.extend(k.linear(&a.xn, n, &l.wk, &a.k)?);
+            g.extend(k.linear(&a.xn, n, &l.wv, &a.v)?);
+            g.extend(k.rope(&a.q, &self.rope_cs, &io.pos, n, nh, hd, c.rope_mode)?);
+            g.extend(k.rope(&a.k, &self.rope_cs, &io.pos, n, nkv, hd, c.rope_mode)?);
+            g.extend(k.kv_write(
+                &a.k,
+                &a.v,
+                &l.k_cache,
+                &l.v_cache,
+                &io.pos,
+                n,
+                nkv,
+                hd,
+                io.capacity,
+            )?);
+            let attn = AttentionParams {
+                n_tokens: n,
+                n_heads: nh,
+                n_kv: nkv,
+                head_dim: hd,
+                capacity: io.capacity,
+                scale,
+                softcap: c.ext.attn_softcap.unwrap_or(0.0),
+                window: l.window,
+            };
+            g.extend(k.attention(&a.q, &l.k_cache, &l.v_cache, &a.attn, &io.pos, &attn)?);
+            g.extend(k.linear(&a.attn, n, &l.wo, &a.o)?);
+            self.residual(k, &mut g, &a.o, l.post_attn_norm.as_ref(), n)?;
+            g.extend(k.rms_norm(&a.x, &l.ffn_norm, &a.xn, n, h, eps, off)?);
+            g.extend(k.linear(&a.xn, n, &l.gate, &a.gate)?);
+            g.extend(k.linear(&a.xn, n, &l.up, &a.up)?);
+            g.extend(k.gelu(&a.gate, &a.act, n * inter, GeluMode::Tanh)?);
+            g.extend(k.mul(&a.act, &a.up, n * inter, n * inter)?);
+            g.extend(k.linear(&a.act, n, &l.down, &a.o)?);
+            self.residual(k, &mut g, &a.o, l.post_ffn_norm.as_ref(), n)?;
+        }
+        g.extend(k.rms_norm(&a.x, &self.norm, &a.xn, n, h, eps, off)?);
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        io.head_capped(k, &mut g, &a.xn, h, n, head, out, c.ext.final_softcap)?;
+        Ok(g)
+    }
+}
+
+impl Gemma {
+    /// `x += o`, or `x += rms_norm(o) * (offset + post_norm)` with a post-norm (Gemma 2).
+    fn residual(
+        &self,
+        k: &Kernels,
+        g: &mut Vec<Dispatch>,
+        o: &Tensor,
+        post_norm: Option<&Tensor>,
+        n: usize,
+    ) -> Result<()> {
+        let (a, h) = (&self.acts, self.cfg.hidden);
+        match post_norm {
+            Some(w) => {
+                let (eps, off) = (self.cfg.rms_eps, self.norm_offset);
+                g.extend(k.rms_norm(o, w, &a.xn, n, h, eps, off)?);
+                g.extend(k.add(&a.x, &a.xn, n * h, n * h)?);
+            }
+            None => g.extend(k.add(&a.x, o, n * h, n * h)?),
+        }
+        Ok(())
+    }
+}

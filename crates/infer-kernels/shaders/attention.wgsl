@@ -4,8 +4,9 @@
 // window). Query head h reads KV head h / (n_heads / n_kv). Scores are scaled, optionally
 // soft-capped (softcap * tanh(s / softcap)), and combined with an online softmax over tiles
 // of 64 positions (flash-attention style): the running max and sum rescale the output.
-// One workgroup of 64 per (head, token); each invocation scores one position of a tile and
-// owns output dimensions li, li + 64, li + 128, li + 192 (head_dim <= 256).
+// One workgroup of 64 per (head, token); each invocation scores one position of a tile
+// (reading K 16 bytes at a time when head_dim % 4 == 0), exponentiates its own score once,
+// and owns output dimensions li, li + 64, li + 128, li + 192 (head_dim <= 256).
 // Used for prefill (n_tokens > 1) and decode (n_tokens = 1).
 // Dispatch: (n_heads, n_tokens, 1).
 struct Params {
@@ -25,12 +26,16 @@ struct Params {
 @group(0) @binding(3) var<storage, read> kc: array<f32>;
 @group(0) @binding(4) var<storage, read> vc: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+// The same buffers as q and kc, read 16 bytes at a time.
+@group(0) @binding(6) var<storage, read> q4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> kc4: array<vec4<f32>>;
 
 const WG: u32 = 64u;
 const NEG: f32 = -3.0e38;
 
 var<workgroup> qs: array<f32, 256>;
 var<workgroup> sc: array<f32, WG>;
+var<workgroup> pw: array<f32, WG>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -58,8 +63,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         if (j <= at) {
             let kb = (cbase + j) * d;
             var dotv = 0.0;
-            for (var i = 0u; i < d; i++) {
-                dotv += qs[i] * kc[kb + i];
+            if (d % 4u == 0u) {
+                var acc4 = vec4<f32>(0.0);
+                for (var i = 0u; i < d / 4u; i++) {
+                    acc4 += q4[qbase / 4u + i] * kc4[kb / 4u + i];
+                }
+                dotv = acc4.x + acc4.y + acc4.z + acc4.w;
+            } else {
+                for (var i = 0u; i < d; i++) {
+                    dotv += qs[i] * kc[kb + i];
+                }
             }
             s = dotv * p.scale;
             if (p.softcap > 0.0) {
@@ -74,17 +87,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var jj = 0u; jj < cnt; jj++) {
             tmax = max(tmax, sc[jj]);
         }
+        // Each invocation exponentiates its own score once.
+        pw[li] = select(0.0, exp(s - tmax), li < cnt);
+        workgroupBarrier();
         let corr = exp(m - tmax);
         l *= corr;
         acc *= corr;
         for (var jj = 0u; jj < cnt; jj++) {
-            let pw = exp(sc[jj] - tmax);
-            l += pw;
+            let pj = pw[jj];
+            l += pj;
             let vb = (cbase + j0 + jj) * d;
             for (var e = 0u; e < 4u; e++) {
                 let i = li + e * WG;
                 if (i < d) {
-                    acc[e] += pw * vc[vb + i];
+                    acc[e] += pj * vc[vb + i];
                 }
             }
         }

@@ -83,6 +83,7 @@ pub const SHADERS: &[Shader] = &[
     shader!("rope", false),
     shader!("kv_write", false),
     shader!("attention", false),
+    shader!("attention_lane", false),
     shader!("argmax", false),
     shader!("softcap", false),
     shader!("topk", false),

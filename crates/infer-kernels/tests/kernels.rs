@@ -181,6 +181,33 @@ fn matvec_vocab_sized_and_split_weights() {
 }
 
 #[test]
+fn matvec_batched_over_tokens_every_dtype() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(11);
+    for dtype in DType::ALL {
+        let cols = if dtype.is_quantized() { 96 } else { 37 };
+        for (m, n) in [(2, 1), (3, 13), (17, 67)] {
+            let (w, deq) = weights(k, &mut rng, dtype, n, cols, (n > 20).then_some(29));
+            let x = rand_vec(&mut rng, m * cols, 1.0);
+            let xt = f32_tensor(k, "x", &[m, cols], &x);
+            let y = zeros(k, "y", &[m, n]);
+            k.run(&k.matvec_batched(&w, &xt, m, &y).unwrap()).unwrap();
+            let got = y.read_f32(&k.dev).unwrap();
+            let want = r::matmul(&x, &deq, m, n, cols);
+            for i in 0..m {
+                let mag = dot_tol(&deq, &x[i * cols..(i + 1) * cols], n, cols);
+                check_dot(
+                    &format!("matvec batched {dtype} m{m} n{n} k{cols} row {i}"),
+                    &got[i * n..(i + 1) * n],
+                    &want[i * n..(i + 1) * n],
+                    &mag,
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn matmul_every_dtype_and_awkward_shapes() {
     let Some(k) = kernels() else { return };
     let mut rng = StdRng::seed_from_u64(3);
@@ -448,7 +475,7 @@ fn rope_both_pairings_partial_and_scaled() {
 }
 
 #[test]
-fn kv_write_then_attention_prefill_and_decode() {
+fn kv_write_then_attention_and_attention_lane_prefill_and_decode() {
     let Some(k) = kernels() else { return };
     let mut rng = StdRng::seed_from_u64(9);
     // (n_heads, n_kv, head_dim, capacity, pos0, n_tokens, softcap, window)
@@ -486,11 +513,11 @@ fn kv_write_then_attention_prefill_and_decode() {
             softcap,
             window,
         };
-        let mut ds = k
-            .kv_write(&kt, &vt, &kct, &vct, &pos, nt, nkv, hd, cap)
-            .unwrap();
-        ds.extend(k.attention(&qt, &kct, &vct, &out, &pos, &ap).unwrap());
-        k.run(&ds).unwrap();
+        k.run(
+            &k.kv_write(&kt, &vt, &kct, &vct, &pos, nt, nkv, hd, cap)
+                .unwrap(),
+        )
+        .unwrap();
         let (mut kc, mut vc) = (kc0.clone(), vc0.clone());
         r::kv_write(&mut kc, &mut vc, &knew, &vnew, nt, nkv, hd, cap, pos0);
         let what =
@@ -520,13 +547,33 @@ fn kv_write_then_attention_prefill_and_decode() {
             softcap,
             window,
         };
+        let want = r::attention(&q, &kc, &vc, &shape);
+        k.run(&k.attention_tiled(&qt, &kct, &vct, &out, &pos, &ap).unwrap())
+            .unwrap();
         assert_close(
-            &format!("attention {what}"),
+            &format!("attention (tiled) {what}"),
             &out.read_f32(&k.dev).unwrap(),
-            &r::attention(&q, &kc, &vc, &shape),
+            &want,
             2e-5,
             1e-4,
         );
+        if hd % 4 == 0 {
+            let out2 = zeros(k, "out2", &[nt, nh, hd]);
+            k.run(&k.attention_lane(&qt, &kct, &vct, &out2, &pos, &ap).unwrap())
+                .unwrap();
+            assert_close(
+                &format!("attention_lane {what}"),
+                &out2.read_f32(&k.dev).unwrap(),
+                &want,
+                2e-5,
+                1e-4,
+            );
+        } else {
+            assert!(
+                k.attention_lane(&qt, &kct, &vct, &out, &pos, &ap).is_err(),
+                "head_dim % 4 != 0"
+            );
+        }
     }
 }
 

@@ -131,6 +131,11 @@ fn pad4(n: u64) -> u64 {
     n.div_ceil(4).max(1) * 4
 }
 
+/// Buffer sizes are whole 16-byte units, so any buffer can be bound as `array<vec4<..>>`.
+fn pad16(n: u64) -> u64 {
+    n.div_ceil(16).max(1) * 16
+}
+
 impl Tensor {
     /// Elements in the last dimension.
     pub fn cols(&self) -> usize {
@@ -304,7 +309,7 @@ impl Tensor {
             } else {
                 chunk
             };
-            let buffer = if chunk.len().is_multiple_of(4) && !chunk.is_empty() {
+            let buffer = if chunk.len().is_multiple_of(16) && !chunk.is_empty() {
                 dev.device
                     .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                         label: Some(name),
@@ -313,7 +318,7 @@ impl Tensor {
                     })
             } else {
                 let mut padded = chunk.to_vec();
-                padded.resize(pad4(chunk.len() as u64) as usize, 0);
+                padded.resize(pad16(chunk.len() as u64) as usize, 0);
                 dev.device
                     .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                         label: Some(name),
@@ -347,7 +352,7 @@ impl Tensor {
     pub fn zeros(dev: &Device, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let row_bytes = Self::check_layout(name, shape, dtype)?;
         let rows: usize = shape[..shape.len().saturating_sub(1)].iter().product();
-        let size = pad4((rows * row_bytes) as u64);
+        let size = pad16((rows * row_bytes) as u64);
         if size > dev.max_binding() {
             return Err(TensorError::TooLarge {
                 name: name.into(),

@@ -13,3 +13,5 @@ cargo xtask model
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
+# The OpenAI-compatible server, end to end through the official openai client (and nginx).
+bash tests/serve/run.sh

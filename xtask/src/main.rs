@@ -1,7 +1,9 @@
 //! `cargo xtask <command>`: project chores.
 //!
 //! - `model`: fetch the default model (SmolLM2-135M-Instruct Q4_1 GGUF) into `models/`.
+//! - `bench`: kernel rooflines and end-to-end speed on every backend, into BENCHMARKS.md.
 
+mod bench;
 mod model;
 
 use std::path::PathBuf;
@@ -23,8 +25,9 @@ fn main() -> Result<()> {
             println!("{}", path.display());
             Ok(())
         }
+        Some("bench") => bench::bench(&repo_root(), &args[1..]),
         other => bail!(
-            "unknown xtask command {other:?}\n\nusage: cargo xtask <command>\n  model   fetch the default model into models/"
+            "unknown xtask command {other:?}\n\nusage: cargo xtask <command>\n  model   fetch the default model into models/\n  bench   benchmarks on every backend, written to BENCHMARKS.md [--backend B] [--model M] [--quick]"
         ),
     }
 }

@@ -39,6 +39,11 @@ enum Cmd {
     Chat(ChatArgs),
     /// Measure prefill and decode speed of a model.
     Bench(BenchArgs),
+    /// An OpenAI-compatible HTTP server with continuous batching over a paged KV cache.
+    Serve(ServeArgs),
+    /// Load-test a running `infer serve`: aggregate tok/s and TTFT / inter-token latency
+    /// at several concurrency levels.
+    BenchServe(BenchServeArgs),
 }
 
 #[derive(Args, Clone)]
@@ -490,7 +495,9 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn bench(args: BenchArgs) -> Result<()> {
+    let t_load = Instant::now();
     let (mut model, tok, dev, kernels) = load(&args.model, false)?;
+    let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
     let runs = args.runs.max(1);
     let mut results = serde_json::Map::new();
     results.insert("adapter".into(), dev.describe().into());
@@ -507,13 +514,31 @@ fn bench(args: BenchArgs) -> Result<()> {
         ignore_eos: true,
         ..Default::default()
     };
-    // Warm-up: compiles every pipeline (first-use cost reported as cold TTFT).
-    let t = Instant::now();
+    results.insert("load_ms".into(), load_ms.into());
+    results.insert(
+        "gpu_tensor_bytes".into(),
+        infer_tensor::tensor::created_bytes().into(),
+    );
+    let (wbytes, welems) = infer_tensor::tensor::uploaded_weights();
+    let cfg = model.config();
+    let embed = (cfg.vocab_size * cfg.hidden) as u64;
+    // Embedding rows are gathered, not multiplied; an untied output layer is a matrix too.
+    let non_embedding = welems.saturating_sub(embed * if cfg.tie_embeddings { 1 } else { 2 });
+    results.insert("weight_bytes".into(), wbytes.into());
+    results.insert("non_embedding_params".into(), non_embedding.into());
+    // Cold: the first prompt in this process, so its time to first token includes building
+    // every pipeline (Mesa or the driver may still have them in their own disk caches).
+    let cold_n = args
+        .prompt_tokens
+        .first()
+        .copied()
+        .unwrap_or(128)
+        .min(model.capacity() - 2);
     model.truncate(0);
-    generate(
+    let cold = generate(
         model.as_mut(),
         &tok,
-        &filler(8),
+        &filler(cold_n),
         &SamplingParams {
             max_tokens: 2,
             ignore_eos: true,
@@ -521,10 +546,15 @@ fn bench(args: BenchArgs) -> Result<()> {
         },
         |_| {},
     )?;
-    results.insert(
-        "cold_start_ms".into(),
-        (t.elapsed().as_secs_f64() * 1e3).into(),
-    );
+    results.insert("cold_ttft_ms".into(), cold.stats.ttft_ms.into());
+    results.insert("cold_prompt_tokens".into(), cold_n.into());
+    if !args.json {
+        println!(
+            "load {load_ms:.0} ms; cold TTFT {:.1} ms ({cold_n} prompt tokens, pipelines built); {:.1} MiB of GPU tensors",
+            cold.stats.ttft_ms,
+            infer_tensor::tensor::created_bytes() as f64 / (1 << 20) as f64
+        );
+    }
     for &n in &args.prompt_tokens {
         if n + args.gen_tokens > model.capacity() {
             eprintln!(
@@ -550,7 +580,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         }
         results.insert(
             format!("prompt_{n}"),
-            serde_json::json!({"prefill_tok_s": p, "decode_tok_s": d, "ttft_ms": t}),
+            serde_json::json!({"prefill_tok_s": p, "decode_tok_s": d, "ttft_ms": t, "runs": runs}),
         );
     }
     if args.sampling {
@@ -761,5 +791,238 @@ fn main() -> Result<()> {
         Cmd::Run(a) => run(a),
         Cmd::Chat(a) => chat(a),
         Cmd::Bench(a) => bench(a),
+        Cmd::Serve(a) => serve(a),
+        Cmd::BenchServe(a) => bench_serve(a),
     }
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// A Hugging Face folder, a .gguf file, or a repo id in the local Hugging Face cache
+    /// (Llama family). Default: env INFER_MODEL, else the model `cargo xtask model` fetches.
+    #[arg(long, short)]
+    model: Option<String>,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// The model id clients name (default: the model file or folder name).
+    #[arg(long = "served-model-name")]
+    served_model_name: Option<String>,
+    /// Re-encode weights on load: q8_0 or q4_0 (also f16, q4_1).
+    #[arg(long)]
+    quant: Option<String>,
+    /// Most positions per sequence; default min(model's, 2048).
+    #[arg(long = "ctx-size")]
+    ctx_size: Option<usize>,
+    /// Most sequences in the running batch.
+    #[arg(long = "max-seqs", default_value_t = 64)]
+    max_seqs: usize,
+    /// Most tokens (decode tokens plus prompt chunks) in one batched step.
+    #[arg(long = "max-batch-tokens", default_value_t = 128)]
+    max_batch_tokens: usize,
+    /// Positions per KV cache block.
+    #[arg(long = "block-size", default_value_t = 16)]
+    block_size: usize,
+    /// Total KV cache size in tokens (all sequences together).
+    #[arg(long = "kv-tokens", default_value_t = 16384)]
+    kv_tokens: usize,
+    /// Requests waiting for admission beyond which new ones get 503.
+    #[arg(long = "max-waiting", default_value_t = 256)]
+    max_waiting: usize,
+    /// Largest request body in bytes (larger: 413).
+    #[arg(long = "max-body-bytes", default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// max_tokens of a request that gives none.
+    #[arg(long = "default-max-tokens", default_value_t = 256)]
+    default_max_tokens: usize,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+fn serve(a: ServeArgs) -> Result<()> {
+    let spec = model_spec(&ModelArgs {
+        model: a.model.clone(),
+        quant: None,
+        ctx_size: None,
+        max_batch: 1,
+        device: a.device.clone(),
+    })?;
+    let dev = device(&a.device)?;
+    eprintln!("infer serve: adapter {}", dev.describe());
+    let kernels = Arc::new(Kernels::new(dev));
+    let bc = infer_serve::BatchConfig {
+        max_rows: a.max_batch_tokens.max(a.max_seqs),
+        max_seqs: a.max_seqs.max(1),
+        block_size: a.block_size.max(1),
+        n_blocks: a.kv_tokens.div_ceil(a.block_size.max(1)).max(1),
+        context: a.ctx_size.unwrap_or(2048),
+    };
+    let (model, tok) = infer_serve::load_batched(&spec, kernels, parse_quant(&a.quant)?, bc)
+        .with_context(|| format!("loading {spec}"))?;
+    let name = a.served_model_name.clone().unwrap_or_else(|| {
+        let p = std::path::Path::new(spec.trim_end_matches('/'));
+        p.file_name()
+            .map_or(spec.clone(), |f| f.to_string_lossy().into_owned())
+    });
+    eprintln!(
+        "infer serve: {name}, context {}, {} KV blocks of {} ({:.1} MB), up to {} sequences, {} tokens per step",
+        model.bc.context,
+        model.bc.n_blocks,
+        model.bc.block_size,
+        (model.bc.n_blocks * model.block_bytes()) as f64 / 1e6,
+        model.bc.max_seqs,
+        model.bc.max_rows
+    );
+    let tok = Arc::new(tok);
+    let metrics = Arc::new(infer_serve::Metrics::default());
+    let engine = infer_serve::Engine::spawn(model, tok.clone(), metrics, a.max_waiting);
+    infer_serve::serve(
+        engine,
+        tok,
+        infer_serve::ServeOptions {
+            host: a.host,
+            port: a.port,
+            model_name: name,
+            max_body: a.max_body_bytes,
+            default_max_tokens: a.default_max_tokens,
+        },
+    )?;
+    Ok(())
+}
+
+#[derive(Args)]
+struct BenchServeArgs {
+    /// host:port of a running `infer serve` (ignored with --spawn).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// The model id the server serves (see GET /v1/models); with --spawn, the model's
+    /// file or folder name.
+    #[arg(long)]
+    model: Option<String>,
+    /// Start `infer serve --model PATH` on a free port on 127.0.0.1 for the run (stopped
+    /// by its process id afterwards). Default without --addr: the default model.
+    #[arg(long)]
+    spawn: Option<String>,
+    /// Concurrent streams per level.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16, 64])]
+    concurrency: Vec<usize>,
+    /// Requests per level (at least the concurrency).
+    #[arg(long, default_value_t = 64)]
+    requests: usize,
+    /// Tokens generated per request (EOS ignored).
+    #[arg(long = "max-tokens", default_value_t = 32)]
+    max_tokens: usize,
+    #[arg(long, default_value = "Once upon a time")]
+    prompt: String,
+    /// Words in the long prompt whose prefill tok/s is measured (0 skips it).
+    #[arg(long = "long-prompt-words", default_value_t = 400)]
+    long_prompt_words: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A child `infer serve` for `bench-serve --spawn`, killed by its pid on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tokio_rt() -> Result<infer_serve::bench::Runtime> {
+    Ok(infer_serve::bench::runtime()?)
+}
+
+fn bench_serve(a: BenchServeArgs) -> Result<()> {
+    let mut addr = a.addr.clone();
+    let mut model = a.model.clone();
+    let mut _child = None;
+    if let Some(path) = &a.spawn {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let name = std::path::Path::new(path.trim_end_matches('/'))
+            .file_name()
+            .map_or(path.clone(), |f| f.to_string_lossy().into_owned());
+        let c = std::process::Command::new(std::env::current_exe()?)
+            .args(["serve", "--model", path, "--port", &port.to_string()])
+            .args(["--served-model-name", &name])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting infer serve")?;
+        _child = Some(Child(c));
+        addr = format!("127.0.0.1:{port}");
+        model.get_or_insert(name);
+        let rt = tokio_rt()?;
+        if !rt.block_on(infer_serve::bench::wait_healthy(
+            &addr,
+            std::time::Duration::from_secs(120),
+        )) {
+            bail!("infer serve --model {path} did not become healthy");
+        }
+    }
+    let Some(model) = model else {
+        bail!("--model NAME (the served model id) or --spawn PATH is needed");
+    };
+    let o = infer_serve::bench::BenchOptions {
+        addr,
+        model,
+        levels: a.concurrency.clone(),
+        requests: a.requests,
+        max_tokens: a.max_tokens,
+        prompt: a.prompt.clone(),
+        long_prompt_words: a.long_prompt_words,
+    };
+    let (levels, prefill) = infer_serve::bench::run(&o).context("load run")?;
+    let at16 = levels.iter().find(|l| l.concurrency == 16).map(|l| l.tok_s);
+    let ratio = match (at16, prefill) {
+        (Some(t), Some((_, p))) if p > 0.0 => Some(t / p),
+        _ => None,
+    };
+    if a.json {
+        let v = serde_json::json!({
+            "levels": levels.iter().map(|l| serde_json::json!({
+                "concurrency": l.concurrency, "requests": l.requests, "failed": l.failed,
+                "tokens": l.tokens, "seconds": l.seconds, "tok_s": l.tok_s,
+                "ttft_p50_ms": l.ttft_p50_ms, "ttft_p99_ms": l.ttft_p99_ms,
+                "itl_p50_ms": l.itl_p50_ms, "itl_p99_ms": l.itl_p99_ms,
+            })).collect::<Vec<_>>(),
+            "prefill": prefill.map(|(n, t)| serde_json::json!({"prompt_tokens": n, "tok_s": t})),
+            "ratio_16_streams_to_prefill": ratio,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{:>6} {:>5} {:>5} {:>7} {:>9} {:>10} {:>10} {:>9} {:>9}",
+            "conc", "reqs", "fail", "tokens", "tok/s", "ttft p50", "ttft p99", "itl p50", "itl p99"
+        );
+        for l in &levels {
+            println!(
+                "{:>6} {:>5} {:>5} {:>7} {:>9.1} {:>8.1}ms {:>8.1}ms {:>7.1}ms {:>7.1}ms",
+                l.concurrency,
+                l.requests,
+                l.failed,
+                l.tokens,
+                l.tok_s,
+                l.ttft_p50_ms,
+                l.ttft_p99_ms,
+                l.itl_p50_ms,
+                l.itl_p99_ms
+            );
+        }
+        if let Some((n, t)) = prefill {
+            println!("prefill: {n}-token prompt at {t:.1} tok/s (same server, same run)");
+        }
+        if let Some(r) = ratio {
+            println!("aggregate tok/s at 16 streams / long-prompt prefill tok/s = {r:.3}");
+        }
+    }
+    if levels.iter().any(|l| l.failed > 0) {
+        bail!("some requests failed");
+    }
+    Ok(())
 }

@@ -18,6 +18,10 @@ struct Params {
     window: u32,
     scale: f32,
     softcap: f32,
+    heads_in_lanes: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

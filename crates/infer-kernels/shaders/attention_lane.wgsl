@@ -2,9 +2,15 @@
 // (n_tokens, n_heads, head_dim) over a layer's KV caches (n_kv, capacity, head_dim), token t
 // at position pos[0] + t, optional sliding window and soft-capping) with one invocation per
 // (token, head) walking its positions in order with an online softmax: no workgroup memory
-// and no barriers, which CPU adapters execute far faster than the tiled kernel. Needs
-// head_dim % 4 == 0 (<= 256); q, caches and out are read and written 16 bytes at a time.
-// Dispatch: (ceil(n_tokens * n_heads / 8), 1, 1).
+// and no barriers, which CPU adapters execute far faster than the tiled kernel. A
+// workgroup is 8 consecutive tokens of one head; they step through the positions together
+// (the loop bounds come from the workgroup id), so each K and V row read is the same for
+// every invocation, and each masks the positions it must not see. With fewer than 8 tokens
+// (decode) a workgroup is instead 8 consecutive (token, head) pairs (`heads_in_lanes`), so
+// no lanes sit idle. Needs head_dim % 4 == 0 (<= 256); q, caches and out are read and
+// written 16 bytes at a time.
+// Dispatch: (ceil(n_tokens / 8), n_heads, 1), or (ceil(n_tokens * n_heads / 8), 1, 1)
+// with heads_in_lanes.
 struct Params {
     n_heads: u32,
     n_kv: u32,
@@ -14,6 +20,10 @@ struct Params {
     window: u32,
     scale: f32,
     softcap: f32,
+    heads_in_lanes: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -26,20 +36,30 @@ struct Params {
 const NEG: f32 = -3.0e38;
 
 @compute @workgroup_size(8)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let idx = gid.x;
-    if (idx >= p.n_tokens * p.n_heads) {
-        return;
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wg: vec3<u32>) {
+    var h = wg.y;
+    var t = gid.x;
+    // This workgroup's tokens are t0 ..= t1: positions lo(t0) ..= pos[0] + t1 cover them all.
+    var t0 = wg.x * 8u;
+    var t1 = min(t0 + 7u, p.n_tokens - 1u);
+    if (p.heads_in_lanes != 0u) {
+        t = gid.x / p.n_heads;
+        h = gid.x % p.n_heads;
+        t0 = min(t, p.n_tokens - 1u);
+        t1 = t0;
     }
-    let t = idx / p.n_heads;
-    let h = idx % p.n_heads;
     let d4 = p.head_dim / 4u;
-    let at = pos[0] + t;
     let kvh = h / (p.n_heads / p.n_kv);
+    let at = pos[0] + min(t, p.n_tokens - 1u);
     var lo = 0u;
     if (p.window > 0u && at + 1u > p.window) {
         lo = at + 1u - p.window;
     }
+    var lo0 = 0u;
+    if (p.window > 0u && pos[0] + t0 + 1u > p.window) {
+        lo0 = pos[0] + t0 + 1u - p.window;
+    }
+    let idx = min(t, p.n_tokens - 1u) * p.n_heads + h;
     var qv: array<vec4<f32>, 64>;
     var acc: array<vec4<f32>, 64>;
     for (var i = 0u; i < d4; i++) {
@@ -48,7 +68,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     var m = NEG;
     var l = 0.0;
-    for (var j = lo; j <= at; j++) {
+    for (var j = lo0; j <= pos[0] + t1; j++) {
         let kb = (kvh * p.capacity + j) * d4;
         var s4 = vec4<f32>(0.0);
         for (var i = 0u; i < d4; i++) {
@@ -59,6 +79,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             let u = clamp(s / p.softcap, -15.0, 15.0);
             s = p.softcap * (1.0 - 2.0 / (exp(2.0 * u) + 1.0));
         }
+        // Positions outside lo ..= at weigh nothing.
+        let seen = j >= lo && j <= at;
+        s = select(NEG, s, seen);
         if (s > m) {
             let corr = exp(m - s);
             l *= corr;
@@ -67,13 +90,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             }
             m = s;
         }
-        let pj = exp(s - m);
+        let pj = select(0.0, exp(s - m), seen);
         l += pj;
         for (var i = 0u; i < d4; i++) {
             acc[i] += pj * vc[kb + i];
         }
     }
-    for (var i = 0u; i < d4; i++) {
-        out[idx * d4 + i] = acc[i] / l;
+    if (t < p.n_tokens) {
+        for (var i = 0u; i < d4; i++) {
+            out[idx * d4 + i] = acc[i] / l;
+        }
     }
 }

@@ -134,6 +134,8 @@ struct AttentionGpu {
     window: u32,
     scale: f32,
     softcap: f32,
+    heads_in_lanes: u32,
+    _pad: [u32; 3],
 }
 
 impl Kernels {
@@ -590,7 +592,10 @@ impl Kernels {
         pos: &Tensor,
         a: &AttentionParams,
     ) -> Result<Vec<Dispatch>> {
-        let params = self.attention_params(q, k_cache, v_cache, out, pos, a)?;
+        let mut params = self.attention_params(q, k_cache, v_cache, out, pos, a)?;
+        // Few tokens (decode): lanes over (token, head) pairs; else over tokens of one head.
+        let heads_in_lanes = a.n_tokens < 8;
+        params.heads_in_lanes = heads_in_lanes as u32;
         if !a.head_dim.is_multiple_of(4) {
             return Err(KernelError::Shape {
                 kernel: "attention_lane",
@@ -608,7 +613,11 @@ impl Kernels {
                 v_cache.buffer(),
                 out.buffer(),
             ],
-            grid1(u32s((a.n_tokens * a.n_heads).div_ceil(8))),
+            if heads_in_lanes {
+                grid1(u32s((a.n_tokens * a.n_heads).div_ceil(8)))
+            } else {
+                [u32s(a.n_tokens.div_ceil(8)), u32s(a.n_heads), 1]
+            },
         )?])
     }
 
@@ -674,6 +683,8 @@ impl Kernels {
             window: u32s(a.window),
             scale: a.scale,
             softcap: a.softcap,
+            heads_in_lanes: 0,
+            _pad: [0; 3],
         };
         Ok(params)
     }
@@ -833,6 +844,257 @@ impl Kernels {
             &params,
             &[x.buffer()],
             grid1(u32s(n.div_ceil(256))),
+        )?])
+    }
+}
+
+/// Where the rows of a batched step belong and how the paged KV caches are laid out, for
+/// [`Kernels::paged_kv_write`] and [`Kernels::paged_attention`].
+#[derive(Clone, Copy, Debug)]
+pub struct PagedParams {
+    pub n_rows: usize,
+    pub n_heads: usize,
+    pub n_kv: usize,
+    pub head_dim: usize,
+    /// Positions per block.
+    pub block_size: usize,
+    /// Blocks in each cache (a cache holds `n_blocks * block_size` slots).
+    pub n_blocks: usize,
+    /// Rows of the block table.
+    pub n_seqs: usize,
+    /// Columns of the block table (most blocks one sequence holds).
+    pub max_blocks: usize,
+    pub scale: f32,
+    /// Soft-capping of scores when > 0.
+    pub softcap: f32,
+    /// Sliding window when > 0.
+    pub window: usize,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PagedKvWriteGpu {
+    n_kv: u32,
+    head_dim: u32,
+    block_size: u32,
+    n_rows: u32,
+    max_blocks: u32,
+    n_slots: u32,
+    n_seqs: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PagedAttentionGpu {
+    n_heads: u32,
+    n_kv: u32,
+    head_dim: u32,
+    block_size: u32,
+    n_rows: u32,
+    max_blocks: u32,
+    window: u32,
+    n_slots: u32,
+    scale: f32,
+    softcap: f32,
+    n_seqs: u32,
+    _pad: u32,
+}
+
+fn need_u32(kernel: &'static str, t: &Tensor, n: usize) -> Result<()> {
+    if t.dtype != DType::U32 {
+        return Err(KernelError::DType {
+            kernel,
+            tensor: t.name.clone(),
+            dtype: t.dtype,
+        });
+    }
+    need_len(kernel, t, n)
+}
+
+impl Kernels {
+    /// In place on `x` (`(n_rows, n_heads, head_dim)`): [`Kernels::rope`] with row r at
+    /// position `pos[r]` (u32, one per row), for rows of several sequences in one step.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_rows(
+        &self,
+        x: &Tensor,
+        cs: &Tensor,
+        pos: &Tensor,
+        n_rows: usize,
+        n_heads: usize,
+        head_dim: usize,
+        mode: RopeMode,
+    ) -> Result<Vec<Dispatch>> {
+        need_f32("rope_rows", x, n_rows * n_heads * head_dim)?;
+        need_f32("rope_rows", cs, 2)?;
+        need_u32("rope_rows", pos, n_rows)?;
+        let half = cs.cols() / 2;
+        if half == 0 || 2 * half > head_dim || !cs.cols().is_multiple_of(2) || n_rows > 65535 {
+            return Err(KernelError::Shape {
+                kernel: "rope_rows",
+                reason: format!(
+                    "table {:?} does not fit head_dim {head_dim}, or {n_rows} rows (max 65535)",
+                    cs.shape
+                ),
+            });
+        }
+        let params = RopeParams {
+            n_heads: u32s(n_heads),
+            head_dim: u32s(head_dim),
+            half: u32s(half),
+            mode: match mode {
+                RopeMode::RotateHalf => 0,
+                RopeMode::Interleaved => 1,
+            },
+            n_tokens: u32s(n_rows),
+            max_pos: u32s(cs.rows()),
+            _pad: [0; 2],
+        };
+        Ok(vec![self.dispatch(
+            "rope_rows",
+            None,
+            &params,
+            &[pos.buffer(), cs.buffer(), x.buffer()],
+            [u32s((n_heads * half).div_ceil(64)), u32s(n_rows.max(1)), 1],
+        )?])
+    }
+
+    fn paged_check(
+        &self,
+        kernel: &'static str,
+        pos: &Tensor,
+        seq: &Tensor,
+        table: &Tensor,
+        caches: [&Tensor; 2],
+        a: &PagedParams,
+    ) -> Result<()> {
+        need_u32(kernel, pos, a.n_rows)?;
+        need_u32(kernel, seq, a.n_rows)?;
+        need_u32(kernel, table, a.n_seqs * a.max_blocks)?;
+        for c in caches {
+            need_f32(kernel, c, a.n_blocks * a.block_size * a.n_kv * a.head_dim)?;
+        }
+        if a.block_size == 0
+            || a.n_blocks == 0
+            || a.n_seqs == 0
+            || a.max_blocks == 0
+            || a.n_kv == 0
+            || !a.n_heads.is_multiple_of(a.n_kv)
+            || a.n_rows > 65535
+        {
+            return Err(KernelError::Shape {
+                kernel,
+                reason: format!("{a:?}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes rows of `k`, `v` (`(n_rows, n_kv, head_dim)`) into the paged caches
+    /// (`(n_blocks * block_size, n_kv, head_dim)`): row r of sequence `seq[r]` at position
+    /// `pos[r]` goes to slot `table[seq[r], pos[r] / block_size] * block_size + pos[r] %
+    /// block_size`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn paged_kv_write(
+        &self,
+        k: &Tensor,
+        v: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        pos: &Tensor,
+        seq: &Tensor,
+        table: &Tensor,
+        a: &PagedParams,
+    ) -> Result<Vec<Dispatch>> {
+        self.paged_check("paged_kv_write", pos, seq, table, [k_cache, v_cache], a)?;
+        need_f32("paged_kv_write", k, a.n_rows * a.n_kv * a.head_dim)?;
+        need_f32("paged_kv_write", v, a.n_rows * a.n_kv * a.head_dim)?;
+        let params = PagedKvWriteGpu {
+            n_kv: u32s(a.n_kv),
+            head_dim: u32s(a.head_dim),
+            block_size: u32s(a.block_size),
+            n_rows: u32s(a.n_rows),
+            max_blocks: u32s(a.max_blocks),
+            n_slots: u32s(a.n_blocks * a.block_size),
+            n_seqs: u32s(a.n_seqs),
+            _pad: 0,
+        };
+        Ok(vec![self.dispatch(
+            "paged_kv_write",
+            None,
+            &params,
+            &[
+                pos.buffer(),
+                seq.buffer(),
+                table.buffer(),
+                k.buffer(),
+                v.buffer(),
+                k_cache.buffer(),
+                v_cache.buffer(),
+            ],
+            [
+                u32s((a.n_kv * a.head_dim).div_ceil(64)),
+                u32s(a.n_rows.max(1)),
+                1,
+            ],
+        )?])
+    }
+
+    /// Causal grouped-query attention of rows of many sequences over the paged caches in
+    /// one dispatch: row r of `q` (`(n_rows, n_heads, head_dim)`) attends to positions
+    /// `0..=pos[r]` of sequence `seq[r]`; one invocation per (row, head), so a row's result
+    /// does not depend on the other rows. head_dim must be a multiple of 4 (<= 256).
+    #[allow(clippy::too_many_arguments)]
+    pub fn paged_attention(
+        &self,
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        out: &Tensor,
+        pos: &Tensor,
+        seq: &Tensor,
+        table: &Tensor,
+        a: &PagedParams,
+    ) -> Result<Vec<Dispatch>> {
+        self.paged_check("paged_attention", pos, seq, table, [k_cache, v_cache], a)?;
+        let n = a.n_rows * a.n_heads * a.head_dim;
+        need_f32("paged_attention", q, n)?;
+        need_f32("paged_attention", out, n)?;
+        if a.head_dim > 256 || !a.head_dim.is_multiple_of(4) {
+            return Err(KernelError::Shape {
+                kernel: "paged_attention",
+                reason: format!("head_dim {} (a multiple of 4, max 256)", a.head_dim),
+            });
+        }
+        let params = PagedAttentionGpu {
+            n_heads: u32s(a.n_heads),
+            n_kv: u32s(a.n_kv),
+            head_dim: u32s(a.head_dim),
+            block_size: u32s(a.block_size),
+            n_rows: u32s(a.n_rows),
+            max_blocks: u32s(a.max_blocks),
+            window: u32s(a.window),
+            n_slots: u32s(a.n_blocks * a.block_size),
+            scale: a.scale,
+            softcap: a.softcap,
+            n_seqs: u32s(a.n_seqs),
+            _pad: 0,
+        };
+        Ok(vec![self.dispatch(
+            "paged_attention",
+            None,
+            &params,
+            &[
+                pos.buffer(),
+                seq.buffer(),
+                table.buffer(),
+                q.buffer(),
+                k_cache.buffer(),
+                v_cache.buffer(),
+                out.buffer(),
+            ],
+            grid1(u32s((a.n_rows * a.n_heads).div_ceil(8))),
         )?])
     }
 }

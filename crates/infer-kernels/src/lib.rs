@@ -29,7 +29,7 @@ use wgpu::util::DeviceExt;
 
 mod launchers;
 
-pub use launchers::{AttentionParams, GeluMode, RopeMode};
+pub use launchers::{AttentionParams, GeluMode, PagedParams, RopeMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -87,6 +87,9 @@ pub const SHADERS: &[Shader] = &[
     shader!("argmax", false),
     shader!("softcap", false),
     shader!("topk", false),
+    shader!("rope_rows", false),
+    shader!("paged_kv_write", false),
+    shader!("paged_attention", false),
 ];
 
 const NIBBLES: &str = include_str!("../shaders/common/nibbles.wgsl");
@@ -135,10 +138,92 @@ impl Dispatch {
     }
 }
 
-/// The kernel set of one device: pipelines built on first use and cached.
+/// The kernel set of one device: pipelines built on first use and cached, in memory and,
+/// where the adapter supports PIPELINE_CACHE, on disk (so a second start compiles nothing).
 pub struct Kernels {
     pub dev: Arc<Device>,
     pipelines: Mutex<HashMap<(&'static str, Option<DType>), wgpu::ComputePipeline>>,
+    disk_cache: Option<DiskCache>,
+}
+
+/// wgpu's pipeline cache and the file it is kept in.
+struct DiskCache {
+    cache: wgpu::PipelineCache,
+    path: std::path::PathBuf,
+    dirty: std::sync::atomic::AtomicBool,
+}
+
+/// Where pipeline caches live: `INFER_PIPELINE_CACHE_DIR`, else `$XDG_CACHE_HOME/infer`,
+/// else `~/.cache/infer`. `INFER_PIPELINE_CACHE_DIR=off` disables the disk cache.
+fn cache_dir() -> Option<std::path::PathBuf> {
+    match std::env::var("INFER_PIPELINE_CACHE_DIR") {
+        Ok(d) if d == "off" => return None,
+        Ok(d) if !d.is_empty() => return Some(d.into()),
+        _ => {}
+    }
+    if let Ok(d) = std::env::var("XDG_CACHE_HOME")
+        && !d.is_empty()
+    {
+        return Some(std::path::Path::new(&d).join("infer"));
+    }
+    std::env::var("HOME")
+        .ok()
+        .map(|h| std::path::Path::new(&h).join(".cache/infer"))
+}
+
+impl DiskCache {
+    fn open(dev: &Device, dir: Option<std::path::PathBuf>) -> Option<DiskCache> {
+        if !dev.caps.pipeline_cache {
+            return None;
+        }
+        let key = wgpu::util::pipeline_cache_key(&dev.info)?;
+        let path = dir?.join(key);
+        let data = std::fs::read(&path).ok();
+        // SAFETY: the data was written by `get_data` of a cache for this adapter (the key
+        // names vendor and device); wgpu and the driver validate it and, with `fallback`,
+        // start empty when it does not match.
+        let cache = unsafe {
+            dev.device
+                .create_pipeline_cache(&wgpu::PipelineCacheDescriptor {
+                    label: Some("infer pipeline cache"),
+                    data: data.as_deref(),
+                    fallback: true,
+                })
+        };
+        Some(DiskCache {
+            cache,
+            path,
+            dirty: false.into(),
+        })
+    }
+
+    /// Writes the cache if pipelines were added since it was read (atomically: temp file
+    /// then rename). Failing to write a cache is not an error worth failing a run for.
+    fn save(&self) {
+        if !self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let Some(data) = self.cache.get_data() else {
+            return;
+        };
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let tmp = self
+            .path
+            .with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, &data).is_ok() {
+            let _ = std::fs::rename(&tmp, &self.path);
+        }
+    }
+}
+
+impl Drop for Kernels {
+    fn drop(&mut self) {
+        if let Some(c) = &self.disk_cache {
+            c.save();
+        }
+    }
 }
 
 /// A binding of a dispatch: a whole buffer.
@@ -146,10 +231,29 @@ pub(crate) type Binding<'a> = &'a wgpu::Buffer;
 
 impl Kernels {
     pub fn new(dev: Arc<Device>) -> Kernels {
+        Self::with_cache_dir(dev, cache_dir())
+    }
+
+    /// [`Kernels::new`] keeping the pipeline cache in `dir` (`None`: no disk cache).
+    pub fn with_cache_dir(dev: Arc<Device>, dir: Option<std::path::PathBuf>) -> Kernels {
+        let disk_cache = DiskCache::open(&dev, dir);
         Kernels {
             dev,
             pipelines: Mutex::default(),
+            disk_cache,
         }
+    }
+
+    /// Writes the on-disk pipeline cache now (also done when the kernels are dropped).
+    pub fn save_pipeline_cache(&self) {
+        if let Some(c) = &self.disk_cache {
+            c.save();
+        }
+    }
+
+    /// The file the pipeline cache is kept in, when there is one.
+    pub fn pipeline_cache_path(&self) -> Option<&std::path::Path> {
+        self.disk_cache.as_ref().map(|c| c.path.as_path())
     }
 
     /// Workgroup size of matvec: 8 on CPU adapters (more, smaller workgroups spread better
@@ -200,9 +304,12 @@ impl Kernels {
                     constants: if overrides { &wg_constant } else { &[] },
                     ..Default::default()
                 },
-                cache: None,
+                cache: self.disk_cache.as_ref().map(|c| &c.cache),
             })
         })?;
+        if let Some(c) = &self.disk_cache {
+            c.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         cache.insert((name, dtype), pipeline.clone());
         Ok(pipeline)
     }

@@ -598,6 +598,42 @@ fn argmax_ties_offsets_and_vocab_sizes() {
 }
 
 #[test]
+fn pipeline_cache_is_written_and_reused() {
+    let Some(k) = kernels() else { return };
+    let dir = std::env::temp_dir().join(format!("infer-pipeline-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let x: Vec<f32> = (0..100).map(|i| i as f32 / 10.0).collect();
+    let want = r::softmax(&x, 100);
+    let run_softmax = |kk: &Kernels| {
+        let xt = Tensor::from_f32(&kk.dev, "x", &[100], &x).unwrap();
+        let y = Tensor::zeros(&kk.dev, "y", &[100], DType::F32).unwrap();
+        kk.run(&kk.softmax(&xt, &y, 1, 100).unwrap()).unwrap();
+        assert_close(
+            "softmax via cached pipeline",
+            &y.read_f32(&kk.dev).unwrap(),
+            &want,
+            1e-7,
+            1e-4,
+        );
+    };
+    let first = Kernels::with_cache_dir(k.dev.clone(), Some(dir.clone()));
+    run_softmax(&first);
+    let path = first.pipeline_cache_path().map(|p| p.to_path_buf());
+    drop(first);
+    if k.dev.caps.pipeline_cache {
+        let path = path.expect("a cache file for an adapter with PIPELINE_CACHE");
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0, "pipeline cache {} was not written", path.display());
+        // A second start reads it back and builds working pipelines from it.
+        let second = Kernels::with_cache_dir(k.dev.clone(), Some(dir.clone()));
+        run_softmax(&second);
+    } else {
+        assert!(path.is_none());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn launchers_reject_bad_shapes_and_dtypes() {
     let Some(k) = kernels() else { return };
     let w = zeros(k, "w", &[4, 8]);
@@ -690,4 +726,199 @@ fn softcap_matches_reference_and_keeps_order() {
     let t = zeros(k, "x", &[4]);
     assert!(k.softcap(&t, 4, 0.0).is_err(), "cap 0");
     assert!(k.softcap(&t, 5, 1.0).is_err(), "too short");
+}
+
+#[test]
+fn rope_rows_matches_reference_at_per_row_positions() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(21);
+    for (heads, hd, rot, pos) in [
+        (1usize, 2usize, 2usize, vec![0u32]),
+        (5, 64, 64, vec![37, 0, 5, 5, 90]),
+        (3, 96, 32, vec![7, 1, 3]),
+        (2, 8, 8, (0..67).map(|i| (i * 13 % 97) as u32).collect()),
+    ] {
+        let n = pos.len();
+        for mode in [RopeMode::RotateHalf, RopeMode::Interleaved] {
+            let x = rand_vec(&mut rng, n * heads * hd, 2.0);
+            let inv = r::rope_inv_freq(rot, 10000.0, RopeScaling::None);
+            let max_pos = 100;
+            let cs = r::rope_table(&inv, max_pos, 1.0);
+            let cst = f32_tensor(k, "cs", &[max_pos, rot], &cs);
+            let post = ids_tensor(k, "pos", &pos);
+            let xt = f32_tensor(k, "x", &[n, heads, hd], &x);
+            k.run(&k.rope_rows(&xt, &cst, &post, n, heads, hd, mode).unwrap())
+                .unwrap();
+            let mut want = x.clone();
+            r::rope_rows(&mut want, &pos, heads, hd, &cs, rot / 2, mode);
+            assert_close(
+                &format!("rope_rows {mode:?} n{n} h{heads} d{hd} rot{rot}"),
+                &xt.read_f32(&k.dev).unwrap(),
+                &want,
+                1e-5,
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn paged_kv_write_then_paged_attention_over_shuffled_blocks() {
+    use infer_kernels::PagedParams;
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(22);
+    // (n_heads, n_kv, head_dim, block_size, window, sequences' (start, new rows))
+    for (nh, nkv, hd, bs, window, seqs) in [
+        (
+            1usize,
+            1usize,
+            4usize,
+            1usize,
+            0usize,
+            vec![(0usize, 1usize)],
+        ),
+        (4, 2, 8, 16, 0, vec![(0, 20), (5, 1), (40, 1)]),
+        (9, 3, 64, 16, 0, vec![(17, 1), (0, 33), (3, 2), (100, 1)]),
+        (4, 4, 48, 7, 16, vec![(50, 3), (0, 1)]),
+        (2, 1, 256, 16, 0, vec![(31, 1), (32, 1)]),
+    ] {
+        let n_seqs = seqs.len();
+        let max_blocks = seqs.iter().map(|s| (s.0 + s.1).div_ceil(bs)).max().unwrap();
+        let n_blocks = n_seqs * max_blocks + 3;
+        // A shuffled assignment of physical blocks to every sequence's logical blocks.
+        let mut ids: Vec<u32> = (0..n_blocks as u32).collect();
+        for i in (1..ids.len()).rev() {
+            ids.swap(i, rng.random_range(0..=i));
+        }
+        let table: Vec<u32> = ids[..n_seqs * max_blocks].to_vec();
+        let (mut pos, mut seq) = (vec![], vec![]);
+        for (s, &(start, n)) in seqs.iter().enumerate() {
+            for j in start..start + n {
+                pos.push(j as u32);
+                seq.push(s as u32);
+            }
+        }
+        let rows = pos.len();
+        let slots = n_blocks * bs;
+        let kc0 = rand_vec(&mut rng, slots * nkv * hd, 1.0);
+        let vc0 = rand_vec(&mut rng, slots * nkv * hd, 1.0);
+        let knew = rand_vec(&mut rng, rows * nkv * hd, 1.0);
+        let vnew = rand_vec(&mut rng, rows * nkv * hd, 1.0);
+        let q = rand_vec(&mut rng, rows * nh * hd, 1.0);
+        let kct = f32_tensor(k, "kc", &[slots, nkv, hd], &kc0);
+        let vct = f32_tensor(k, "vc", &[slots, nkv, hd], &vc0);
+        let kt = f32_tensor(k, "k", &[rows, nkv, hd], &knew);
+        let vt = f32_tensor(k, "v", &[rows, nkv, hd], &vnew);
+        let qt = f32_tensor(k, "q", &[rows, nh, hd], &q);
+        let (post, seqt, tablet) = (
+            ids_tensor(k, "pos", &pos),
+            ids_tensor(k, "seq", &seq),
+            ids_tensor(k, "table", &table),
+        );
+        let out = zeros(k, "out", &[rows, nh, hd]);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let a = PagedParams {
+            n_rows: rows,
+            n_heads: nh,
+            n_kv: nkv,
+            head_dim: hd,
+            block_size: bs,
+            n_blocks,
+            n_seqs,
+            max_blocks,
+            scale,
+            softcap: 0.0,
+            window,
+        };
+        let mut g = k
+            .paged_kv_write(&kt, &vt, &kct, &vct, &post, &seqt, &tablet, &a)
+            .unwrap();
+        g.extend(
+            k.paged_attention(&qt, &kct, &vct, &out, &post, &seqt, &tablet, &a)
+                .unwrap(),
+        );
+        k.run(&g).unwrap();
+        let shape = r::PagedShape {
+            pos: &pos,
+            seq: &seq,
+            table: &table,
+            max_blocks,
+            block_size: bs,
+            n_kv: nkv,
+            head_dim: hd,
+        };
+        let (mut kc, mut vc) = (kc0.clone(), vc0.clone());
+        r::paged_kv_write(&mut kc, &mut vc, &knew, &vnew, &shape);
+        let what = format!("h{nh} kv{nkv} d{hd} bs{bs} window{window} seqs{seqs:?}");
+        assert_close(
+            &format!("paged_kv_write K {what}"),
+            &kct.read_f32(&k.dev).unwrap(),
+            &kc,
+            0.0,
+            0.0,
+        );
+        assert_close(
+            &format!("paged_kv_write V {what}"),
+            &vct.read_f32(&k.dev).unwrap(),
+            &vc,
+            0.0,
+            0.0,
+        );
+        let want = r::paged_attention(&q, &kc, &vc, nh, scale, window, &shape);
+        let got = out.read_f32(&k.dev).unwrap();
+        assert_close(&format!("paged_attention {what}"), &got, &want, 2e-5, 1e-4);
+        // Batch invariance: each sequence's rows alone give bit-identical outputs.
+        let mut row0 = 0;
+        for (s, &(start, n)) in seqs.iter().enumerate() {
+            let one = PagedParams { n_rows: n, ..a };
+            let pos1: Vec<u32> = (start..start + n).map(|j| j as u32).collect();
+            let out1 = zeros(k, "out1", &[n, nh, hd]);
+            let (p1, s1) = (
+                ids_tensor(k, "pos1", &pos1),
+                ids_tensor(k, "seq1", &vec![s as u32; n]),
+            );
+            k.run(
+                &k.paged_attention(
+                    &qt_rows(k, &q, row0, n, nh * hd),
+                    &kct,
+                    &vct,
+                    &out1,
+                    &p1,
+                    &s1,
+                    &tablet,
+                    &one,
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            let alone = out1.read_f32(&k.dev).unwrap();
+            assert!(
+                alone == got[row0 * nh * hd..(row0 + n) * nh * hd],
+                "paged_attention {what}: sequence {s} alone differs from batched"
+            );
+            row0 += n;
+        }
+    }
+    let bad = PagedParams {
+        n_rows: 1,
+        n_heads: 3,
+        n_kv: 2,
+        head_dim: 4,
+        block_size: 4,
+        n_blocks: 1,
+        n_seqs: 1,
+        max_blocks: 1,
+        scale: 1.0,
+        softcap: 0.0,
+        window: 0,
+    };
+    let (t4, t) = (zeros(k, "t4", &[16]), ids_tensor(k, "t", &[0]));
+    assert!(
+        k.paged_attention(&t4, &t4, &t4, &t4, &t, &t, &t, &bad)
+            .is_err()
+    );
+}
+
+fn qt_rows(k: &Kernels, q: &[f32], row0: usize, n: usize, width: usize) -> Tensor {
+    f32_tensor(k, "q1", &[n, width], &q[row0 * width..(row0 + n) * width])
 }

@@ -244,3 +244,72 @@ impl Graph for Llama {
         Ok(g)
     }
 }
+
+/// One layer's weights, borrowed, for other forward passes over the same uploaded weights
+/// (the batched serving step of `infer-serve`).
+pub struct LayerWeights<'a> {
+    pub attn_norm: &'a Tensor,
+    pub wq: &'a Tensor,
+    pub wk: &'a Tensor,
+    pub wv: &'a Tensor,
+    pub wo: &'a Tensor,
+    pub bq: Option<&'a Tensor>,
+    pub bk: Option<&'a Tensor>,
+    pub bv: Option<&'a Tensor>,
+    pub bo: Option<&'a Tensor>,
+    pub q_norm: Option<&'a Tensor>,
+    pub k_norm: Option<&'a Tensor>,
+    pub ffn_norm: &'a Tensor,
+    pub gate: &'a Tensor,
+    pub up: &'a Tensor,
+    pub down: &'a Tensor,
+}
+
+impl Llama {
+    pub fn model_config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// `(vocab, hidden)` token embeddings.
+    pub fn embed(&self) -> &Tensor {
+        &self.embed
+    }
+
+    /// `(hidden)` final norm weight.
+    pub fn final_norm(&self) -> &Tensor {
+        &self.norm
+    }
+
+    /// `(vocab, hidden)` output head (the embeddings when tied).
+    pub fn head(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// `(capacity, rotary_dim)` (cos, sin) table of the rope kernels.
+    pub fn rope_table(&self) -> &Tensor {
+        &self.rope_cs
+    }
+
+    pub fn layer_weights(&self) -> Vec<LayerWeights<'_>> {
+        self.layers
+            .iter()
+            .map(|l| LayerWeights {
+                attn_norm: &l.attn_norm,
+                wq: &l.wq,
+                wk: &l.wk,
+                wv: &l.wv,
+                wo: &l.wo,
+                bq: l.bq.as_ref(),
+                bk: l.bk.as_ref(),
+                bv: l.bv.as_ref(),
+                bo: l.bo.as_ref(),
+                q_norm: l.q_norm.as_ref(),
+                k_norm: l.k_norm.as_ref(),
+                ffn_norm: &l.ffn_norm,
+                gate: &l.gate,
+                up: &l.up,
+                down: &l.down,
+            })
+            .collect()
+    }
+}

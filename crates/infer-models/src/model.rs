@@ -8,7 +8,7 @@ use crate::error::Result;
 pub const MAX_VERIFY: usize = 16;
 
 /// What a forward step hands back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Output {
     /// The argmax token of the last position (greedy), computed on the GPU.
     Argmax,

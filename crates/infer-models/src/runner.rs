@@ -369,7 +369,9 @@ pub struct Runner<G> {
     pub(crate) io: Io,
     pub(crate) graph: G,
     pos: usize,
-    decode_graph: Option<Vec<Dispatch>>,
+    /// Graphs of short steps (decode, speculative verification), built once per shape and
+    /// output and replayed; longer prefill steps are built per call.
+    graphs: std::collections::HashMap<(usize, Output), Vec<Dispatch>>,
     /// The tokens in the KV cache (for [`Graph::begin`] replays).
     history: Vec<u32>,
     /// `INFER_PROFILE=1`: time every kernel of every step on the GPU (then run it again for
@@ -385,7 +387,7 @@ impl<G: Graph> Runner<G> {
             io,
             graph,
             pos: 0,
-            decode_graph: None,
+            graphs: Default::default(),
             history: Vec::new(),
             profile: std::env::var("INFER_PROFILE").is_ok_and(|v| !v.is_empty() && v != "0"),
         })
@@ -401,11 +403,12 @@ impl<G: Graph> Runner<G> {
             .write_buffer(io.pos.buffer(), 0, bytemuck::bytes_of(&(self.pos as u32)));
         self.graph.prepare(&dev, self.pos, n)?;
         let built;
-        let graph: &[Dispatch] = if n == 1 && out == Output::Argmax {
-            if self.decode_graph.is_none() {
-                self.decode_graph = Some(self.graph.build(&self.kernels, io, 1, out)?);
+        let graph: &[Dispatch] = if n <= MAX_VERIFY {
+            if !self.graphs.contains_key(&(n, out)) {
+                let g = self.graph.build(&self.kernels, io, n, out)?;
+                self.graphs.insert((n, out), g);
             }
-            self.decode_graph.as_deref().expect("just built")
+            &self.graphs[&(n, out)]
         } else {
             built = self.graph.build(&self.kernels, io, n, out)?;
             &built
@@ -475,6 +478,14 @@ impl<G: Graph> Runner<G> {
                     .collect(),
             ),
         })
+    }
+}
+
+impl<G> Runner<G> {
+    /// The architecture's weights and graph builder (for other forward passes over the
+    /// same weights, e.g. batched serving).
+    pub fn graph(&self) -> &G {
+        &self.graph
     }
 }
 

@@ -6,6 +6,27 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static CREATED_BYTES: AtomicU64 = AtomicU64::new(0);
+static WEIGHT_BYTES: AtomicU64 = AtomicU64::new(0);
+static WEIGHT_ELEMS: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes (in their own dtype's layout) and elements of the weight matrices uploaded with
+/// [`Tensor::upload_weights`] in this process: what a decode step streams through.
+pub fn uploaded_weights() -> (u64, u64) {
+    (
+        WEIGHT_BYTES.load(Ordering::Relaxed),
+        WEIGHT_ELEMS.load(Ordering::Relaxed),
+    )
+}
+
+/// Bytes of GPU buffers created for tensors in this process so far (weights, caches,
+/// activations). Buffers are only ever created at load time, so after a model is loaded
+/// this is its peak tensor memory on the GPU.
+pub fn created_bytes() -> u64 {
+    CREATED_BYTES.load(Ordering::Relaxed)
+}
 
 use wgpu::util::DeviceExt;
 
@@ -240,7 +261,7 @@ impl Tensor {
                 reason: "u32 is not a weight dtype".into(),
             });
         }
-        Self::upload_impl(
+        let t = Self::upload_impl(
             dev,
             name,
             shape,
@@ -248,7 +269,10 @@ impl Tensor {
             bytes,
             max_part_bytes,
             Layout::Weights,
-        )
+        )?;
+        WEIGHT_BYTES.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        WEIGHT_ELEMS.fetch_add(t.numel() as u64, Ordering::Relaxed);
+        Ok(t)
     }
 
     fn upload_impl(
@@ -326,6 +350,7 @@ impl Tensor {
                         usage: USAGE,
                     })
             };
+            CREATED_BYTES.fetch_add(buffer.size(), Ordering::Relaxed);
             parts.push(Part {
                 buffer,
                 row_start: r,
@@ -366,6 +391,7 @@ impl Tensor {
             usage: USAGE,
             mapped_at_creation: false,
         });
+        CREATED_BYTES.fetch_add(size, Ordering::Relaxed);
         Ok(Tensor {
             name: name.into(),
             shape: shape.to_vec(),

@@ -4,6 +4,7 @@
 mod attention;
 mod linalg;
 mod ops;
+mod paged;
 pub mod quant;
 mod softcap;
 mod topk;
@@ -13,6 +14,7 @@ pub use attention::{
 };
 pub use linalg::{matmul, matvec};
 pub use ops::{GeluMode, add, argmax, embedding, gelu, layer_norm, mul, rms_norm, softmax, swiglu};
+pub use paged::{PagedShape, paged_attention, paged_kv_write, rope_rows};
 pub use quant::{dequantize, quantize};
 pub use softcap::softcap;
 pub use topk::topk;

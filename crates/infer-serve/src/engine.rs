@@ -1,0 +1,467 @@
+//! The scheduler: one thread owns the [`BatchedLlama`] and loops. At every step it takes
+//! new requests, drops the ones whose client has gone (freeing their KV blocks at once),
+//! admits waiting requests in arrival order while sequence slots and KV blocks last (a
+//! request reserves the blocks of its prompt plus its `max_tokens` up front, so a running
+//! sequence never runs out; the rest wait), builds one batch of rows (one decode token per
+//! generating sequence first, then prompt chunks of the others up to the row budget), runs
+//! one batched forward, samples, applies stop strings and tokens, and sends events back.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, mpsc};
+use std::time::Instant;
+
+use infer_models::Tokenizer;
+use infer_sampling::{Sampler, SamplingParams};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::batch::{BatchedLlama, Row, RowOut};
+use crate::kv::BlockAllocator;
+use crate::metrics::Metrics;
+
+/// A generation request handed to the engine.
+pub struct GenRequest {
+    pub prompt: Vec<u32>,
+    pub params: SamplingParams,
+    /// `Some(k)`: report each chosen token's log-probability and the k most likely.
+    pub logprobs: Option<usize>,
+    pub events: UnboundedSender<Event>,
+    pub arrived: Instant,
+}
+
+/// A token's log-probability, with the most likely alternatives.
+#[derive(Clone, Debug)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub top: Vec<(String, f32)>,
+}
+
+/// What the engine sends back for a request.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A generated token: the text it adds (possibly empty while a multi-byte character
+    /// or a possible stop string is held back) and its log-probability when asked for.
+    Token {
+        text: String,
+        logprob: Option<TokenLogprob>,
+    },
+    Done {
+        finish_reason: &'static str,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+    },
+    /// The request failed: `internal` for a server fault (500), else it does not fit the
+    /// server's context or KV cache (413).
+    Error { message: String, internal: bool },
+}
+
+/// The HTTP side's handle on the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<GenRequest>,
+    pub metrics: Arc<Metrics>,
+    pub max_waiting: usize,
+    /// Most positions per sequence.
+    pub context: usize,
+    pub vocab: usize,
+    /// Most tokens one request can reserve (the whole KV cache).
+    pub kv_tokens: usize,
+}
+
+/// Why a request was not queued.
+#[derive(Debug)]
+pub enum SubmitError {
+    QueueFull,
+    EngineGone,
+}
+
+impl EngineHandle {
+    pub fn submit(&self, req: GenRequest) -> Result<(), SubmitError> {
+        if self.metrics.waiting.load(Relaxed) as usize >= self.max_waiting {
+            return Err(SubmitError::QueueFull);
+        }
+        self.metrics.waiting.fetch_add(1, Relaxed);
+        self.tx.send(req).map_err(|_| {
+            self.metrics.waiting.fetch_sub(1, Relaxed);
+            SubmitError::EngineGone
+        })
+    }
+}
+
+struct Seq {
+    req: GenRequest,
+    slot: usize,
+    blocks: Vec<u32>,
+    /// Prompt then generated tokens.
+    tokens: Vec<u32>,
+    n_prompt: usize,
+    /// Tokens whose K and V are in the cache.
+    cached: usize,
+    max_new: usize,
+    sampler: Sampler,
+    stop_ids: Vec<u32>,
+    /// Bytes of the generated text sent so far.
+    emitted: usize,
+    last: Option<Instant>,
+}
+
+impl Seq {
+    fn generated(&self) -> usize {
+        self.tokens.len() - self.n_prompt
+    }
+
+    fn out_kind(&self) -> RowOut {
+        if self.sampler.params().is_greedy() && self.req.logprobs.is_none() {
+            RowOut::Token
+        } else {
+            RowOut::Logits
+        }
+    }
+}
+
+/// The scheduler loop (see the module docs).
+pub struct Engine {
+    model: BatchedLlama,
+    tok: Arc<Tokenizer>,
+    metrics: Arc<Metrics>,
+    rx: mpsc::Receiver<GenRequest>,
+    waiting: VecDeque<GenRequest>,
+    running: Vec<Seq>,
+    blocks: BlockAllocator,
+    free_slots: Vec<usize>,
+    table: Vec<u32>,
+}
+
+impl Engine {
+    /// Starts the engine thread; requests beyond `max_waiting` queued ones are refused.
+    pub fn spawn(
+        model: BatchedLlama,
+        tok: Arc<Tokenizer>,
+        metrics: Arc<Metrics>,
+        max_waiting: usize,
+    ) -> EngineHandle {
+        let (tx, rx) = mpsc::channel();
+        let bc = model.bc;
+        let handle = EngineHandle {
+            tx,
+            metrics: metrics.clone(),
+            max_waiting,
+            context: bc.context,
+            vocab: model.config().vocab_size,
+            kv_tokens: bc.n_blocks * bc.block_size,
+        };
+        metrics.kv_blocks_free.store(bc.n_blocks as u64, Relaxed);
+        let engine = Engine {
+            tok,
+            metrics,
+            rx,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            blocks: BlockAllocator::new(bc.n_blocks),
+            free_slots: (0..bc.max_seqs).rev().collect(),
+            table: vec![0; bc.max_seqs * bc.max_blocks()],
+            model,
+        };
+        std::thread::Builder::new()
+            .name("infer-engine".into())
+            .spawn(move || engine.run())
+            .expect("spawning the engine thread");
+        handle
+    }
+
+    fn run(mut self) {
+        loop {
+            if self.running.is_empty() && self.waiting.is_empty() {
+                match self.rx.recv() {
+                    Ok(r) => self.waiting.push_back(r),
+                    Err(_) => return,
+                }
+            }
+            while let Ok(r) = self.rx.try_recv() {
+                self.waiting.push_back(r);
+            }
+            self.drop_cancelled();
+            self.admit();
+            self.gauges();
+            if self.running.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.step() {
+                let msg = format!("forward step failed: {e}");
+                for mut s in std::mem::take(&mut self.running) {
+                    let _ = s.req.events.send(Event::Error {
+                        message: msg.clone(),
+                        internal: true,
+                    });
+                    self.free(&mut s);
+                }
+            }
+        }
+    }
+
+    fn gauges(&self) {
+        let m = &self.metrics;
+        m.running.store(self.running.len() as u64, Relaxed);
+        m.kv_blocks_used.store(self.blocks.used() as u64, Relaxed);
+        m.kv_blocks_free.store(self.blocks.free() as u64, Relaxed);
+    }
+
+    fn free(&mut self, s: &mut Seq) {
+        self.blocks.release(&mut s.blocks);
+        self.free_slots.push(s.slot);
+    }
+
+    fn drop_cancelled(&mut self) {
+        let m = self.metrics.clone();
+        self.waiting.retain(|r| {
+            let gone = r.events.is_closed();
+            if gone {
+                m.waiting.fetch_sub(1, Relaxed);
+                m.cancelled.fetch_add(1, Relaxed);
+            }
+            !gone
+        });
+        let mut i = 0;
+        while i < self.running.len() {
+            if self.running[i].req.events.is_closed() {
+                let mut s = self.running.swap_remove(i);
+                self.free(&mut s);
+                m.cancelled.fetch_add(1, Relaxed);
+            } else {
+                i += 1;
+            }
+        }
+        self.gauges();
+    }
+
+    fn admit(&mut self) {
+        let bc = self.model.bc;
+        while let Some(front) = self.waiting.front() {
+            let n_prompt = front.prompt.len();
+            let max_new = front
+                .params
+                .max_tokens
+                .min(bc.context.saturating_sub(n_prompt));
+            let need = (n_prompt + max_new).div_ceil(bc.block_size);
+            if n_prompt == 0 || max_new == 0 || need > self.blocks.total() {
+                let r = self.waiting.pop_front().expect("front exists");
+                self.metrics.waiting.fetch_sub(1, Relaxed);
+                let _ = r.events.send(Event::Error {
+                    message: format!(
+                        "a prompt of {n_prompt} tokens with {max_new} to generate does not fit \
+                         (context {}, KV cache {} tokens)",
+                        bc.context,
+                        self.blocks.total() * bc.block_size
+                    ),
+                    internal: false,
+                });
+                continue;
+            }
+            if self.free_slots.is_empty() {
+                return;
+            }
+            let Some(blocks) = self.blocks.alloc(need) else {
+                return;
+            };
+            let req = self.waiting.pop_front().expect("front exists");
+            self.metrics.waiting.fetch_sub(1, Relaxed);
+            let slot = self.free_slots.pop().expect("a free slot");
+            let mb = bc.max_blocks();
+            self.table[slot * mb..slot * mb + blocks.len()].copy_from_slice(&blocks);
+            let mut stop_ids = req.params.stop_token_ids.clone();
+            if !req.params.ignore_eos {
+                stop_ids.extend(self.tok.eos_ids());
+                stop_ids.extend(&self.model.config().eos_ids);
+            }
+            self.running.push(Seq {
+                slot,
+                blocks,
+                tokens: req.prompt.clone(),
+                n_prompt,
+                cached: 0,
+                max_new,
+                sampler: Sampler::new(req.params.clone()),
+                stop_ids,
+                emitted: 0,
+                last: None,
+                req,
+            });
+        }
+    }
+
+    fn step(&mut self) -> crate::Result<()> {
+        let max_rows = self.model.bc.max_rows;
+        // Decoding sequences first (one row each), then prompt chunks in arrival order.
+        let mut order: Vec<usize> = (0..self.running.len()).collect();
+        order.sort_by_key(|&i| self.running[i].tokens.len() - self.running[i].cached > 1);
+        let mut rows = Vec::new();
+        let mut owners = Vec::new(); // (seq index, rows taken, produces output)
+        for i in order {
+            let budget = max_rows - rows.len();
+            if budget == 0 {
+                break;
+            }
+            let s = &self.running[i];
+            let pending = s.tokens.len() - s.cached;
+            let take = pending.min(budget);
+            let done = take == pending;
+            for j in 0..take {
+                let p = s.cached + j;
+                rows.push(Row {
+                    token: s.tokens[p],
+                    pos: p as u32,
+                    seq: s.slot as u32,
+                    out: if done && j + 1 == take {
+                        s.out_kind()
+                    } else {
+                        RowOut::None
+                    },
+                });
+            }
+            owners.push((i, take, done));
+        }
+        let results = self.model.step(&rows, &self.table)?;
+        let mut results = results.into_iter();
+        let mut finished = Vec::new();
+        for (i, take, done) in owners {
+            let s = &mut self.running[i];
+            if s.cached == 0 {
+                self.metrics
+                    .prompt_tokens
+                    .fetch_add(s.n_prompt as u64, Relaxed);
+            }
+            s.cached += take;
+            if !done {
+                continue;
+            }
+            let r = results.next().expect("one result per output row");
+            if emit_token(s, &self.tok, &self.metrics, r.token, r.logits) {
+                finished.push(i);
+            }
+        }
+        finished.sort_unstable_by(|a, b| b.cmp(a));
+        for i in finished {
+            let mut s = self.running.swap_remove(i);
+            self.free(&mut s);
+        }
+        self.gauges();
+        Ok(())
+    }
+}
+
+/// Log-softmax of the logits: the chosen token's and the top `k`.
+fn logprob(tok: &Tokenizer, logits: &[f32], chosen: u32, k: usize) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max
+        + logits
+            .iter()
+            .map(|&l| (l as f64 - max).exp())
+            .sum::<f64>()
+            .ln();
+    let lp = |i: u32| (logits[i as usize] as f64 - lse) as f32;
+    let text = |i: u32| tok.decode(&[i], false).unwrap_or_default();
+    let mut top: Vec<u32> = (0..logits.len() as u32).collect();
+    let k = k.min(top.len());
+    if k > 0 {
+        top.select_nth_unstable_by(k - 1, |&a, &b| {
+            logits[b as usize]
+                .total_cmp(&logits[a as usize])
+                .then(a.cmp(&b))
+        });
+    }
+    top.truncate(k);
+    top.sort_by(|&a, &b| {
+        logits[b as usize]
+            .total_cmp(&logits[a as usize])
+            .then(a.cmp(&b))
+    });
+    TokenLogprob {
+        token: text(chosen),
+        logprob: lp(chosen),
+        top: top.into_iter().map(|i| (text(i), lp(i))).collect(),
+    }
+}
+
+/// Takes the model's output for a sequence: picks the token, streams its text, applies
+/// stop tokens, stop strings and the length limit. Returns whether the sequence finished.
+fn emit_token(
+    s: &mut Seq,
+    tok: &Tokenizer,
+    m: &Metrics,
+    argmax: u32,
+    logits: Option<Vec<f32>>,
+) -> bool {
+    let now = Instant::now();
+    let t = match &logits {
+        Some(l) if !s.sampler.params().is_greedy() => s.sampler.sample(&mut l.clone()),
+        _ => argmax,
+    };
+    let lp = match (&logits, s.req.logprobs) {
+        (Some(l), Some(k)) => Some(logprob(tok, l, t, k)),
+        _ => None,
+    };
+    finish_emit(s, tok, m, t, lp, now)
+}
+
+fn finish_emit(
+    s: &mut Seq,
+    tok: &Tokenizer,
+    m: &Metrics,
+    t: u32,
+    lp: Option<TokenLogprob>,
+    now: Instant,
+) -> bool {
+    s.sampler.observe(t);
+    m.generated_tokens.fetch_add(1, Relaxed);
+    match s.last {
+        None => m.ttft(now.duration_since(s.req.arrived).as_secs_f64()),
+        Some(prev) => m.itl(now.duration_since(prev).as_secs_f64()),
+    }
+    s.last = Some(now);
+    let is_stop = s.stop_ids.contains(&t);
+    s.tokens.push(t);
+    let length = s.generated() >= s.max_new;
+    let end = s.tokens.len() - usize::from(is_stop);
+    let full = tok
+        .decode(&s.tokens[s.n_prompt..end], true)
+        .unwrap_or_default();
+    let stops = &s.sampler.params().stop;
+    let hit = stops.iter().filter_map(|st| full.find(st.as_str())).min();
+    let finishing = is_stop || length || hit.is_some();
+    let safe = match hit {
+        Some(at) => at,
+        None if finishing => full.len(),
+        None => {
+            let mut safe = full.trim_end_matches('\u{FFFD}').len();
+            for st in stops {
+                for k in (1..st.len()).rev() {
+                    if st.is_char_boundary(k) && full[..safe].ends_with(&st[..k]) {
+                        safe -= k;
+                        break;
+                    }
+                }
+            }
+            safe
+        }
+    };
+    let text = if safe > s.emitted {
+        full.get(s.emitted..safe).unwrap_or("").to_string()
+    } else {
+        String::new()
+    };
+    s.emitted = s.emitted.max(safe);
+    let _ = s.req.events.send(Event::Token { text, logprob: lp });
+    if finishing {
+        let _ = s.req.events.send(Event::Done {
+            finish_reason: if is_stop || hit.is_some() {
+                "stop"
+            } else {
+                "length"
+            },
+            prompt_tokens: s.n_prompt,
+            completion_tokens: s.generated(),
+        });
+    }
+    finishing
+}

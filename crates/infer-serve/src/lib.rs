@@ -1,0 +1,41 @@
+//! OpenAI-compatible serving: an HTTP front end (axum on tokio), a scheduler doing
+//! continuous batching (requests join the running batch at every step; prompt chunks and
+//! decode tokens share one batched forward), a paged KV cache (fixed-size blocks, a block
+//! table per sequence) and the batched Llama-family step.
+//!
+//! - `batch.rs`: [`BatchedLlama`], the batch-invariant multi-sequence forward step.
+//! - `kv.rs`: [`BlockAllocator`], the free list of KV blocks.
+//! - `engine.rs`: [`Engine`], the scheduler loop on its own thread: admission, row
+//!   building, sampling, stop strings, streaming events, cancellation.
+//! - `api.rs`: the HTTP routes, OpenAI request/response JSON and errors.
+//! - `metrics.rs`: Prometheus text metrics.
+//! - `bench.rs`: a bounded load generator (`infer bench-serve`).
+
+pub mod api;
+pub mod batch;
+pub mod bench;
+pub mod engine;
+pub mod kv;
+pub mod metrics;
+
+pub use api::{ServeOptions, serve};
+pub use batch::{BatchConfig, BatchedLlama, Row, RowOut, RowResult, load_batched};
+pub use engine::{Engine, EngineHandle, Event, GenRequest};
+pub use kv::BlockAllocator;
+pub use metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("not supported by the batched server: {0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Model(#[from] infer_models::ModelError),
+    #[error(transparent)]
+    Kernel(#[from] infer_kernels::KernelError),
+    #[error(transparent)]
+    Tensor(#[from] infer_tensor::TensorError),
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+pub type Result<T, E = ServeError> = std::result::Result<T, E>;

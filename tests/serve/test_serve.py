@@ -1,0 +1,199 @@
+"""`infer serve` driven by the official openai client and raw HTTP: completions and chat,
+streaming and not, errors, batch invariance under concurrency, disconnects freeing KV
+blocks, bad input, and 64 concurrent streams."""
+
+import asyncio
+import concurrent.futures
+import json
+import time
+import urllib.error
+import urllib.request
+
+import openai
+
+from client_checks import client, completion_and_stream, error_case
+
+PROMPTS = [
+    "Once upon a time",
+    "The little dog",
+    "Lily wanted to",
+    "One day, a big bear found a red ball in the park and",
+    "Tom",
+    "The sun was hot and the children",
+    "She said",
+    "In a small town there lived a girl who loved to sing. Every morning",
+]
+
+
+def raw(url, path, body, content_type="application/json"):
+    req = urllib.request.Request(url + path, data=body, method="POST",
+                                 headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_completions_stream_and_not(stories):
+    completion_and_stream(stories.url, stories.name)
+
+
+def test_error_case(stories):
+    error_case(stories.url, stories.name)
+
+
+def test_chat_stream_and_not(smol):
+    c = client(smol.url)
+    msgs = [{"role": "user", "content": "What is the capital of France?"}]
+    r = c.chat.completions.create(model=smol.name, messages=msgs, max_tokens=20, temperature=0)
+    text = r.choices[0].message.content
+    assert "Paris" in text, text
+    assert r.choices[0].message.role == "assistant"
+    assert r.usage.prompt_tokens > 5 and r.usage.completion_tokens > 0
+    chunks = list(c.chat.completions.create(model=smol.name, messages=msgs, max_tokens=20,
+                                            temperature=0, stream=True))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == text
+    assert chunks[-1].choices[0].finish_reason == r.choices[0].finish_reason
+    assert chunks[-1].usage.completion_tokens == r.usage.completion_tokens
+    # Sampling parameters, logprobs and stop strings are accepted and honoured.
+    r = c.chat.completions.create(model=smol.name, messages=msgs, max_tokens=8, temperature=0.8,
+                                  top_p=0.9, seed=7, presence_penalty=0.5, frequency_penalty=0.5,
+                                  logit_bias={"28": -100}, logprobs=True, top_logprobs=3,
+                                  extra_body={"top_k": 40, "min_p": 0.05})
+    lp = r.choices[0].logprobs.content
+    assert len(lp) == r.usage.completion_tokens
+    assert all(len(t.top_logprobs) == 3 and t.logprob <= 0 for t in lp)
+    r2 = c.chat.completions.create(model=smol.name, messages=msgs, max_tokens=8, temperature=0.8,
+                                   top_p=0.9, seed=7, presence_penalty=0.5, frequency_penalty=0.5,
+                                   logit_bias={"28": -100}, extra_body={"top_k": 40, "min_p": 0.05})
+    assert r2.choices[0].message.content == r.choices[0].message.content, "same seed, same text"
+    r = c.chat.completions.create(model=smol.name, messages=msgs, max_tokens=20, temperature=0,
+                                  stop=["Paris"])
+    assert "Paris" not in r.choices[0].message.content and r.choices[0].finish_reason == "stop"
+
+
+def test_concurrent_greedy_equals_one_at_a_time(stories):
+    c = client(stories.url)
+
+    def one(p):
+        r = c.completions.create(model=stories.name, prompt=p, max_tokens=24, temperature=0,
+                                 logprobs=1, extra_body={"ignore_eos": True})
+        return r.choices[0].text, r.choices[0].logprobs.tokens, r.choices[0].logprobs.token_logprobs
+
+    alone = [one(p) for p in PROMPTS]
+    with concurrent.futures.ThreadPoolExecutor(len(PROMPTS)) as ex:
+        together = list(ex.map(one, PROMPTS))
+    for p, a, t in zip(PROMPTS, alone, together):
+        assert a == t, f"{p!r}: alone {a[0]!r} vs concurrent {t[0]!r}"
+
+
+def test_disconnect_mid_stream_frees_kv_blocks(smol):
+    """SmolLM2 (slow enough that 900 tokens take many steps) is dropped after 3 chunks."""
+    import httpx
+
+    before = smol.metrics()
+    assert before["infer_kv_cache_blocks_used"] == 0
+    body = {"model": smol.name, "prompt": "Once upon a time", "max_tokens": 900,
+            "temperature": 0, "stream": True, "ignore_eos": True}
+    with httpx.Client(timeout=60) as h:
+        with h.stream("POST", smol.url + "/v1/completions", json=body) as r:
+            assert r.status_code == 200
+            n = 0
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    n += 1
+                if n == 3:
+                    break
+            assert smol.metrics()["infer_kv_cache_blocks_used"] > 0
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        m = smol.metrics()
+        if m["infer_kv_cache_blocks_used"] == 0:
+            break
+        time.sleep(0.05)
+    assert m["infer_kv_cache_blocks_used"] == 0, m
+    assert m["infer_cancelled_requests_total"] >= before["infer_cancelled_requests_total"] + 1
+    assert m["infer_running_sequences"] == 0
+
+
+def test_bad_input_gets_4xx_and_server_keeps_serving(stories):
+    url, name = stories.url, stories.name
+    cases = [
+        (b"{not json", 400),
+        (b"[1, 2]", 400),
+        (b"", 400),
+        (json.dumps({"model": name, "prompt": "x", "temperature": "hot"}).encode(), 400),
+        (json.dumps({"model": name, "prompt": 5}).encode(), 400),
+        (json.dumps({"model": name}).encode(), 400),
+        (json.dumps({"model": name, "prompt": "x", "max_tokens": -1}).encode(), 400),
+        (json.dumps({"model": name, "prompt": "x", "max_tokens": 0}).encode(), 400),
+        (json.dumps({"model": name, "prompt": "x", "top_p": 2}).encode(), 400),
+        (json.dumps({"model": name, "prompt": "x", "n": 2}).encode(), 400),
+        (json.dumps({"model": name, "prompt": "x", "logit_bias": {"abc": 1}}).encode(), 400),
+        (json.dumps({"model": name, "prompt": "x", "logit_bias": {"999999": 1}}).encode(), 400),
+        (json.dumps({"model": name, "prompt": "x", "stop": [""]}).encode(), 400),
+        (json.dumps({"model": name, "prompt": [999999]}).encode(), 400),
+        (json.dumps({"model": name, "prompt": []}).encode(), 400),
+        (json.dumps({"model": "other", "prompt": "x"}).encode(), 404),
+        (json.dumps({"model": name, "prompt": "x " * 600_000}).encode(), 413),
+        (json.dumps({"model": name, "prompt": "once upon a time " * 200}).encode(), 413),
+    ]
+    for body, want in cases:
+        status, err = raw(url, "/v1/completions", body)
+        assert status == want, (body[:80], status, err)
+        assert set(err["error"]) >= {"message", "type", "param", "code"}, err
+    status, err = raw(url, "/v1/chat/completions", json.dumps({"model": name, "messages": "hi"}).encode())
+    assert status == 400, err
+    status, err = raw(url, "/v1/chat/completions", json.dumps({"model": name, "messages": [{"role": "wizard", "content": "x"}]}).encode())
+    assert status == 400, err
+    m = stories.metrics()
+    assert m['infer_requests_total{status="400"}'] >= 15
+    # Still serving.
+    completion_and_stream(url, name)
+
+
+def test_64_concurrent_streams_complete(stories):
+    ac = openai.AsyncOpenAI(base_url=stories.url + "/v1", api_key="none", max_retries=0, timeout=300)
+
+    async def one(i):
+        s = await ac.completions.create(model=stories.name, prompt=PROMPTS[i % len(PROMPTS)],
+                                        max_tokens=16 + i % 5, temperature=0, stream=True,
+                                        extra_body={"ignore_eos": True})
+        text, last = "", None
+        async for ch in s:
+            text += ch.choices[0].text
+            last = ch
+        return last.choices[0].finish_reason, last.usage.completion_tokens
+
+    async def all_():
+        return await asyncio.gather(*(one(i) for i in range(64)))
+
+    out = asyncio.run(all_())
+    assert len(out) == 64
+    for i, (fin, n) in enumerate(out):
+        assert fin == "length" and n == 16 + i % 5, (i, fin, n)
+    m = stories.metrics()
+    assert m["infer_kv_cache_blocks_used"] == 0 and m["infer_waiting_sequences"] == 0
+
+
+def test_full_queue_answers_503_and_recovers():
+    from conftest import STORIES, Server, model_path
+
+    s = Server(model_path(STORIES), "small-queue", "--max-seqs", "1", "--max-batch-tokens", "16",
+               "--max-waiting", "2")
+    try:
+        body = json.dumps({"model": "small-queue", "prompt": "Once upon a time", "max_tokens": 400,
+                           "temperature": 0, "ignore_eos": True}).encode()
+        with concurrent.futures.ThreadPoolExecutor(10) as ex:
+            out = list(ex.map(lambda _: raw(s.url, "/v1/completions", body), range(10)))
+        codes = sorted(c for c, _ in out)
+        assert codes.count(503) >= 1 and codes.count(200) >= 3, codes
+        assert set(codes) <= {200, 503}, codes
+        for c, e in out:
+            if c == 503:
+                assert e["error"]["code"] == "queue_full", e
+        completion_and_stream(s.url, "small-queue")
+    finally:
+        s.stop()

@@ -1,0 +1,465 @@
+//! `cargo xtask bench [--backend B] [--model M] [--quick]`: end-to-end and kernel
+//! benchmarks on every GPU backend the machine has, written to `BENCHMARKS.md` and
+//! `bench/results.json` (generated, never edited by hand).
+//!
+//! Per backend: a buffer-copy GB/s and an FMA-throughput GFLOP/s measured in the same run as
+//! the kernel rooflines (matvec GB/s, matmul GFLOP/s), then `infer bench` on the default
+//! model (SmolLM2-135M Q4_1) and its Q8_0 and f16 forms: prefill tok/s at 128 and 512 prompt
+//! tokens, decode tok/s (median of runs), time to first token cold and warm, GPU memory, and
+//! decode with prompt-lookup speculation.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use infer_kernels::Kernels;
+use infer_tensor::{DType, Device, DeviceOptions, Tensor, reference, wgpu};
+use serde_json::{Value, json};
+
+struct Opts {
+    backend: Option<String>,
+    model: Option<String>,
+    quick: bool,
+}
+
+fn parse(args: &[String]) -> Result<Opts> {
+    let mut o = Opts {
+        backend: None,
+        model: None,
+        quick: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--backend" => o.backend = Some(it.next().context("--backend needs a value")?.clone()),
+            "--model" => o.model = Some(it.next().context("--model needs a value")?.clone()),
+            "--quick" => o.quick = true,
+            other => bail!(
+                "cargo xtask bench: unknown argument {other}\n\nusage: cargo xtask bench [--backend vulkan|metal|dx12|gl] [--model PATH] [--quick]"
+            ),
+        }
+    }
+    Ok(o)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Seconds per repetition of `record` (median of `runs` command buffers, each repeating it
+/// enough times to last >= 20 ms; wall clock from submit to the end of the wait).
+fn time_gpu(dev: &Device, runs: usize, record: &dyn Fn(&mut wgpu::CommandEncoder)) -> Result<f64> {
+    let once = |reps: usize| -> Result<f64> {
+        let mut enc = dev.device.create_command_encoder(&Default::default());
+        for _ in 0..reps {
+            record(&mut enc);
+        }
+        let t = Instant::now();
+        dev.queue.submit([enc.finish()]);
+        dev.wait()?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    once(1)?;
+    let mut reps = 1;
+    while reps < 4096 && once(reps)? < 0.02 {
+        reps *= 2;
+    }
+    let v: Result<Vec<f64>> = (0..runs).map(|_| Ok(once(reps)? / reps as f64)).collect();
+    Ok(median(v?))
+}
+
+fn record_dispatches(d: &[infer_kernels::Dispatch]) -> impl Fn(&mut wgpu::CommandEncoder) + '_ {
+    move |enc: &mut wgpu::CommandEncoder| {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        for x in d {
+            x.record(&mut pass);
+        }
+    }
+}
+
+const FMA_WGSL: &str = r#"
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+// 8 independent scalar FMA chains of 4096 steps: 65536 FLOPs per invocation. (Scalar, so a
+// CPU adapter running invocations as SIMD lanes keeps every chain in one register.)
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let s = f32(gid.x) * 1e-7;
+    var a0 = s; var a1 = s + 0.1; var a2 = s + 0.2; var a3 = s + 0.3;
+    var a4 = s + 0.4; var a5 = s + 0.5; var a6 = s + 0.6; var a7 = s + 0.7;
+    for (var i = 0u; i < 4096u; i++) {
+        a0 = fma(a0, 0.999, 0.001); a1 = fma(a1, 0.999, 0.001);
+        a2 = fma(a2, 0.999, 0.001); a3 = fma(a3, 0.999, 0.001);
+        a4 = fma(a4, 0.999, 0.001); a5 = fma(a5, 0.999, 0.001);
+        a6 = fma(a6, 0.999, 0.001); a7 = fma(a7, 0.999, 0.001);
+    }
+    out[gid.x] = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
+}
+"#;
+
+/// Copy GB/s, FMA GFLOP/s, matvec GB/s and matmul GFLOP/s on one device.
+fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
+    let runs = if quick { 3 } else { 7 };
+    let k = Kernels::new(dev.clone());
+    // Copy: 64 MiB buffer to buffer; GB/s counts bytes read + written.
+    let size = 64u64 << 20;
+    let mk = |usage| {
+        dev.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("bench copy"),
+            size,
+            usage,
+            mapped_at_creation: false,
+        })
+    };
+    let (a, b) = (
+        mk(wgpu::BufferUsages::COPY_SRC),
+        mk(wgpu::BufferUsages::COPY_DST),
+    );
+    let t = time_gpu(dev, runs, &|enc| {
+        enc.copy_buffer_to_buffer(&a, 0, &b, 0, size)
+    })?;
+    let copy_gbs = 2.0 * size as f64 / t / 1e9;
+    eprintln!("  copy: {copy_gbs:.2} GB/s (read + write)");
+
+    // FMA throughput.
+    let module = dev
+        .device
+        .create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("bench fma"),
+            source: wgpu::ShaderSource::Wgsl(FMA_WGSL.into()),
+        });
+    let pipeline = dev
+        .device
+        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("bench fma"),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+    let groups = 256u32;
+    let out = Tensor::zeros(dev, "fma out", &[groups as usize * 64], DType::F32)?;
+    let bg = dev.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("bench fma"),
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[wgpu::BindGroupEntry {
+            binding: 0,
+            resource: out.buffer().as_entire_binding(),
+        }],
+    });
+    let t = time_gpu(dev, runs, &|enc| {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bg, &[]);
+        pass.dispatch_workgroups(groups, 1, 1);
+    })?;
+    let fma_gflops = groups as f64 * 64.0 * 65536.0 / t / 1e9;
+    eprintln!("  fma: {fma_gflops:.1} GFLOP/s");
+
+    let mut matvec = Vec::new();
+    let shapes: &[(usize, usize)] = if quick {
+        &[(1536, 576)]
+    } else {
+        &[(1536, 576), (576, 1536), (49152, 576)]
+    };
+    for &dt in &[DType::F32, DType::F16, DType::Q8_0, DType::Q4_1] {
+        for &(n, kk) in shapes {
+            let w: Vec<f32> = (0..n * kk)
+                .map(|i| ((i * 7919 % 2003) as f32 / 1001.0) - 1.0)
+                .collect();
+            let bytes = reference::quantize(dt, &w);
+            let wt = Tensor::upload_weights(dev, "w", &[n, kk], dt, &bytes)?;
+            let x = Tensor::from_f32(dev, "x", &[kk], &w[..kk])?;
+            let y = Tensor::zeros(dev, "y", &[n], DType::F32)?;
+            let d = k.matvec(&wt, &x, 0, &y, 0)?;
+            let t = time_gpu(dev, runs, &record_dispatches(&d))?;
+            let gbs = bytes.len() as f64 / t / 1e9;
+            let gws = (n * kk) as f64 / t / 1e9;
+            eprintln!(
+                "  matvec {dt} {n}x{kk}: {gbs:.2} GB/s, {gws:.2} G weights/s, {:.3} of copy",
+                gbs / copy_gbs
+            );
+            matvec.push(json!({"dtype": dt.name(), "n": n, "k": kk, "ms": t * 1e3, "gb_s": gbs, "gweights_s": gws, "ratio_to_copy": gbs / copy_gbs}));
+        }
+    }
+    let mut matmul = Vec::new();
+    let (m, n, kk) = (128usize, 1536usize, 576usize);
+    for &dt in &[DType::F32, DType::Q4_1] {
+        let w: Vec<f32> = (0..n * kk)
+            .map(|i| ((i * 7919 % 2003) as f32 / 1001.0) - 1.0)
+            .collect();
+        let bytes = reference::quantize(dt, &w);
+        let wt = Tensor::upload_weights(dev, "w", &[n, kk], dt, &bytes)?;
+        let xs: Vec<f32> = (0..m * kk).map(|i| (i as f32 * 0.37).sin()).collect();
+        let x = Tensor::from_f32(dev, "x", &[m, kk], &xs)?;
+        let y = Tensor::zeros(dev, "y", &[m, n], DType::F32)?;
+        for (kernel, d) in [
+            ("matmul (tiled)", k.matmul(&x, m, &wt, &y)?),
+            ("linear (as chosen for prefill)", k.linear(&x, m, &wt, &y)?),
+        ] {
+            let t = time_gpu(dev, runs, &record_dispatches(&d))?;
+            let gf = 2.0 * (m * n * kk) as f64 / t / 1e9;
+            eprintln!(
+                "  {kernel} {dt} m{m} n{n} k{kk}: {gf:.2} GFLOP/s, {:.3} of FMA",
+                gf / fma_gflops
+            );
+            matmul.push(json!({"kernel": kernel, "dtype": dt.name(), "m": m, "n": n, "k": kk, "ms": t * 1e3, "gflop_s": gf, "ratio_to_fma": gf / fma_gflops}));
+        }
+    }
+    Ok(
+        json!({"copy_gb_s": copy_gbs, "fma_gflop_s": fma_gflops, "matvec": matvec, "matmul": matmul}),
+    )
+}
+
+fn run_infer(infer: &Path, args: &[&str]) -> Result<Value> {
+    eprintln!("  $ infer {}", args.join(" "));
+    let out = Command::new(infer)
+        .args(args)
+        .output()
+        .context("running infer")?;
+    if !out.status.success() {
+        bail!(
+            "infer {} failed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().context("infer printed nothing")?;
+    serde_json::from_str(last).with_context(|| format!("parsing infer's JSON: {last}"))
+}
+
+pub fn bench(root: &Path, args: &[String]) -> Result<()> {
+    let o = parse(args)?;
+    eprintln!("building infer (release)...");
+    let status = Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+        .args(["build", "--release", "-p", "infer-cli"])
+        .current_dir(root)
+        .status()?;
+    if !status.success() {
+        bail!("cargo build --release -p infer-cli failed");
+    }
+    let infer = root.join("target/release/infer");
+    let model = match &o.model {
+        Some(m) => m.clone(),
+        None => crate::model::fetch_default_model(root)?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let all = infer_tensor::device::enumerate(&DeviceOptions::default())?;
+    let mut backends: Vec<String> = Vec::new();
+    for a in &all {
+        let name = match a.info.backend {
+            wgpu::Backend::Vulkan => "vulkan",
+            wgpu::Backend::Metal => "metal",
+            wgpu::Backend::Dx12 => "dx12",
+            wgpu::Backend::Gl => "gl",
+            _ => continue,
+        };
+        if !backends.iter().any(|b| b == name) {
+            backends.push(name.into());
+        }
+    }
+    if let Some(b) = &o.backend {
+        backends.retain(|x| x == b);
+        if backends.is_empty() {
+            bail!("no adapter on backend {b}");
+        }
+    } else if backends.iter().any(|b| b != "gl") {
+        // GL (no compute features we use, minutes per shader compile on llvmpipe) only on
+        // request or when it is all there is.
+        if backends.iter().any(|b| b == "gl") {
+            eprintln!("skipping the GL backend (ask for it with --backend gl)");
+        }
+        backends.retain(|b| b != "gl");
+    }
+    if backends.is_empty() {
+        bail!("no GPU adapter found");
+    }
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let mut results = Vec::new();
+    let runs = if o.quick { "1" } else { "3" };
+    for b in &backends {
+        eprintln!("== backend {b}");
+        let dev = Arc::new(Device::new(&DeviceOptions {
+            backend: Some(b.clone()),
+            adapter: None,
+        })?);
+        let info = dev.info.clone();
+        eprintln!("adapter: {}", dev.describe());
+        let roof = rooflines(&dev, o.quick)?;
+        drop(dev);
+        let mut models = Vec::new();
+        for (form, quant) in [("q4_1", None), ("q8_0", Some("q8_0")), ("f16", Some("f16"))] {
+            if o.quick && form != "q4_1" {
+                continue;
+            }
+            let mut a = vec![
+                "bench",
+                "--json",
+                "--backend",
+                b,
+                "--model",
+                &model,
+                "--prompt-tokens",
+                "128",
+                "--prompt-tokens",
+                "512",
+                "--gen-tokens",
+                "32",
+                "--runs",
+                runs,
+            ];
+            if let Some(q) = quant {
+                a.extend(["--quant", q]);
+            }
+            let mut v = run_infer(&infer, &a)?;
+            v["form"] = form.into();
+            models.push(v);
+        }
+        let spec = run_infer(
+            &infer,
+            &[
+                "bench",
+                "--json",
+                "--backend",
+                b,
+                "--model",
+                &model,
+                "--prompt-tokens",
+                "16",
+                "--gen-tokens",
+                "64",
+                "--runs",
+                "1",
+                "--prompt-lookup",
+                "2",
+            ],
+        )?;
+        results.push(json!({
+            "backend": b,
+            "adapter": info.name,
+            "device_type": format!("{:?}", info.device_type),
+            "driver": format!("{} {}", info.driver, info.driver_info),
+            "rooflines": roof,
+            "models": models,
+            "speculative": spec.get("speculative").cloned().unwrap_or(Value::Null),
+        }));
+    }
+    let doc = json!({"commit": commit, "date": date(), "model": model, "results": results});
+    std::fs::create_dir_all(root.join("bench"))?;
+    std::fs::write(
+        root.join("bench/results.json"),
+        serde_json::to_string_pretty(&doc)? + "\n",
+    )?;
+    std::fs::write(root.join("BENCHMARKS.md"), markdown(&doc))?;
+    eprintln!("wrote BENCHMARKS.md and bench/results.json");
+    Ok(())
+}
+
+fn date() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn markdown(doc: &Value) -> String {
+    let mut s = String::new();
+    s += "# Benchmarks\n\nGenerated by `cargo xtask bench` (do not edit by hand).\n\n";
+    s += &format!(
+        "Commit `{}`, {}; model `{}`.\n",
+        doc["commit"].as_str().unwrap_or(""),
+        doc["date"].as_str().unwrap_or(""),
+        doc["model"].as_str().unwrap_or("")
+    );
+    for r in doc["results"].as_array().into_iter().flatten() {
+        let roof = &r["rooflines"];
+        let copy = f(&roof["copy_gb_s"]);
+        let fma = f(&roof["fma_gflop_s"]);
+        s += &format!(
+            "\n## {} — {} ({}, {})\n\nDriver: {}.\n\n",
+            r["backend"].as_str().unwrap_or(""),
+            r["adapter"].as_str().unwrap_or(""),
+            r["device_type"].as_str().unwrap_or(""),
+            r["backend"].as_str().unwrap_or(""),
+            r["driver"].as_str().unwrap_or("")
+        );
+        s += &format!(
+            "Baselines measured in the same run: buffer copy **{copy:.2} GB/s** (read + write), FMA throughput **{fma:.1} GFLOP/s**.\n\n"
+        );
+        s += "| kernel | dtype | shape | ms | GB/s | G weights/s | x copy |\n|---|---|---|---|---|---|---|\n";
+        for m in roof["matvec"].as_array().into_iter().flatten() {
+            s += &format!(
+                "| matvec | {} | {}x{} | {:.3} | {:.2} | {:.2} | {:.3} |\n",
+                m["dtype"].as_str().unwrap_or(""),
+                m["n"],
+                m["k"],
+                f(&m["ms"]),
+                f(&m["gb_s"]),
+                f(&m["gweights_s"]),
+                f(&m["ratio_to_copy"])
+            );
+        }
+        s += "\n| kernel | dtype | m x n x k | ms | GFLOP/s | x FMA |\n|---|---|---|---|---|---|\n";
+        for m in roof["matmul"].as_array().into_iter().flatten() {
+            s += &format!(
+                "| {} | {} | {}x{}x{} | {:.2} | {:.2} | {:.3} |\n",
+                m["kernel"].as_str().unwrap_or(""),
+                m["dtype"].as_str().unwrap_or(""),
+                m["m"],
+                m["n"],
+                m["k"],
+                f(&m["ms"]),
+                f(&m["gflop_s"]),
+                f(&m["ratio_to_fma"])
+            );
+        }
+        s += "\n| model form | prefill 128 tok/s | prefill 512 tok/s | decode tok/s (128 ctx) | decode tok/s (512 ctx) | TTFT cold ms | TTFT warm ms (128) | GPU tensors MiB | weights MB | decode GB/s of weights (x copy) | prefill GFLOP/s at 512 (x FMA) |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+        for m in r["models"].as_array().into_iter().flatten() {
+            let p128 = &m["prompt_128"];
+            let p512 = &m["prompt_512"];
+            let wb = f(&m["weight_bytes"]);
+            let dec = f(&p128["decode_tok_s"]);
+            let bw = wb * dec / 1e9;
+            let pf = 2.0 * f(&m["non_embedding_params"]) * f(&p512["prefill_tok_s"]) / 1e9;
+            s += &format!(
+                "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {:.2} ({:.3}) | {:.2} ({:.3}) |\n",
+                m["form"].as_str().unwrap_or(""),
+                f(&p128["prefill_tok_s"]),
+                f(&p512["prefill_tok_s"]),
+                dec,
+                f(&p512["decode_tok_s"]),
+                f(&m["cold_ttft_ms"]),
+                f(&p128["ttft_ms"]),
+                f(&m["gpu_tensor_bytes"]) / (1u64 << 20) as f64,
+                wb / 1e6,
+                bw,
+                bw / copy,
+                pf,
+                pf / fma
+            );
+        }
+        let sp = &r["speculative"];
+        if !sp.is_null() {
+            s += &format!("\nSpeculative decoding (prompt lookup): `{}`\n", sp);
+        }
+    }
+    s += "\nMedians of several runs; the machines are noisy, so compare ratios measured in the same run. \
+Decode GB/s counts the bytes of every weight matrix once per token; prefill GFLOP/s counts 2 x non-embedding parameters per token.\n";
+    s
+}

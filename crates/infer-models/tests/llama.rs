@@ -3,27 +3,19 @@
 //! and greedy step, greedy tokens exact), the same model as GGUF, the real stories260K
 //! model (256 greedy ids exact), and bad input.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+mod common;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::*;
 use infer_kernels::Kernels;
 use infer_models::load::{ModelPath, open};
-use infer_models::{LlamaModel, LoadOptions, Model, ModelError, Output, StepOut};
-use infer_tensor::device::test_device;
+use infer_models::{LlamaModel, LoadOptions, ModelError, Output};
 use serde_json::Value;
 
-fn kernels() -> Option<Arc<Kernels>> {
-    static K: OnceLock<Option<Arc<Kernels>>> = OnceLock::new();
-    K.get_or_init(|| test_device().map(|d| Arc::new(Kernels::new(Arc::new(d)))))
-        .clone()
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn fixtures() -> PathBuf {
-    repo().join("tests/fixtures/llama")
+    common::fixtures("llama")
 }
 
 /// `../shared/models/<name>` beside the repo; missing: SKIP, or a failure under CI=true.
@@ -37,140 +29,6 @@ fn shared_model(name: &str) -> Option<PathBuf> {
     }
     eprintln!("SKIP: {} is missing; this test did NOT run", p.display());
     None
-}
-
-fn load(k: &Arc<Kernels>, path: ModelPath, opts: &LoadOptions) -> LlamaModel {
-    let (src, cfg) = open(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    LlamaModel::load(&src, cfg, k.clone(), opts).unwrap_or_else(|e| panic!("{path:?}: {e}"))
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_f64().expect("float") as f32)
-        .collect()
-}
-
-fn logits(m: &mut LlamaModel, tokens: &[u32]) -> Vec<f32> {
-    match m.forward(tokens, Output::Logits).expect("forward") {
-        StepOut::Logits(l) => l,
-        other => panic!("expected logits, got {other:?}"),
-    }
-}
-
-fn token(m: &mut LlamaModel, tokens: &[u32]) -> u32 {
-    match m.forward(tokens, Output::Argmax).expect("forward") {
-        StepOut::Token(t) => t,
-        other => panic!("expected a token, got {other:?}"),
-    }
-}
-
-/// Logits agree when |got - want| <= 1e-3 + 1e-3 |want| (transformers runs f32 too; the
-/// difference is accumulation order; the fixtures keep top-1/top-2 margins >= 0.1).
-fn assert_logits(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: vocab");
-    let (mut worst, mut at) = (0f32, 0);
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let excess = (g - w).abs() - (1e-3 + 1e-3 * w.abs());
-        if excess > worst || !g.is_finite() {
-            (worst, at) = (excess.max(f32::MIN_POSITIVE), i);
-        }
-    }
-    assert!(
-        worst <= 0.0,
-        "{what}: logit {at}: got {} want {} (abs err {})",
-        got[at],
-        want[at],
-        (got[at] - want[at]).abs()
-    );
-}
-
-fn argmax(x: &[f32]) -> u32 {
-    infer_tensor::reference::argmax(x)
-}
-
-/// Prefill, token-by-token and greedy checks of one model against one expected.json.
-fn check_against(m: &mut LlamaModel, expected: &Value, what: &str) {
-    let prompt = ids(&expected["prompt_ids"]);
-    let prompt_logits: Vec<Vec<f32>> = expected["prompt_logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(floats)
-        .collect();
-    let greedy = ids(&expected["greedy_ids"]);
-    let step_logits: Vec<Vec<f32>> = expected["greedy_step_logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(floats)
-        .collect();
-
-    // 1. The whole prompt in one batched prefill, then greedy steps, logits at each.
-    m.truncate(0);
-    let mut l = logits(m, &prompt);
-    for (i, &want) in greedy.iter().enumerate() {
-        assert_logits(&format!("{what}: greedy step {i}"), &l, &step_logits[i]);
-        assert_eq!(argmax(&l), want, "{what}: greedy token {i}");
-        l = logits(m, &[want]);
-    }
-    // 2. The prompt one token at a time (decode path): logits at every position.
-    m.truncate(0);
-    for (i, &t) in prompt.iter().enumerate() {
-        let l = logits(m, &[t]);
-        assert_logits(
-            &format!("{what}: prompt position {i}"),
-            &l,
-            &prompt_logits[i],
-        );
-    }
-    // 3. Greedy with the argmax on the GPU: exact tokens.
-    m.truncate(0);
-    let mut got = vec![token(m, &prompt)];
-    while got.len() < greedy.len() {
-        let last = *got.last().unwrap();
-        got.push(token(m, &[last]));
-    }
-    assert_eq!(got, greedy, "{what}: greedy ids (argmax on the GPU)");
-    // 4. Outputs at every position of one batched step (speculative verification).
-    m.truncate(0);
-    match m.forward(&prompt, Output::AllLogits) {
-        Ok(StepOut::Logits(all)) => {
-            let v = prompt_logits[0].len();
-            assert_eq!(all.len(), prompt.len() * v, "{what}: all-position logits");
-            for (i, want) in prompt_logits.iter().enumerate() {
-                assert_logits(
-                    &format!("{what}: all-position row {i}"),
-                    &all[i * v..(i + 1) * v],
-                    want,
-                );
-            }
-            m.truncate(0);
-            let Ok(StepOut::Tokens(t)) = m.forward(&prompt, Output::AllArgmax) else {
-                panic!("{what}: AllArgmax gives tokens")
-            };
-            let want: Vec<u32> = prompt_logits.iter().map(|l| argmax(l)).collect();
-            assert_eq!(t, want, "{what}: all-position argmax");
-        }
-        Err(ModelError::Invalid(_)) if prompt.len() > 4 => {} // max_batch 4 is below the prompt
-        other => panic!("{what}: AllLogits gave {other:?}"),
-    }
-}
-
-fn read_json(p: &Path) -> Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
-    )
-    .unwrap()
 }
 
 #[test]
@@ -196,7 +54,7 @@ fn tiny_checkpoints_match_transformers() {
             };
             let mut m = load(&k, ModelPath::HfDir(dir.clone()), &opts);
             check_against(
-                &mut m,
+                m.as_mut(),
                 &expected,
                 &format!("{case} (max_batch {max_batch})"),
             );
@@ -214,14 +72,14 @@ fn gguf_and_safetensors_give_the_same_tokens() {
         ModelPath::Gguf(dir.join("model.gguf")),
         &LoadOptions::default(),
     );
-    check_against(&mut m, &expected, "llama_gqa_f32 GGUF f32");
+    check_against(m.as_mut(), &expected, "llama_gqa_f32 GGUF f32");
     let expected_q8 = read_json(&dir.join("expected_q8_0.json"));
     let mut m = load(
         &k,
         ModelPath::Gguf(dir.join("model_q8_0.gguf")),
         &LoadOptions::default(),
     );
-    check_against(&mut m, &expected_q8, "llama_gqa_f32 GGUF Q8_0");
+    check_against(m.as_mut(), &expected_q8, "llama_gqa_f32 GGUF Q8_0");
 }
 
 #[test]
@@ -238,10 +96,10 @@ fn quantize_on_load_keeps_greedy_tokens_close() {
     let mut m = load(&k, ModelPath::HfDir(dir), &opts);
     let prompt = ids(&expected_q8["prompt_ids"]);
     let greedy = ids(&expected_q8["greedy_ids"]);
-    let mut got = vec![token(&mut m, &prompt)];
+    let mut got = vec![token(m.as_mut(), &prompt)];
     while got.len() < greedy.len() {
         let last = *got.last().unwrap();
-        got.push(token(&mut m, &[last]));
+        got.push(token(m.as_mut(), &[last]));
     }
     assert_eq!(got, greedy);
 }
@@ -256,11 +114,11 @@ fn stories260k_greedy_from_bos_matches_all_256_ids() {
     assert_eq!(expected.len(), 256);
     let mut m = load(&k, ModelPath::HfDir(dir), &LoadOptions::default());
     let mut got = vec![expected[0]];
-    let mut next = token(&mut m, &[expected[0]]);
+    let mut next = token(m.as_mut(), &[expected[0]]);
     while got.len() < expected.len() {
         got.push(next);
         if got.len() < expected.len() {
-            next = token(&mut m, &[next]);
+            next = token(m.as_mut(), &[next]);
         }
     }
     assert_eq!(got, expected);

@@ -83,6 +83,43 @@ fn gguf_and_safetensors_give_the_same_tokens() {
 }
 
 #[test]
+fn sharded_safetensors_give_the_same_tokens() {
+    // model.safetensors split in two shards with a model.safetensors.index.json, as
+    // transformers writes large checkpoints.
+    let Some(k) = kernels() else { return };
+    let src = fixtures().join("llama_gqa_f32");
+    let d = tempdir::Dir::new("sharded");
+    for f in ["config.json", "generation_config.json"] {
+        std::fs::copy(src.join(f), d.0.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names = st.names();
+    names.sort();
+    let mut weight_map = serde_json::Map::new();
+    for (i, part) in names.chunks(names.len().div_ceil(2)).enumerate() {
+        let file = format!("model-{:05}-of-00002.safetensors", i + 1);
+        let views: Vec<(String, safetensors::tensor::TensorView)> = part
+            .iter()
+            .map(|n| (n.to_string(), st.tensor(n).unwrap()))
+            .collect();
+        std::fs::write(
+            d.0.join(&file),
+            safetensors::serialize(views, None).unwrap(),
+        )
+        .unwrap();
+        for n in part {
+            weight_map.insert(n.to_string(), file.clone().into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(d.0.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let expected = read_json(&src.join("expected.json"));
+    let mut m = load(&k, ModelPath::HfDir(d.0.clone()), &LoadOptions::default());
+    check_against(m.as_mut(), &expected, "llama_gqa_f32 in two shards");
+}
+
+#[test]
 fn quantize_on_load_keeps_greedy_tokens_close() {
     // --quant q8_0 on an f32 checkpoint: the same quantizer llama.cpp uses, so the result
     // equals the Q8_0 GGUF's tokens.

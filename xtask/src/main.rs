@@ -1,7 +1,8 @@
 //! `cargo xtask <command>`: project chores.
 //!
 //! - `model`: fetch the default model (SmolLM2-135M-Instruct Q4_1 GGUF) into `models/`.
-//! - `bench`: kernel rooflines and end-to-end speed on every backend, into BENCHMARKS.md.
+//! - `bench`: kernel rooflines and end-to-end speed on every backend, into BENCHMARKS.md;
+//!   `bench serve`: the serving load test, into BENCHMARKS-serve.md.
 
 mod bench;
 mod model;
@@ -27,7 +28,7 @@ fn main() -> Result<()> {
         }
         Some("bench") => bench::bench(&repo_root(), &args[1..]),
         other => bail!(
-            "unknown xtask command {other:?}\n\nusage: cargo xtask <command>\n  model   fetch the default model into models/\n  bench   benchmarks on every backend, written to BENCHMARKS.md [--backend B] [--model M] [--quick]"
+            "unknown xtask command {other:?}\n\nusage: cargo xtask <command>\n  model   fetch the default model into models/\n  bench   benchmarks on every backend, written to BENCHMARKS.md [--backend B] [--model M] [--quick]\n  bench serve   the serving load test (infer bench-serve options), written to BENCHMARKS-serve.md"
         ),
     }
 }

@@ -2,7 +2,7 @@
 # Installs Mesa's lavapipe (software Vulkan) from bookworm-backports when the machine
 # has no Vulkan driver. On a machine that already has one, installs nothing.
 set -euo pipefail
-if ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then
+if compgen -G "/usr/share/vulkan/icd.d/*.json" >/dev/null || compgen -G "/etc/vulkan/icd.d/*.json" >/dev/null; then
   echo "install-vulkan: a Vulkan driver is already installed; nothing to do"
   exit 0
 fi

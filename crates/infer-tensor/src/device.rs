@@ -125,6 +125,8 @@ pub struct Device {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     pub caps: Caps,
+    /// Reusable buffers (readback staging), so repeated reads allocate nothing new.
+    pub pool: crate::tensor::BufferPool,
     uncaptured: Arc<Mutex<Vec<String>>>,
 }
 
@@ -203,6 +205,7 @@ impl Device {
             limits,
             features,
             caps,
+            pool: Default::default(),
             uncaptured,
         })
     }

@@ -448,21 +448,20 @@ impl Tensor {
 }
 
 /// Copies `len` bytes at `offset` of `buffer` to the host (waits for the GPU).
+/// The staging buffer comes from the device's [`BufferPool`] and goes back to it.
 pub fn read_buffer(dev: &Device, buffer: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
     let padded = pad4(len);
-    let staging = dev.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("readback"),
-        size: padded,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
+    let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+    let staging = dev.pool.acquire(dev, padded, usage);
     let mut enc = dev.device.create_command_encoder(&Default::default());
     enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, padded);
     dev.queue.submit([enc.finish()]);
-    map_read(dev, &staging, padded).map(|mut v| {
+    let out = map_read(dev, &staging, padded).map(|mut v| {
         v.truncate(len as usize);
         v
-    })
+    });
+    dev.pool.release(staging);
+    out
 }
 
 /// Maps a MAP_READ buffer, copies `len` bytes out and unmaps it.
@@ -507,6 +506,16 @@ impl BufferPool {
             usage,
             mapped_at_creation: false,
         })
+    }
+
+    /// Buffers waiting to be reused.
+    pub fn idle(&self) -> usize {
+        self.free
+            .lock()
+            .expect("pool poisoned")
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 
     pub fn release(&self, buffer: wgpu::Buffer) {

@@ -1,0 +1,95 @@
+//! Tensors on a real adapter: upload / download round trips, row splitting, the weight
+//! layout, and the buffer pool. SKIP without an adapter; a failure under CI=true.
+
+use infer_tensor::device::test_device;
+use infer_tensor::tensor::{pack_weights, weight_units_per_row};
+use infer_tensor::{DType, Layout, Tensor, reference};
+
+#[test]
+fn round_trips_split_parts_and_pool_reuse() {
+    let Some(dev) = test_device() else { return };
+    // f32 and u32 round trips, lengths not a multiple of 4 elements.
+    let x: Vec<f32> = (0..37).map(|i| i as f32 * 0.5 - 3.0).collect();
+    let t = Tensor::from_f32(&dev, "x", &[37], &x).unwrap();
+    assert_eq!(t.read_f32(&dev).unwrap(), x);
+    let ids: Vec<u32> = vec![5, 0, 123456, 7];
+    let u = Tensor::upload(&dev, "ids", &[4], DType::U32, bytemuck::cast_slice(&ids)).unwrap();
+    assert_eq!(
+        u.read_bytes(&dev).unwrap(),
+        bytemuck::cast_slice::<u32, u8>(&ids)
+    );
+    // A plain tensor split into parts of 3 rows reads back whole and in order.
+    let m: Vec<f32> = (0..10 * 6).map(|i| i as f32).collect();
+    let s = Tensor::upload_with_max_part(
+        &dev,
+        "m",
+        &[10, 6],
+        DType::F32,
+        bytemuck::cast_slice(&m),
+        3 * 6 * 4,
+    )
+    .unwrap();
+    assert_eq!(s.parts.len(), 4);
+    assert_eq!(
+        s.parts.iter().map(|p| p.rows).collect::<Vec<_>>(),
+        vec![3, 3, 3, 1]
+    );
+    assert_eq!(s.read_f32(&dev).unwrap(), m);
+    // write() then read back.
+    let y: Vec<f32> = x.iter().map(|v| v * 2.0).collect();
+    t.write(&dev, bytemuck::cast_slice(&y)).unwrap();
+    assert_eq!(t.read_f32(&dev).unwrap(), y);
+    // Readback staging buffers come back to the pool and are reused, not re-created.
+    let before = dev.pool.idle();
+    assert!(before >= 1, "a read returns its staging buffer to the pool");
+    t.read_f32(&dev).unwrap();
+    assert_eq!(
+        dev.pool.idle(),
+        before,
+        "a same-sized read reuses a pooled buffer"
+    );
+    // Weight-layout tensors cannot be read back as plain bytes.
+    let w = Tensor::upload_weights(
+        &dev,
+        "w",
+        &[2, 6],
+        DType::F32,
+        bytemuck::cast_slice(&m[..12]),
+    )
+    .unwrap();
+    assert_eq!(w.layout, Layout::Weights);
+    assert!(w.read_bytes(&dev).is_err());
+    // zeros() is zero.
+    let z = Tensor::zeros(&dev, "z", &[5], DType::F32).unwrap();
+    assert_eq!(z.read_f32(&dev).unwrap(), vec![0.0; 5]);
+}
+
+#[test]
+fn weight_layout_puts_units_then_scales() {
+    // Q4_1, 2 rows of 64: 4 blocks; quants in 16-byte units, then (d, m) pairs.
+    let w: Vec<f32> = (0..128).map(|i| (i % 17) as f32 - 8.0).collect();
+    let gguf = reference::quantize(DType::Q4_1, &w);
+    let (packed, scale_off) = pack_weights(DType::Q4_1, 2, 64, &gguf);
+    assert_eq!(weight_units_per_row(DType::Q4_1, 64), 2);
+    assert_eq!(scale_off, 4);
+    for b in 0..4 {
+        assert_eq!(
+            &packed[b * 16..(b + 1) * 16],
+            &gguf[b * 20 + 4..(b + 1) * 20],
+            "quants of block {b}"
+        );
+        assert_eq!(
+            &packed[64 + b * 4..64 + (b + 1) * 4],
+            &gguf[b * 20..b * 20 + 4],
+            "scales of block {b}"
+        );
+    }
+    assert_eq!(packed.len() % 16, 0);
+    // f32 rows of 5 are padded with zeros to whole units of 4.
+    let x: Vec<f32> = (1..=10).map(|i| i as f32).collect();
+    let (p, off) = pack_weights(DType::F32, 2, 5, bytemuck::cast_slice(&x));
+    let got: Vec<f32> = bytemuck::cast_slice(&p).to_vec();
+    assert_eq!(off, 4);
+    assert_eq!(&got[..8], &[1., 2., 3., 4., 5., 0., 0., 0.]);
+    assert_eq!(&got[8..16], &[6., 7., 8., 9., 10., 0., 0., 0.]);
+}

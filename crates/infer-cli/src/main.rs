@@ -799,7 +799,8 @@ fn main() -> Result<()> {
 #[derive(Args)]
 struct ServeArgs {
     /// A Hugging Face folder, a .gguf file, or a repo id in the local Hugging Face cache
-    /// (Llama family). Default: env INFER_MODEL, else the model `cargo xtask model` fetches.
+    /// (any supported architecture). Default: env INFER_MODEL, else the model `cargo xtask
+    /// model` fetches.
     #[arg(long, short)]
     model: Option<String>,
     #[arg(long, default_value = "127.0.0.1")]

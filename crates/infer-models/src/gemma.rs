@@ -28,15 +28,15 @@
 
 use std::sync::Arc;
 
-use infer_kernels::{AttentionParams, Dispatch, GeluMode, Kernels};
-use infer_tensor::{DType, Tensor};
+use infer_kernels::{Dispatch, GeluMode, Kernels};
+use infer_tensor::{Device, Tensor};
 
 use crate::arch::Family;
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::model::Output;
-use crate::runner::{Graph, Io, LoadOptions, Runner, WeightLoader};
+use crate::runner::{Graph, LoadOptions, Runner, WeightLoader};
 use crate::source::Source;
+use crate::step::{Acts, AttnSpec, Step};
 
 struct Layer {
     attn_norm: Tensor,
@@ -53,27 +53,11 @@ struct Layer {
     gate: Tensor,
     up: Tensor,
     down: Tensor,
-    k_cache: Tensor,
-    v_cache: Tensor,
     /// Sliding window of this layer (0: global attention).
     window: usize,
 }
 
-/// Activation buffers, sized for B = `max_batch` tokens, allocated once.
-struct Acts {
-    x: Tensor,    // (B, hidden) residual stream
-    xn: Tensor,   // (B, hidden) normed
-    q: Tensor,    // (B, heads * hd)
-    k: Tensor,    // (B, kv * hd)
-    v: Tensor,    // (B, kv * hd)
-    attn: Tensor, // (B, heads * hd)
-    o: Tensor,    // (B, hidden) output of a projection back to hidden
-    gate: Tensor, // (B, inter)
-    up: Tensor,   // (B, inter)
-    act: Tensor,  // (B, inter)
-}
-
-/// Gemma's and Gemma 2's weights, caches and activations.
+/// Gemma's and Gemma 2's weights and activations.
 pub struct Gemma {
     cfg: ModelConfig,
     embed: Tensor,
@@ -98,7 +82,18 @@ impl Runner<Gemma> {
         kernels: Arc<Kernels>,
         opts: &LoadOptions,
     ) -> Result<GemmaModel> {
-        let dev = kernels.dev.clone();
+        let graph = Gemma::load(src, cfg, &kernels.dev, opts)?;
+        Runner::new(kernels, graph, opts)
+    }
+}
+
+impl Gemma {
+    pub fn load(
+        src: &Source,
+        cfg: ModelConfig,
+        dev: &Arc<Device>,
+        opts: &LoadOptions,
+    ) -> Result<Gemma> {
         let v2 = cfg.arch.family == Family::Gemma2;
         let (h, hd, nh, nkv, inter) = (
             cfg.hidden,
@@ -107,14 +102,9 @@ impl Runner<Gemma> {
             cfg.n_kv_heads,
             cfg.intermediate,
         );
-        let io = Io::new(&dev, &cfg, opts)?;
         let w = WeightLoader::new(src, dev.clone(), opts, 3 + cfg.n_layers * 11);
         let embed = w.matrix("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
-        let lm_head = if cfg.tie_embeddings || !src.has("lm_head.weight") {
-            None
-        } else {
-            Some(w.matrix("lm_head.weight", &[cfg.vocab_size, h])?)
-        };
+        let lm_head = w.lm_head(&cfg)?;
         let norm = w.vector("model.norm.weight", h)?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
@@ -149,35 +139,20 @@ impl Runner<Gemma> {
                 gate: w.matrix(&p("mlp.gate_proj.weight"), &[inter, h])?,
                 up: w.matrix(&p("mlp.up_proj.weight"), &[inter, h])?,
                 down: w.matrix(&p("mlp.down_proj.weight"), &[h, inter])?,
-                k_cache: w.kv_cache("k", i, &cfg, io.capacity)?,
-                v_cache: w.kv_cache("v", i, &cfg, io.capacity)?,
                 window,
             });
         }
         w.finish();
-        let rope_cs = w.rope_table(&cfg, io.capacity)?;
+        let rope_cs = w.rope_table(&cfg, opts.capacity(&cfg))?;
         // transformers multiplies by sqrt(hidden) rounded to the activation dtype (f32).
-        let embed_scale = Tensor::from_f32(&dev, "embed_scale", &[1], &[(h as f32).sqrt()])?;
-        let b = io.max_batch;
-        let z = |name: &str, shape: &[usize]| Tensor::zeros(&dev, name, shape, DType::F32);
-        let acts = Acts {
-            x: z("x", &[b, h])?,
-            xn: z("xn", &[b, h])?,
-            q: z("q", &[b, nh * hd])?,
-            k: z("k", &[b, nkv * hd])?,
-            v: z("v", &[b, nkv * hd])?,
-            attn: z("attn", &[b, nh * hd])?,
-            o: z("o", &[b, h])?,
-            gate: z("gate", &[b, inter])?,
-            up: z("up", &[b, inter])?,
-            act: z("act", &[b, inter])?,
-        };
+        let embed_scale = Tensor::from_f32(dev, "embed_scale", &[1], &[(h as f32).sqrt()])?;
+        let acts = Acts::new(dev, &cfg, opts.rows(&cfg))?;
         let norm_offset = if matches!(src, Source::Gguf(_)) {
             0.0
         } else {
             1.0
         };
-        let graph = Gemma {
+        Ok(Gemma {
             cfg,
             embed,
             embed_scale,
@@ -187,8 +162,7 @@ impl Runner<Gemma> {
             rope_cs,
             acts,
             norm_offset,
-        };
-        Runner::new(kernels, io, graph)
+        })
     }
 }
 
@@ -197,7 +171,17 @@ impl Graph for Gemma {
         &self.cfg
     }
 
-    fn build(&self, k: &Kernels, io: &Io, n: usize, out: Output) -> Result<Vec<Dispatch>> {
+    fn acts(&self) -> &Acts {
+        &self.acts
+    }
+
+    fn head(&self) -> (&Tensor, Option<f32>) {
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        (head, self.cfg.ext.final_softcap)
+    }
+
+    fn body(&self, s: &Step) -> Result<Vec<Dispatch>> {
+        let (k, n) = (s.k, s.n);
         let a = &self.acts;
         let c = &self.cfg;
         let (h, hd, nh, nkv, inter) = (
@@ -208,52 +192,32 @@ impl Graph for Gemma {
             c.intermediate,
         );
         let (eps, off) = (c.rms_eps, self.norm_offset);
-        let scale = 1.0 / c.ext.query_pre_attn_scalar.unwrap_or(hd as f32).sqrt();
+        let mut spec = AttnSpec::of(c);
+        spec.scale = 1.0 / c.ext.query_pre_attn_scalar.unwrap_or(hd as f32).sqrt();
+        spec.softcap = c.ext.attn_softcap.unwrap_or(0.0);
         let mut g = Vec::new();
-        g.extend(k.embedding(&self.embed, &io.ids, n, &a.x)?);
+        g.extend(k.embedding(&self.embed, s.ids(), n, &a.x)?);
         g.extend(k.mul(&a.x, &self.embed_scale, n * h, 1)?);
-        for l in &self.layers {
+        for (i, l) in self.layers.iter().enumerate() {
             g.extend(k.rms_norm(&a.x, &l.attn_norm, &a.xn, n, h, eps, off)?);
-            g.extend(k.linear(&a.xn, n, &l.wq, &a.q)?);
-            g.extend(k.linear(&a.xn, n, &l.wk, &a.k)?);
-            g.extend(k.linear(&a.xn, n, &l.wv, &a.v)?);
-            g.extend(k.rope(&a.q, &self.rope_cs, &io.pos, n, nh, hd, c.rope_mode)?);
-            g.extend(k.rope(&a.k, &self.rope_cs, &io.pos, n, nkv, hd, c.rope_mode)?);
-            g.extend(k.kv_write(
-                &a.k,
-                &a.v,
-                &l.k_cache,
-                &l.v_cache,
-                &io.pos,
-                n,
-                nkv,
-                hd,
-                io.capacity,
-            )?);
-            let attn = AttentionParams {
-                n_tokens: n,
-                n_heads: nh,
-                n_kv: nkv,
-                head_dim: hd,
-                capacity: io.capacity,
-                scale,
-                softcap: c.ext.attn_softcap.unwrap_or(0.0),
-                window: l.window,
-            };
-            g.extend(k.attention(&a.q, &l.k_cache, &l.v_cache, &a.attn, &io.pos, &attn)?);
-            g.extend(k.linear(&a.attn, n, &l.wo, &a.o)?);
+            g.extend(s.linear(&a.xn, &l.wq, &a.q)?);
+            g.extend(s.linear(&a.xn, &l.wk, &a.k)?);
+            g.extend(s.linear(&a.xn, &l.wv, &a.v)?);
+            g.extend(s.rope(&a.q, &self.rope_cs, nh, hd, c.rope_mode)?);
+            g.extend(s.rope(&a.k, &self.rope_cs, nkv, hd, c.rope_mode)?);
+            spec.window = l.window;
+            g.extend(s.attention(i, &a.q, &a.k, &a.v, &a.attn, &spec)?);
+            g.extend(s.linear(&a.attn, &l.wo, &a.o)?);
             self.residual(k, &mut g, &a.o, l.post_attn_norm.as_ref(), n)?;
             g.extend(k.rms_norm(&a.x, &l.ffn_norm, &a.xn, n, h, eps, off)?);
-            g.extend(k.linear(&a.xn, n, &l.gate, &a.gate)?);
-            g.extend(k.linear(&a.xn, n, &l.up, &a.up)?);
+            g.extend(s.linear(&a.xn, &l.gate, &a.gate)?);
+            g.extend(s.linear(&a.xn, &l.up, &a.up)?);
             g.extend(k.gelu(&a.gate, &a.act, n * inter, GeluMode::Tanh)?);
             g.extend(k.mul(&a.act, &a.up, n * inter, n * inter)?);
-            g.extend(k.linear(&a.act, n, &l.down, &a.o)?);
+            g.extend(s.linear(&a.act, &l.down, &a.o)?);
             self.residual(k, &mut g, &a.o, l.post_ffn_norm.as_ref(), n)?;
         }
         g.extend(k.rms_norm(&a.x, &self.norm, &a.xn, n, h, eps, off)?);
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        io.head_capped(k, &mut g, &a.xn, h, n, head, out, c.ext.final_softcap)?;
         Ok(g)
     }
 }

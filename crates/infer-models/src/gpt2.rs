@@ -19,14 +19,14 @@
 
 use std::sync::Arc;
 
-use infer_kernels::{AttentionParams, Dispatch, GeluMode, Kernels};
-use infer_tensor::{DType, Device, Tensor};
+use infer_kernels::{Dispatch, GeluMode, Kernels};
+use infer_tensor::{Device, Tensor};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::model::Output;
-use crate::runner::{Graph, Io, LoadOptions, Runner, WeightLoader};
+use crate::runner::{Graph, LoadOptions, Runner, WeightLoader};
 use crate::source::Source;
+use crate::step::{Acts, AttnSpec, Step};
 
 struct Layer {
     ln1_w: Tensor,
@@ -45,24 +45,9 @@ struct Layer {
     b_fc: Tensor,
     proj: Tensor,
     b_proj: Tensor,
-    k_cache: Tensor,
-    v_cache: Tensor,
 }
 
-/// Activation buffers, sized for B = `max_batch` tokens, allocated once.
-struct Acts {
-    x: Tensor,    // (B, hidden) residual stream
-    xn: Tensor,   // (B, hidden) normed
-    q: Tensor,    // (B, hidden)
-    k: Tensor,    // (B, hidden)
-    v: Tensor,    // (B, hidden)
-    attn: Tensor, // (B, hidden)
-    o: Tensor,    // (B, hidden) projection outputs, position embeddings
-    up: Tensor,   // (B, inter)
-    act: Tensor,  // (B, inter)
-}
-
-/// GPT-2's weights, caches and activations.
+/// GPT-2's weights and activations.
 pub struct Gpt2 {
     cfg: ModelConfig,
     wte: Tensor,
@@ -71,8 +56,6 @@ pub struct Gpt2 {
     ln_f_b: Tensor,
     lm_head: Option<Tensor>,
     layers: Vec<Layer>,
-    /// (B) u32: the positions of the step's tokens, written by `prepare()`.
-    pos_ids: Tensor,
     gelu: GeluMode,
     acts: Acts,
 }
@@ -87,7 +70,18 @@ impl Runner<Gpt2> {
         kernels: Arc<Kernels>,
         opts: &LoadOptions,
     ) -> Result<Gpt2Model> {
-        let dev = kernels.dev.clone();
+        let graph = Gpt2::load(src, cfg, &kernels.dev, opts)?;
+        Runner::new(kernels, graph, opts)
+    }
+}
+
+impl Gpt2 {
+    pub fn load(
+        src: &Source,
+        cfg: ModelConfig,
+        dev: &Arc<Device>,
+        opts: &LoadOptions,
+    ) -> Result<Gpt2> {
         let (h, nh, inter) = (cfg.hidden, cfg.n_heads, cfg.intermediate);
         if cfg.n_kv_heads != nh || cfg.head_dim * nh != h {
             return Err(ModelError::Invalid(format!(
@@ -110,11 +104,11 @@ impl Runner<Gpt2> {
                 )));
             }
         };
-        let io = Io::new(&dev, &cfg, opts)?;
-        if io.capacity > cfg.max_position {
+        let capacity = opts.capacity(&cfg);
+        if capacity > cfg.max_position {
             return Err(ModelError::Invalid(format!(
-                "context {} is longer than GPT-2's {} learned positions (n_positions)",
-                io.capacity, cfg.max_position
+                "context {capacity} is longer than GPT-2's {} learned positions (n_positions)",
+                cfg.max_position
             )));
         }
         // Hugging Face GPT2LMHeadModel files say `transformer.`; the original GPT2Model
@@ -166,28 +160,13 @@ impl Runner<Gpt2> {
                 b_fc: w.vector(&p("mlp.c_fc.bias"), inter)?,
                 proj: one("mlp.c_proj.weight", h, inter)?,
                 b_proj: w.vector(&p("mlp.c_proj.bias"), h)?,
-                k_cache: w.kv_cache("k", i, &cfg, io.capacity)?,
-                v_cache: w.kv_cache("v", i, &cfg, io.capacity)?,
             });
         }
         let ln_f_w = w.vector(&format!("{pre}ln_f.weight"), h)?;
         let ln_f_b = w.vector(&format!("{pre}ln_f.bias"), h)?;
         w.finish();
-        let b = io.max_batch;
-        let z = |name: &str, shape: &[usize]| Tensor::zeros(&dev, name, shape, DType::F32);
-        let acts = Acts {
-            x: z("x", &[b, h])?,
-            xn: z("xn", &[b, h])?,
-            q: z("q", &[b, h])?,
-            k: z("k", &[b, h])?,
-            v: z("v", &[b, h])?,
-            attn: z("attn", &[b, h])?,
-            o: z("o", &[b, h])?,
-            up: z("up", &[b, inter])?,
-            act: z("act", &[b, inter])?,
-        };
-        let pos_ids = Tensor::zeros(&dev, "pos_ids", &[b], DType::U32)?;
-        let graph = Gpt2 {
+        let acts = Acts::new(dev, &cfg, opts.rows(&cfg))?;
+        Ok(Gpt2 {
             cfg,
             wte,
             wpe,
@@ -195,11 +174,9 @@ impl Runner<Gpt2> {
             ln_f_b,
             lm_head,
             layers,
-            pos_ids,
             gelu,
             acts,
-        };
-        Runner::new(kernels, io, graph)
+        })
     }
 }
 
@@ -208,68 +185,48 @@ impl Graph for Gpt2 {
         &self.cfg
     }
 
-    /// The learned position embedding reads positions pos..pos+n from `pos_ids`.
-    fn prepare(&self, dev: &Device, pos: usize, n: usize) -> Result<()> {
-        let ids: Vec<u32> = (pos..pos + n).map(|p| p as u32).collect();
-        dev.queue
-            .write_buffer(self.pos_ids.buffer(), 0, bytemuck::cast_slice(&ids));
-        Ok(())
+    fn acts(&self) -> &Acts {
+        &self.acts
     }
 
-    fn build(&self, k: &Kernels, io: &Io, n: usize, out: Output) -> Result<Vec<Dispatch>> {
+    fn head(&self) -> (&Tensor, Option<f32>) {
+        (self.lm_head.as_ref().unwrap_or(&self.wte), None)
+    }
+
+    fn body(&self, s: &Step) -> Result<Vec<Dispatch>> {
+        let (k, n) = (s.k, s.n);
         let a = &self.acts;
         let c = &self.cfg;
-        let (h, hd, nh, inter, eps) = (c.hidden, c.head_dim, c.n_heads, c.intermediate, c.rms_eps);
+        let (h, inter, eps) = (c.hidden, c.intermediate, c.rms_eps);
+        let mut spec = AttnSpec::of(c);
+        spec.window = 0;
         let mut g = Vec::new();
-        g.extend(k.embedding(&self.wte, &io.ids, n, &a.x)?);
-        g.extend(k.embedding(&self.wpe, &self.pos_ids, n, &a.o)?);
+        g.extend(k.embedding(&self.wte, s.ids(), n, &a.x)?);
+        g.extend(k.embedding(&self.wpe, s.positions(), n, &a.o)?);
         g.extend(k.add(&a.x, &a.o, n * h, n * h)?);
-        let attn = AttentionParams {
-            n_tokens: n,
-            n_heads: nh,
-            n_kv: nh,
-            head_dim: hd,
-            capacity: io.capacity,
-            scale: 1.0 / (hd as f32).sqrt(),
-            softcap: 0.0,
-            window: 0,
-        };
-        for l in &self.layers {
+        for (i, l) in self.layers.iter().enumerate() {
             g.extend(k.layer_norm(&a.x, &l.ln1_w, &l.ln1_b, &a.xn, n, h, eps)?);
             for (wt, b, t) in [
                 (&l.wq, &l.bq, &a.q),
                 (&l.wk, &l.bk, &a.k),
                 (&l.wv, &l.bv, &a.v),
             ] {
-                g.extend(k.linear(&a.xn, n, wt, t)?);
+                g.extend(s.linear(&a.xn, wt, t)?);
                 g.extend(k.add(t, b, n * h, h)?);
             }
-            g.extend(k.kv_write(
-                &a.k,
-                &a.v,
-                &l.k_cache,
-                &l.v_cache,
-                &io.pos,
-                n,
-                nh,
-                hd,
-                io.capacity,
-            )?);
-            g.extend(k.attention(&a.q, &l.k_cache, &l.v_cache, &a.attn, &io.pos, &attn)?);
-            g.extend(k.linear(&a.attn, n, &l.wo, &a.o)?);
+            g.extend(s.attention(i, &a.q, &a.k, &a.v, &a.attn, &spec)?);
+            g.extend(s.linear(&a.attn, &l.wo, &a.o)?);
             g.extend(k.add(&a.o, &l.bo, n * h, h)?);
             g.extend(k.add(&a.x, &a.o, n * h, n * h)?);
             g.extend(k.layer_norm(&a.x, &l.ln2_w, &l.ln2_b, &a.xn, n, h, eps)?);
-            g.extend(k.linear(&a.xn, n, &l.fc, &a.up)?);
+            g.extend(s.linear(&a.xn, &l.fc, &a.up)?);
             g.extend(k.add(&a.up, &l.b_fc, n * inter, inter)?);
             g.extend(k.gelu(&a.up, &a.act, n * inter, self.gelu)?);
-            g.extend(k.linear(&a.act, n, &l.proj, &a.o)?);
+            g.extend(s.linear(&a.act, &l.proj, &a.o)?);
             g.extend(k.add(&a.o, &l.b_proj, n * h, h)?);
             g.extend(k.add(&a.x, &a.o, n * h, n * h)?);
         }
         g.extend(k.layer_norm(&a.x, &self.ln_f_w, &self.ln_f_b, &a.xn, n, h, eps)?);
-        let head = self.lm_head.as_ref().unwrap_or(&self.wte);
-        io.head(k, &mut g, &a.xn, h, n, head, out)?;
         Ok(g)
     }
 }

@@ -13,6 +13,7 @@ pub mod model;
 pub mod phi3;
 pub mod runner;
 pub mod source;
+pub mod step;
 pub mod tokenizer;
 
 pub use config::ModelConfig;
@@ -22,6 +23,5 @@ pub use gpt2::Gpt2Model;
 pub use llama::LlamaModel;
 pub use load::{ModelPath, load};
 pub use model::{MAX_TOPK, MAX_VERIFY, Model, Output, StepOut};
-pub use phi3::Phi3Model;
-pub use runner::{LoadOptions, Runner};
+pub use runner::{Graph, LoadOptions, Runner};
 pub use tokenizer::{ChatMessage, StreamDecoder, Tokenizer};

@@ -1,7 +1,8 @@
 //! The Llama family (Llama 2/3/3.1/3.2, Mistral, Qwen2/2.5, Qwen3, SmolLM2, TinyLlama):
 //! a pre-norm decoder with RMSNorm, rotary grouped-query attention and a SwiGLU MLP.
 //! Variants are config: q/k/v biases (present tensors), q/k RMSNorm (Qwen3), tied or untied
-//! embeddings, rope scaling, interleaved rotary for GGUF's permuted q/k.
+//! embeddings, rope scaling, interleaved rotary for GGUF's permuted q/k. Phi-3 is this graph
+//! too, loaded from fused weights with partial rotary and LongRoPE (`phi3.rs`).
 //!
 //! A forward step over n new tokens is one command buffer built from prebuilt dispatches:
 //!
@@ -22,61 +23,55 @@
 //! ```
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use infer_kernels::{AttentionParams, Dispatch, Kernels};
-use infer_tensor::{DType, Tensor};
+use infer_kernels::{Dispatch, Kernels};
+use infer_tensor::{Device, Tensor};
 
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::model::Output;
-use crate::runner::{Graph, Io, LoadOptions, Runner, WeightLoader};
+use crate::runner::{Graph, LoadOptions, Runner, WeightLoader};
 use crate::source::Source;
+use crate::step::{Acts, AttnSpec, Step};
 
-struct Layer {
-    attn_norm: Tensor,
-    wq: Tensor,
-    wk: Tensor,
-    wv: Tensor,
-    wo: Tensor,
-    bq: Option<Tensor>,
-    bk: Option<Tensor>,
-    bv: Option<Tensor>,
-    bo: Option<Tensor>,
-    q_norm: Option<Tensor>,
-    k_norm: Option<Tensor>,
-    ffn_norm: Tensor,
-    gate: Tensor,
-    up: Tensor,
-    down: Tensor,
-    k_cache: Tensor,
-    v_cache: Tensor,
+pub(crate) struct Layer {
+    pub attn_norm: Tensor,
+    pub wq: Tensor,
+    pub wk: Tensor,
+    pub wv: Tensor,
+    pub wo: Tensor,
+    pub bq: Option<Tensor>,
+    pub bk: Option<Tensor>,
+    pub bv: Option<Tensor>,
+    pub bo: Option<Tensor>,
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
+    pub ffn_norm: Tensor,
+    pub gate: Tensor,
+    pub up: Tensor,
+    pub down: Tensor,
 }
 
-/// Activation buffers, sized for B = `max_batch` tokens, allocated once.
-struct Acts {
-    x: Tensor,    // (B, hidden) residual stream
-    xn: Tensor,   // (B, hidden) normed
-    q: Tensor,    // (B, heads * hd)
-    k: Tensor,    // (B, kv * hd)
-    v: Tensor,    // (B, kv * hd)
-    qn: Tensor,   // (B, heads * hd) q after per-head norm (Qwen3)
-    kn: Tensor,   // (B, kv * hd)
-    attn: Tensor, // (B, heads * hd)
-    o: Tensor,    // (B, hidden) output of a projection back to hidden
-    gate: Tensor, // (B, inter)
-    up: Tensor,   // (B, inter)
-    act: Tensor,  // (B, inter)
+/// Phi-3's two LongRoPE (cos, sin) tables and which one `rope_cs` holds now.
+pub(crate) struct LongRopeTables {
+    /// (capacity, rotary_dim) each.
+    pub short: Vec<f32>,
+    pub long: Vec<f32>,
+    pub original_max_position: usize,
+    pub using_long: AtomicBool,
 }
 
-/// The Llama family's weights, caches and activations.
+/// The Llama family's weights and activations.
 pub struct Llama {
-    cfg: ModelConfig,
-    embed: Tensor,
-    norm: Tensor,
-    lm_head: Option<Tensor>,
-    layers: Vec<Layer>,
-    rope_cs: Tensor,
-    acts: Acts,
+    pub(crate) cfg: ModelConfig,
+    pub(crate) embed: Tensor,
+    pub(crate) norm: Tensor,
+    pub(crate) lm_head: Option<Tensor>,
+    pub(crate) layers: Vec<Layer>,
+    /// (capacity, rotary_dim) (cos, sin) pairs.
+    pub(crate) rope_cs: Tensor,
+    pub(crate) longrope: Option<LongRopeTables>,
+    pub(crate) acts: Acts,
 }
 
 /// A Llama-family model ready to run.
@@ -89,7 +84,20 @@ impl Runner<Llama> {
         kernels: Arc<Kernels>,
         opts: &LoadOptions,
     ) -> Result<LlamaModel> {
-        let dev = kernels.dev.clone();
+        let graph = Llama::load(src, cfg, &kernels.dev, opts)?;
+        Runner::new(kernels, graph, opts)
+    }
+}
+
+impl Llama {
+    /// Uploads the weights and allocates activations for `opts.rows()` rows and a rope
+    /// table of `opts.capacity()` positions.
+    pub fn load(
+        src: &Source,
+        cfg: ModelConfig,
+        dev: &Arc<Device>,
+        opts: &LoadOptions,
+    ) -> Result<Llama> {
         let (h, hd, nh, nkv, inter) = (
             cfg.hidden,
             cfg.head_dim,
@@ -97,14 +105,9 @@ impl Runner<Llama> {
             cfg.n_kv_heads,
             cfg.intermediate,
         );
-        let io = Io::new(&dev, &cfg, opts)?;
         let w = WeightLoader::new(src, dev.clone(), opts, 3 + cfg.n_layers * 9);
         let embed = w.matrix("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
-        let lm_head = if cfg.tie_embeddings || !src.has("lm_head.weight") {
-            None
-        } else {
-            Some(w.matrix("lm_head.weight", &[cfg.vocab_size, h])?)
-        };
+        let lm_head = w.lm_head(&cfg)?;
         let norm = w.vector("model.norm.weight", h)?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
@@ -133,38 +136,21 @@ impl Runner<Llama> {
                 gate: w.matrix(&p("mlp.gate_proj.weight"), &[inter, h])?,
                 up: w.matrix(&p("mlp.up_proj.weight"), &[inter, h])?,
                 down: w.matrix(&p("mlp.down_proj.weight"), &[h, inter])?,
-                k_cache: w.kv_cache("k", i, &cfg, io.capacity)?,
-                v_cache: w.kv_cache("v", i, &cfg, io.capacity)?,
             });
         }
         w.finish();
-        let rope_cs = w.rope_table(&cfg, io.capacity)?;
-        let b = io.max_batch;
-        let z = |name: &str, shape: &[usize]| Tensor::zeros(&dev, name, shape, DType::F32);
-        let acts = Acts {
-            x: z("x", &[b, h])?,
-            xn: z("xn", &[b, h])?,
-            q: z("q", &[b, nh * hd])?,
-            k: z("k", &[b, nkv * hd])?,
-            v: z("v", &[b, nkv * hd])?,
-            qn: z("qn", &[b, nh * hd])?,
-            kn: z("kn", &[b, nkv * hd])?,
-            attn: z("attn", &[b, nh * hd])?,
-            o: z("o", &[b, h])?,
-            gate: z("gate", &[b, inter])?,
-            up: z("up", &[b, inter])?,
-            act: z("act", &[b, inter])?,
-        };
-        let graph = Llama {
+        let rope_cs = w.rope_table(&cfg, opts.capacity(&cfg))?;
+        let acts = Acts::new(dev, &cfg, opts.rows(&cfg))?;
+        Ok(Llama {
             cfg,
             embed,
             norm,
             lm_head,
             layers,
             rope_cs,
+            longrope: None,
             acts,
-        };
-        Runner::new(kernels, io, graph)
+        })
     }
 }
 
@@ -173,28 +159,45 @@ impl Graph for Llama {
         &self.cfg
     }
 
-    /// The dispatches of one step over `n` tokens (whose ids and position are in `acts`).
-    fn build(&self, k: &Kernels, io: &Io, n: usize, out: Output) -> Result<Vec<Dispatch>> {
+    fn acts(&self) -> &Acts {
+        &self.acts
+    }
+
+    fn head(&self) -> (&Tensor, Option<f32>) {
+        (self.lm_head.as_ref().unwrap_or(&self.embed), None)
+    }
+
+    /// LongRoPE (Phi-3): a forward call that ends past original_max_position_embeddings
+    /// uses the long factors, else the short ones. On a switch with tokens already cached,
+    /// the cache is recomputed with the new table (transformers' Phi-3 generate() does the
+    /// same).
+    fn begin(&self, dev: &Device, pos: usize, end: usize) -> Result<bool> {
+        let Some(t) = &self.longrope else {
+            return Ok(false);
+        };
+        let long = end > t.original_max_position;
+        if t.using_long.swap(long, Ordering::Relaxed) == long {
+            return Ok(false);
+        }
+        let table = if long { &t.long } else { &t.short };
+        dev.queue
+            .write_buffer(self.rope_cs.buffer(), 0, bytemuck::cast_slice(table));
+        Ok(pos > 0)
+    }
+
+    fn body(&self, s: &Step) -> Result<Vec<Dispatch>> {
+        let (k, n) = (s.k, s.n);
         let a = &self.acts;
         let c = &self.cfg;
         let (h, hd, nh, nkv) = (c.hidden, c.head_dim, c.n_heads, c.n_kv_heads);
+        let spec = AttnSpec::of(c);
         let mut g = Vec::new();
-        g.extend(k.embedding(&self.embed, &io.ids, n, &a.x)?);
-        let attn = AttentionParams {
-            n_tokens: n,
-            n_heads: nh,
-            n_kv: nkv,
-            head_dim: hd,
-            capacity: io.capacity,
-            scale: 1.0 / (hd as f32).sqrt(),
-            softcap: 0.0,
-            window: c.sliding_window.unwrap_or(0),
-        };
-        for l in &self.layers {
+        g.extend(k.embedding(&self.embed, s.ids(), n, &a.x)?);
+        for (i, l) in self.layers.iter().enumerate() {
             g.extend(k.rms_norm(&a.x, &l.attn_norm, &a.xn, n, h, c.rms_eps, 0.0)?);
-            g.extend(k.linear(&a.xn, n, &l.wq, &a.q)?);
-            g.extend(k.linear(&a.xn, n, &l.wk, &a.k)?);
-            g.extend(k.linear(&a.xn, n, &l.wv, &a.v)?);
+            g.extend(s.linear(&a.xn, &l.wq, &a.q)?);
+            g.extend(s.linear(&a.xn, &l.wk, &a.k)?);
+            g.extend(s.linear(&a.xn, &l.wv, &a.v)?);
             for (bias, t, len) in [
                 (&l.bq, &a.q, nh * hd),
                 (&l.bk, &a.k, nkv * hd),
@@ -212,104 +215,28 @@ impl Graph for Llama {
                 }
                 _ => (&a.q, &a.k),
             };
-            g.extend(k.rope(q, &self.rope_cs, &io.pos, n, nh, hd, c.rope_mode)?);
-            g.extend(k.rope(kk, &self.rope_cs, &io.pos, n, nkv, hd, c.rope_mode)?);
-            g.extend(k.kv_write(
-                kk,
-                &a.v,
-                &l.k_cache,
-                &l.v_cache,
-                &io.pos,
-                n,
-                nkv,
-                hd,
-                io.capacity,
-            )?);
-            g.extend(k.attention(q, &l.k_cache, &l.v_cache, &a.attn, &io.pos, &attn)?);
-            g.extend(k.linear(&a.attn, n, &l.wo, &a.o)?);
+            g.extend(s.rope(q, &self.rope_cs, nh, hd, c.rope_mode)?);
+            g.extend(s.rope(kk, &self.rope_cs, nkv, hd, c.rope_mode)?);
+            g.extend(s.attention(i, q, kk, &a.v, &a.attn, &spec)?);
+            g.extend(s.linear(&a.attn, &l.wo, &a.o)?);
             if let Some(b) = &l.bo {
                 g.extend(k.add(&a.o, b, n * h, h)?);
             }
             g.extend(k.add(&a.x, &a.o, n * h, n * h)?);
             g.extend(k.rms_norm(&a.x, &l.ffn_norm, &a.xn, n, h, c.rms_eps, 0.0)?);
-            g.extend(k.linear(&a.xn, n, &l.gate, &a.gate)?);
-            g.extend(k.linear(&a.xn, n, &l.up, &a.up)?);
+            g.extend(s.linear(&a.xn, &l.gate, &a.gate)?);
+            g.extend(s.linear(&a.xn, &l.up, &a.up)?);
             g.extend(k.swiglu(&a.gate, &a.up, &a.act, n * c.intermediate)?);
-            g.extend(k.linear(&a.act, n, &l.down, &a.o)?);
+            g.extend(s.linear(&a.act, &l.down, &a.o)?);
             g.extend(k.add(&a.x, &a.o, n * h, n * h)?);
         }
         g.extend(k.rms_norm(&a.x, &self.norm, &a.xn, n, h, c.rms_eps, 0.0)?);
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        io.head(k, &mut g, &a.xn, h, n, head, out)?;
         Ok(g)
     }
-}
-
-/// One layer's weights, borrowed, for other forward passes over the same uploaded weights
-/// (the batched serving step of `infer-serve`).
-pub struct LayerWeights<'a> {
-    pub attn_norm: &'a Tensor,
-    pub wq: &'a Tensor,
-    pub wk: &'a Tensor,
-    pub wv: &'a Tensor,
-    pub wo: &'a Tensor,
-    pub bq: Option<&'a Tensor>,
-    pub bk: Option<&'a Tensor>,
-    pub bv: Option<&'a Tensor>,
-    pub bo: Option<&'a Tensor>,
-    pub q_norm: Option<&'a Tensor>,
-    pub k_norm: Option<&'a Tensor>,
-    pub ffn_norm: &'a Tensor,
-    pub gate: &'a Tensor,
-    pub up: &'a Tensor,
-    pub down: &'a Tensor,
 }
 
 impl Llama {
     pub fn model_config(&self) -> &ModelConfig {
         &self.cfg
-    }
-
-    /// `(vocab, hidden)` token embeddings.
-    pub fn embed(&self) -> &Tensor {
-        &self.embed
-    }
-
-    /// `(hidden)` final norm weight.
-    pub fn final_norm(&self) -> &Tensor {
-        &self.norm
-    }
-
-    /// `(vocab, hidden)` output head (the embeddings when tied).
-    pub fn head(&self) -> &Tensor {
-        self.lm_head.as_ref().unwrap_or(&self.embed)
-    }
-
-    /// `(capacity, rotary_dim)` (cos, sin) table of the rope kernels.
-    pub fn rope_table(&self) -> &Tensor {
-        &self.rope_cs
-    }
-
-    pub fn layer_weights(&self) -> Vec<LayerWeights<'_>> {
-        self.layers
-            .iter()
-            .map(|l| LayerWeights {
-                attn_norm: &l.attn_norm,
-                wq: &l.wq,
-                wk: &l.wk,
-                wv: &l.wv,
-                wo: &l.wo,
-                bq: l.bq.as_ref(),
-                bk: l.bk.as_ref(),
-                bv: l.bv.as_ref(),
-                bo: l.bo.as_ref(),
-                q_norm: l.q_norm.as_ref(),
-                k_norm: l.k_norm.as_ref(),
-                ffn_norm: &l.ffn_norm,
-                gate: &l.gate,
-                up: &l.up,
-                down: &l.down,
-            })
-            .collect()
     }
 }

@@ -9,13 +9,12 @@ use infer_kernels::Kernels;
 use crate::arch::Family;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::gemma::GemmaModel;
+use crate::gemma::Gemma;
 use crate::gguf::GgufFile;
-use crate::gpt2::Gpt2Model;
-use crate::llama::LlamaModel;
+use crate::gpt2::Gpt2;
+use crate::llama::Llama;
 use crate::model::Model;
-use crate::phi3::Phi3Model;
-use crate::runner::LoadOptions;
+use crate::runner::{Graph, LoadOptions, Runner};
 use crate::source::Source;
 use crate::tokenizer::Tokenizer;
 
@@ -125,17 +124,31 @@ pub fn load(
     Ok((model, tok))
 }
 
-/// Builds the forward pass of `cfg`'s architecture family.
+/// Loads the weights and forward pass of `cfg`'s architecture family, with activations for
+/// `opts.rows()` rows and rope tables for `opts.capacity()` positions, but no KV cache:
+/// [`load_model`] adds one sequence's cache, infer-serve a paged one.
+pub fn load_graph(
+    src: &Source,
+    cfg: ModelConfig,
+    kernels: &Kernels,
+    opts: &LoadOptions,
+) -> Result<Box<dyn Graph>> {
+    let dev = &kernels.dev;
+    Ok(match cfg.arch.family {
+        Family::Llama => Box::new(Llama::load(src, cfg, dev, opts)?),
+        Family::Phi3 => Box::new(crate::phi3::load(src, cfg, dev, opts)?),
+        Family::Gemma | Family::Gemma2 => Box::new(Gemma::load(src, cfg, dev, opts)?),
+        Family::Gpt2 => Box::new(Gpt2::load(src, cfg, dev, opts)?),
+    })
+}
+
+/// Builds the forward pass of `cfg`'s architecture family with one sequence's KV cache.
 pub fn load_model(
     src: &Source,
     cfg: ModelConfig,
     kernels: Arc<Kernels>,
     opts: &LoadOptions,
 ) -> Result<Box<dyn Model>> {
-    Ok(match cfg.arch.family {
-        Family::Llama => Box::new(LlamaModel::load(src, cfg, kernels, opts)?),
-        Family::Phi3 => Box::new(Phi3Model::load(src, cfg, kernels, opts)?),
-        Family::Gemma | Family::Gemma2 => Box::new(GemmaModel::load(src, cfg, kernels, opts)?),
-        Family::Gpt2 => Box::new(Gpt2Model::load(src, cfg, kernels, opts)?),
-    })
+    let graph = load_graph(src, cfg, &kernels, opts)?;
+    Ok(Box::new(Runner::new(kernels, graph, opts)?))
 }

@@ -13,6 +13,7 @@ use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::model::{MAX_TOPK, MAX_VERIFY, Model, Output, StepOut};
 use crate::source::{RawTensor, Source};
+use crate::step::{Acts, Kv, Step};
 
 /// How to load a model.
 #[derive(Clone, Debug)]
@@ -25,6 +26,18 @@ pub struct LoadOptions {
     pub max_batch: usize,
     /// Show a progress bar while uploading weights.
     pub progress: bool,
+}
+
+impl LoadOptions {
+    /// Positions the KV cache and the rope table cover.
+    pub fn capacity(&self, cfg: &ModelConfig) -> usize {
+        self.context.unwrap_or(cfg.max_position.min(4096)).max(1)
+    }
+
+    /// Most rows of one step: what the activation buffers hold.
+    pub fn rows(&self, cfg: &ModelConfig) -> usize {
+        self.max_batch.clamp(1, self.capacity(cfg))
+    }
 }
 
 impl Default for LoadOptions {
@@ -82,6 +95,17 @@ impl<'a> WeightLoader<'a> {
         )?)
     }
 
+    /// The untied output head `lm_head.weight`, or None when the model ties it to the
+    /// token embeddings (or the file has none).
+    pub fn lm_head(&self, cfg: &ModelConfig) -> Result<Option<Tensor>> {
+        if cfg.tie_embeddings || !self.src.has("lm_head.weight") {
+            Ok(None)
+        } else {
+            self.matrix("lm_head.weight", &[cfg.vocab_size, cfg.hidden])
+                .map(Some)
+        }
+    }
+
     /// A vector (norm weight, bias) as f32.
     pub fn vector(&self, name: &str, len: usize) -> Result<Tensor> {
         let raw = self.src.get(name, &[len])?;
@@ -95,22 +119,6 @@ impl<'a> WeightLoader<'a> {
         } else {
             Ok(None)
         }
-    }
-
-    /// One layer's K or V cache: `(n_kv, capacity, head_dim)` f32.
-    pub fn kv_cache(
-        &self,
-        what: &str,
-        layer: usize,
-        cfg: &ModelConfig,
-        capacity: usize,
-    ) -> Result<Tensor> {
-        Ok(Tensor::zeros(
-            &self.dev,
-            &format!("{what}_cache.{layer}"),
-            &[cfg.n_kv_heads, capacity, cfg.head_dim],
-            DType::F32,
-        )?)
     }
 
     /// The `(capacity, rotary_dim)` table of (cos, sin) pairs for the rope kernel.
@@ -240,6 +248,10 @@ pub struct Io {
     pub ids: Tensor,
     /// (1) u32: the position of the first new token.
     pub pos: Tensor,
+    /// (B) u32: the position of every new token (`pos..pos + n`).
+    pub positions: Tensor,
+    /// Per layer: the `(n_kv, capacity, head_dim)` f32 K and V caches.
+    pub kv: Vec<(Tensor, Tensor)>,
     /// (V, vocab): V = min(MAX_VERIFY, B) rows of logits.
     pub logits: Tensor,
     /// (V) u32: argmax per row.
@@ -256,12 +268,25 @@ pub struct Io {
 
 impl Io {
     pub fn new(dev: &Device, cfg: &ModelConfig, opts: &LoadOptions) -> Result<Io> {
-        let capacity = Self::capacity(cfg, opts);
-        let b = opts.max_batch.clamp(1, capacity);
+        let capacity = opts.capacity(cfg);
+        let b = opts.rows(cfg);
         let v = b.min(MAX_VERIFY);
+        let cache = |what: &str, i: usize| {
+            Tensor::zeros(
+                dev,
+                &format!("{what}_cache.{i}"),
+                &[cfg.n_kv_heads, capacity, cfg.head_dim],
+                DType::F32,
+            )
+        };
+        let kv = (0..cfg.n_layers)
+            .map(|i| Ok((cache("k", i)?, cache("v", i)?)))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Io {
             ids: Tensor::zeros(dev, "ids", &[b], DType::U32)?,
             pos: Tensor::zeros(dev, "pos", &[1], DType::U32)?,
+            positions: Tensor::zeros(dev, "positions", &[b], DType::U32)?,
+            kv,
             logits: Tensor::zeros(dev, "logits", &[v, cfg.vocab_size], DType::F32)?,
             token: Tensor::zeros(dev, "token", &[v], DType::U32)?,
             topk: Tensor::zeros(dev, "topk", &[2 * MAX_TOPK], DType::U32)?,
@@ -283,30 +308,11 @@ impl Io {
         })
     }
 
-    pub fn capacity(cfg: &ModelConfig, opts: &LoadOptions) -> usize {
-        opts.context.unwrap_or(cfg.max_position.min(4096)).max(1)
-    }
-
     /// Appends the output head over `xn` (`(n, hidden)`, already normed): `head` applied to
-    /// the last row (or every row), then the argmax when `out` asks for tokens.
+    /// the last row (or every row), the logits soft-capped (`c * tanh(l / c)`, Gemma 2) when
+    /// `softcap` is set, then the argmax or top k when `out` asks for tokens.
     #[allow(clippy::too_many_arguments)]
     pub fn head(
-        &self,
-        k: &Kernels,
-        g: &mut Vec<Dispatch>,
-        xn: &Tensor,
-        hidden: usize,
-        n: usize,
-        head: &Tensor,
-        out: Output,
-    ) -> Result<()> {
-        self.head_capped(k, g, xn, hidden, n, head, out, None)
-    }
-
-    /// [`Io::head`] with the logits soft-capped (`c * tanh(l / c)`, Gemma 2) before the
-    /// argmax and the read-back.
-    #[allow(clippy::too_many_arguments)]
-    pub fn head_capped(
         &self,
         k: &Kernels,
         g: &mut Vec<Dispatch>,
@@ -344,22 +350,41 @@ impl Io {
     }
 }
 
-/// An architecture's forward pass as a list of dispatches.
+/// An architecture's forward pass as a list of dispatches, over one sequence's cache or
+/// many sequences' paged cache (see [`crate::step`]).
 pub trait Graph: Send {
     fn config(&self) -> &ModelConfig;
-    /// The dispatches of one step over `n` tokens whose ids and position are in `io`.
-    fn build(&self, k: &Kernels, io: &Io, n: usize, out: Output) -> Result<Vec<Dispatch>>;
-    /// Writes any per-step inputs of the architecture's own (e.g. position ids for learned
-    /// position embeddings) before a step over `n` tokens starting at position `pos`.
-    fn prepare(&self, _dev: &Device, _pos: usize, _n: usize) -> Result<()> {
-        Ok(())
-    }
+    /// The activations (sized for the most rows of a step).
+    fn acts(&self) -> &Acts;
+    /// The dispatches of a step over `s.n` rows, from the ids to the final normed hidden
+    /// states, left in `acts().xn`.
+    fn body(&self, s: &Step) -> Result<Vec<Dispatch>>;
+    /// The `(vocab, hidden)` output head and the soft-cap of the final logits (Gemma 2).
+    fn head(&self) -> (&Tensor, Option<f32>);
     /// Called once per `forward()` that takes the sequence from `pos` to `end` tokens, before
     /// any step. Returns true when the cache of positions `0..pos` must be recomputed first
     /// (Phi-3 LongRoPE switching between short and long factors: transformers' generate()
     /// recomputes the whole sequence then). The runner replays those tokens.
     fn begin(&self, _dev: &Device, _pos: usize, _end: usize) -> Result<bool> {
         Ok(false)
+    }
+}
+
+impl<G: Graph + ?Sized> Graph for Box<G> {
+    fn config(&self) -> &ModelConfig {
+        (**self).config()
+    }
+    fn acts(&self) -> &Acts {
+        (**self).acts()
+    }
+    fn body(&self, s: &Step) -> Result<Vec<Dispatch>> {
+        (**self).body(s)
+    }
+    fn head(&self) -> (&Tensor, Option<f32>) {
+        (**self).head()
+    }
+    fn begin(&self, dev: &Device, pos: usize, end: usize) -> Result<bool> {
+        (**self).begin(dev, pos, end)
     }
 }
 
@@ -380,7 +405,17 @@ pub struct Runner<G> {
 }
 
 impl<G: Graph> Runner<G> {
-    pub(crate) fn new(kernels: Arc<Kernels>, io: Io, graph: G) -> Result<Self> {
+    /// Wraps a loaded graph with the per-step inputs, outputs and KV cache of one sequence
+    /// (`opts` as the graph was loaded with).
+    pub fn new(kernels: Arc<Kernels>, graph: G, opts: &LoadOptions) -> Result<Self> {
+        let io = Io::new(&kernels.dev, graph.config(), opts)?;
+        if graph.acts().rows < io.max_batch {
+            return Err(ModelError::Invalid(format!(
+                "activations hold {} rows, steps have up to {}",
+                graph.acts().rows,
+                io.max_batch
+            )));
+        }
         kernels.dev.check("loading weights")?;
         Ok(Runner {
             kernels,
@@ -393,6 +428,22 @@ impl<G: Graph> Runner<G> {
         })
     }
 
+    /// The graph's body over `n` tokens of this sequence, then the head `out` asks for.
+    fn build(&self, n: usize, out: Output) -> Result<Vec<Dispatch>> {
+        let k = &self.kernels;
+        let s = Step {
+            k,
+            n,
+            kv: Kv::Contiguous(&self.io),
+        };
+        let mut g = self.graph.body(&s)?;
+        let (head, softcap) = self.graph.head();
+        let xn = &self.graph.acts().xn;
+        let h = self.graph.config().hidden;
+        self.io.head(k, &mut g, xn, h, n, head, out, softcap)?;
+        Ok(g)
+    }
+
     fn step(&mut self, tokens: &[u32], out: Output, read: bool) -> Result<StepOut> {
         let n = tokens.len();
         let dev = self.kernels.dev.clone();
@@ -401,16 +452,18 @@ impl<G: Graph> Runner<G> {
             .write_buffer(io.ids.buffer(), 0, bytemuck::cast_slice(tokens));
         dev.queue
             .write_buffer(io.pos.buffer(), 0, bytemuck::bytes_of(&(self.pos as u32)));
-        self.graph.prepare(&dev, self.pos, n)?;
+        let positions: Vec<u32> = (self.pos..self.pos + n).map(|p| p as u32).collect();
+        dev.queue
+            .write_buffer(io.positions.buffer(), 0, bytemuck::cast_slice(&positions));
         let built;
         let graph: &[Dispatch] = if n <= MAX_VERIFY {
             if !self.graphs.contains_key(&(n, out)) {
-                let g = self.graph.build(&self.kernels, io, n, out)?;
+                let g = self.build(n, out)?;
                 self.graphs.insert((n, out), g);
             }
             &self.graphs[&(n, out)]
         } else {
-            built = self.graph.build(&self.kernels, io, n, out)?;
+            built = self.build(n, out)?;
             &built
         };
         if self.profile {

@@ -1,20 +1,14 @@
-//! `BatchedLlama`: one forward step over rows from many sequences, each row a token at its
-//! own position in its own sequence, over a paged KV cache.
+//! `BatchedModel`: one forward step over rows from many sequences, each row a token at its
+//! own position in its own sequence, over a paged KV cache. Any architecture runs this way:
+//! its graph (`infer_models::Graph`) is written against `infer_models::step::Step`, which
+//! here picks the paged kernels.
 //!
 //! ```text
-//! x = embed[ids]                                     (N, hidden)
-//! for each layer:
-//!     xn = rms_norm(x) * attn_norm                   (N, hidden)
-//!     q, k, v = xn Wq^T (+bq), xn Wk^T, xn Wv^T      matvec_batched: row by row
-//!     [q, k = rms_norm per head (Qwen3)]
-//!     q, k = rope_rows(q, k) at pos[r]
-//!     k_pages, v_pages[slot(seq[r], pos[r])] = k, v  (n_blocks * block_size, kv, hd)
-//!     a = paged_attention(q, pages; seq[r], pos[r])  (N, heads * hd)
-//!     x += a Wo^T
-//!     x += (silu(xn Wg^T) * xn Wu^T) Wd^T            via (N, inter)
-//! xn = rms_norm(x) * norm
+//! x = the architecture's body over the rows          (N, hidden), final normed
+//!     (linear layers: matvec_batched, row by row; rope at pos[r];
+//!      k, v written to slot(seq[r], pos[r]) of the layer's pages; paged attention)
 //! xo[i] = xn[out_row[i]]                             buffer copies, (n_out, hidden)
-//! logits = xo W_out^T                                (n_out, vocab)
+//! logits = xo W_out^T  [soft-capped]                 (n_out, vocab)
 //! token[i] = argmax(logits[i])                       only ids come back for greedy rows
 //! ```
 //!
@@ -26,9 +20,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use infer_kernels::{Dispatch, Kernels, PagedParams};
-use infer_models::llama::Llama;
-use infer_models::{LlamaModel, ModelConfig};
+use infer_kernels::{Dispatch, Kernels};
+use infer_models::step::{Kv, PagedKv, Step};
+use infer_models::{Graph, ModelConfig};
 use infer_tensor::{DType, Tensor, tensor::map_read, wgpu};
 
 use crate::{Result, ServeError};
@@ -81,48 +75,27 @@ pub struct RowResult {
     pub logits: Option<Vec<f32>>,
 }
 
-struct Acts {
-    x: Tensor,    // (N, hidden) residual stream
-    xn: Tensor,   // (N, hidden) normed
-    q: Tensor,    // (N, heads * hd)
-    k: Tensor,    // (N, kv * hd)
-    v: Tensor,    // (N, kv * hd)
-    qn: Tensor,   // (N, heads * hd) after per-head norm (Qwen3)
-    kn: Tensor,   // (N, kv * hd)
-    attn: Tensor, // (N, heads * hd)
-    o: Tensor,    // (N, hidden)
-    gate: Tensor, // (N, inter)
-    up: Tensor,   // (N, inter)
-    act: Tensor,  // (N, inter)
-    xo: Tensor,   // (N, hidden) the rows that produce output
-}
-
-/// A Llama-family model stepping many sequences at once over a paged KV cache.
-pub struct BatchedLlama {
-    model: LlamaModel,
+/// A model stepping many sequences at once over a paged KV cache.
+pub struct BatchedModel {
+    graph: Box<dyn Graph>,
     kernels: Arc<Kernels>,
     cfg: ModelConfig,
     pub bc: BatchConfig,
-    ids: Tensor,   // (N) u32
-    pos: Tensor,   // (N) u32
-    seq: Tensor,   // (N) u32
-    table: Tensor, // (max_seqs, max_blocks) u32
-    acts: Acts,
+    paged: PagedKv,
+    xo: Tensor,     // (N, hidden) the rows that produce output
     logits: Tensor, // (N, vocab)
     tokens: Tensor, // (N) u32
-    k_pages: Vec<Tensor>,
-    v_pages: Vec<Tensor>,
     staging: wgpu::Buffer,
     body: HashMap<usize, Vec<Dispatch>>,
     head: HashMap<usize, Vec<Dispatch>>,
 }
 
-impl BatchedLlama {
-    /// Wraps a loaded Llama-family model (its weights are shared, not copied; load it with
-    /// `context` = `bc.context` so its rope table covers every position).
-    pub fn new(model: LlamaModel, kernels: Arc<Kernels>, bc: BatchConfig) -> Result<Self> {
-        let g: &Llama = model.graph();
-        let cfg = g.model_config().clone();
+impl BatchedModel {
+    /// Wraps a loaded graph (from `infer_models::load::load_graph` with `max_batch` =
+    /// `bc.max_rows` and `context` = `bc.context`, so its activations hold every row and its
+    /// rope table covers every position).
+    pub fn new(graph: Box<dyn Graph>, kernels: Arc<Kernels>, bc: BatchConfig) -> Result<Self> {
+        let cfg = graph.config().clone();
         if !cfg.head_dim.is_multiple_of(4) || cfg.head_dim > 256 {
             return Err(ServeError::Unsupported(format!(
                 "head_dim {} (paged attention needs a multiple of 4, at most 256)",
@@ -134,39 +107,20 @@ impl BatchedLlama {
                 "batch config {bc:?}: need max_rows >= max_seqs >= 1, block_size >= 1"
             )));
         }
-        if g.rope_table().rows() < bc.context {
+        if graph.acts().rows < bc.max_rows {
             return Err(ServeError::Unsupported(format!(
-                "rope table covers {} positions, context is {}",
-                g.rope_table().rows(),
-                bc.context
+                "the model's activations hold {} rows, the batch {}",
+                graph.acts().rows,
+                bc.max_rows
             )));
         }
         let dev = kernels.dev.clone();
+        // Phi-3 LongRoPE: one table for every sequence, chosen by the serving context.
+        graph.begin(&dev, 0, bc.context)?;
         let n = bc.max_rows;
-        let (h, hd, nh, nkv, inter) = (
-            cfg.hidden,
-            cfg.head_dim,
-            cfg.n_heads,
-            cfg.n_kv_heads,
-            cfg.intermediate,
-        );
+        let (h, hd, nkv) = (cfg.hidden, cfg.head_dim, cfg.n_kv_heads);
         let z = |name: &str, shape: &[usize]| Tensor::zeros(&dev, name, shape, DType::F32);
         let u = |name: &str, len: usize| Tensor::zeros(&dev, name, &[len], DType::U32);
-        let acts = Acts {
-            x: z("b.x", &[n, h])?,
-            xn: z("b.xn", &[n, h])?,
-            q: z("b.q", &[n, nh * hd])?,
-            k: z("b.k", &[n, nkv * hd])?,
-            v: z("b.v", &[n, nkv * hd])?,
-            qn: z("b.qn", &[n, nh * hd])?,
-            kn: z("b.kn", &[n, nkv * hd])?,
-            attn: z("b.attn", &[n, nh * hd])?,
-            o: z("b.o", &[n, h])?,
-            gate: z("b.gate", &[n, inter])?,
-            up: z("b.up", &[n, inter])?,
-            act: z("b.act", &[n, inter])?,
-            xo: z("b.xo", &[n, h])?,
-        };
         let slots = bc.n_blocks * bc.block_size;
         let mut k_pages = Vec::new();
         let mut v_pages = Vec::new();
@@ -174,6 +128,18 @@ impl BatchedLlama {
             k_pages.push(z(&format!("k_pages.{i}"), &[slots, nkv, hd])?);
             v_pages.push(z(&format!("v_pages.{i}"), &[slots, nkv, hd])?);
         }
+        let paged = PagedKv {
+            ids: u("b.ids", n)?,
+            pos: u("b.pos", n)?,
+            seq: u("b.seq", n)?,
+            table: u("b.table", bc.max_seqs * bc.max_blocks())?,
+            k_pages,
+            v_pages,
+            block_size: bc.block_size,
+            n_blocks: bc.n_blocks,
+            max_seqs: bc.max_seqs,
+            max_blocks: bc.max_blocks(),
+        };
         let vocab = cfg.vocab_size;
         let staging = dev.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("batch staging"),
@@ -181,23 +147,18 @@ impl BatchedLlama {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let out = BatchedLlama {
-            ids: u("b.ids", n)?,
-            pos: u("b.pos", n)?,
-            seq: u("b.seq", n)?,
-            table: u("b.table", bc.max_seqs * bc.max_blocks())?,
+        let out = BatchedModel {
+            xo: z("b.xo", &[n, h])?,
             logits: z("b.logits", &[n, vocab])?,
             tokens: u("b.tokens", n)?,
-            acts,
-            k_pages,
-            v_pages,
+            paged,
             staging,
             body: HashMap::new(),
             head: HashMap::new(),
             cfg,
             bc,
             kernels,
-            model,
+            graph,
         };
         dev.check("allocating the batched step")?;
         Ok(out)
@@ -213,84 +174,22 @@ impl BatchedLlama {
     }
 
     fn build_body(&self, n: usize) -> Result<Vec<Dispatch>> {
-        let k = &self.kernels;
-        let a = &self.acts;
-        let c = &self.cfg;
-        let w: &Llama = self.model.graph();
-        let (h, hd, nh, nkv) = (c.hidden, c.head_dim, c.n_heads, c.n_kv_heads);
-        let pp = PagedParams {
-            n_rows: n,
-            n_heads: nh,
-            n_kv: nkv,
-            head_dim: hd,
-            block_size: self.bc.block_size,
-            n_blocks: self.bc.n_blocks,
-            n_seqs: self.bc.max_seqs,
-            max_blocks: self.bc.max_blocks(),
-            scale: 1.0 / (hd as f32).sqrt(),
-            softcap: 0.0,
-            window: c.sliding_window.unwrap_or(0),
+        let s = Step {
+            k: &self.kernels,
+            n,
+            kv: Kv::Paged(&self.paged),
         };
-        let cs = w.rope_table();
-        let mut g = Vec::new();
-        g.extend(k.embedding(w.embed(), &self.ids, n, &a.x)?);
-        for (i, l) in w.layer_weights().iter().enumerate() {
-            g.extend(k.rms_norm(&a.x, l.attn_norm, &a.xn, n, h, c.rms_eps, 0.0)?);
-            g.extend(k.matvec_batched(l.wq, &a.xn, n, &a.q)?);
-            g.extend(k.matvec_batched(l.wk, &a.xn, n, &a.k)?);
-            g.extend(k.matvec_batched(l.wv, &a.xn, n, &a.v)?);
-            for (bias, t, len) in [
-                (l.bq, &a.q, nh * hd),
-                (l.bk, &a.k, nkv * hd),
-                (l.bv, &a.v, nkv * hd),
-            ] {
-                if let Some(b) = bias {
-                    g.extend(k.add(t, b, n * len, len)?);
-                }
-            }
-            let (q, kk) = match (l.q_norm, l.k_norm) {
-                (Some(qn), Some(kn)) => {
-                    g.extend(k.rms_norm(&a.q, qn, &a.qn, n * nh, hd, c.rms_eps, 0.0)?);
-                    g.extend(k.rms_norm(&a.k, kn, &a.kn, n * nkv, hd, c.rms_eps, 0.0)?);
-                    (&a.qn, &a.kn)
-                }
-                _ => (&a.q, &a.k),
-            };
-            g.extend(k.rope_rows(q, cs, &self.pos, n, nh, hd, c.rope_mode)?);
-            g.extend(k.rope_rows(kk, cs, &self.pos, n, nkv, hd, c.rope_mode)?);
-            let (kp, vp) = (&self.k_pages[i], &self.v_pages[i]);
-            g.extend(k.paged_kv_write(kk, &a.v, kp, vp, &self.pos, &self.seq, &self.table, &pp)?);
-            g.extend(k.paged_attention(
-                q,
-                kp,
-                vp,
-                &a.attn,
-                &self.pos,
-                &self.seq,
-                &self.table,
-                &pp,
-            )?);
-            g.extend(k.matvec_batched(l.wo, &a.attn, n, &a.o)?);
-            if let Some(b) = l.bo {
-                g.extend(k.add(&a.o, b, n * h, h)?);
-            }
-            g.extend(k.add(&a.x, &a.o, n * h, n * h)?);
-            g.extend(k.rms_norm(&a.x, l.ffn_norm, &a.xn, n, h, c.rms_eps, 0.0)?);
-            g.extend(k.matvec_batched(l.gate, &a.xn, n, &a.gate)?);
-            g.extend(k.matvec_batched(l.up, &a.xn, n, &a.up)?);
-            g.extend(k.swiglu(&a.gate, &a.up, &a.act, n * c.intermediate)?);
-            g.extend(k.matvec_batched(l.down, &a.act, n, &a.o)?);
-            g.extend(k.add(&a.x, &a.o, n * h, n * h)?);
-        }
-        g.extend(k.rms_norm(&a.x, w.final_norm(), &a.xn, n, h, c.rms_eps, 0.0)?);
-        Ok(g)
+        Ok(self.graph.body(&s)?)
     }
 
     fn build_head(&self, n_out: usize) -> Result<Vec<Dispatch>> {
         let k = &self.kernels;
-        let w: &Llama = self.model.graph();
+        let (head, softcap) = self.graph.head();
         let v = self.cfg.vocab_size;
-        let mut g = k.matvec_batched(w.head(), &self.acts.xo, n_out, &self.logits)?;
+        let mut g = k.matvec_batched(head, &self.xo, n_out, &self.logits)?;
+        if let Some(c) = softcap {
+            g.extend(k.softcap(&self.logits, n_out * v, c)?);
+        }
         for i in 0..n_out {
             g.extend(k.argmax(&self.logits, i * v, v, &self.tokens, i)?);
         }
@@ -340,14 +239,11 @@ impl BatchedLlama {
         let dev = self.kernels.dev.clone();
         let q = &dev.queue;
         let col = |f: fn(&Row) -> u32| rows.iter().map(f).collect::<Vec<u32>>();
-        q.write_buffer(
-            self.ids.buffer(),
-            0,
-            bytemuck::cast_slice(&col(|r| r.token)),
-        );
-        q.write_buffer(self.pos.buffer(), 0, bytemuck::cast_slice(&col(|r| r.pos)));
-        q.write_buffer(self.seq.buffer(), 0, bytemuck::cast_slice(&col(|r| r.seq)));
-        q.write_buffer(self.table.buffer(), 0, bytemuck::cast_slice(table));
+        let p = &self.paged;
+        q.write_buffer(p.ids.buffer(), 0, bytemuck::cast_slice(&col(|r| r.token)));
+        q.write_buffer(p.pos.buffer(), 0, bytemuck::cast_slice(&col(|r| r.pos)));
+        q.write_buffer(p.seq.buffer(), 0, bytemuck::cast_slice(&col(|r| r.seq)));
+        q.write_buffer(p.table.buffer(), 0, bytemuck::cast_slice(table));
         let v = self.cfg.vocab_size;
         let hb = (self.cfg.hidden * 4) as u64;
         let with_logits: Vec<usize> = outs
@@ -370,9 +266,9 @@ impl BatchedLlama {
             if n_out > 0 {
                 for (i, &(r, _)) in outs.iter().enumerate() {
                     enc.copy_buffer_to_buffer(
-                        self.acts.xn.buffer(),
+                        self.graph.acts().xn.buffer(),
                         r as u64 * hb,
-                        self.acts.xo.buffer(),
+                        self.xo.buffer(),
                         i as u64 * hb,
                         hb,
                     );
@@ -429,33 +325,39 @@ impl BatchedLlama {
     }
 }
 
-/// Loads a Llama-family model for batched serving, with its tokenizer. `bc.context` is
-/// clamped to the model's maximum position.
+/// Loads a model of any supported architecture for batched serving, with its tokenizer.
+/// `bc.context` is clamped to the model's maximum position.
 pub fn load_batched(
     spec: &str,
     kernels: Arc<Kernels>,
     quant: Option<DType>,
+    bc: BatchConfig,
+) -> Result<(BatchedModel, infer_models::Tokenizer)> {
+    let path = infer_models::load::resolve(spec)?;
+    let (src, _) = infer_models::load::open(&path)?;
+    let tok = infer_models::load::tokenizer(&path, &src)?;
+    Ok((load_batched_model(spec, kernels, quant, bc)?, tok))
+}
+
+/// [`load_batched`] without the tokenizer.
+pub fn load_batched_model(
+    spec: &str,
+    kernels: Arc<Kernels>,
+    quant: Option<DType>,
     mut bc: BatchConfig,
-) -> Result<(BatchedLlama, infer_models::Tokenizer)> {
-    use infer_models::arch::Family;
+) -> Result<BatchedModel> {
     let path = infer_models::load::resolve(spec)?;
     let (src, cfg) = infer_models::load::open(&path)?;
-    if cfg.arch.family != Family::Llama {
-        return Err(ServeError::Unsupported(format!(
-            "{spec}: the batched server runs the Llama family, not {:?}",
-            cfg.arch.family
-        )));
-    }
     bc.context = bc.context.min(cfg.max_position).max(1);
-    let tok = infer_models::load::tokenizer(&path, &src)?;
+    // A step never holds more rows than the context has positions.
+    bc.max_rows = bc.max_rows.min(bc.context);
+    bc.max_seqs = bc.max_seqs.min(bc.max_rows);
     let opts = infer_models::LoadOptions {
         quant,
-        // The single-sequence runner's own cache is unused here; its rope table must
-        // cover the serving context.
         context: Some(bc.context),
-        max_batch: 1,
+        max_batch: bc.max_rows,
         progress: false,
     };
-    let model = LlamaModel::load(&src, cfg, kernels.clone(), &opts)?;
-    Ok((BatchedLlama::new(model, kernels, bc)?, tok))
+    let graph = infer_models::load::load_graph(&src, cfg, &kernels, &opts)?;
+    BatchedModel::new(graph, kernels, bc)
 }

@@ -1,4 +1,4 @@
-//! The scheduler: one thread owns the [`BatchedLlama`] and loops. At every step it takes
+//! The scheduler: one thread owns the [`BatchedModel`] and loops. At every step it takes
 //! new requests, drops the ones whose client has gone (freeing their KV blocks at once),
 //! admits waiting requests in arrival order while sequence slots and KV blocks last (a
 //! request reserves the blocks of its prompt plus its `max_tokens` up front, so a running
@@ -15,7 +15,7 @@ use infer_models::Tokenizer;
 use infer_sampling::{Sampler, SamplingParams};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::batch::{BatchedLlama, Row, RowOut};
+use crate::batch::{BatchedModel, Row, RowOut};
 use crate::kv::BlockAllocator;
 use crate::metrics::Metrics;
 
@@ -122,7 +122,7 @@ impl Seq {
 
 /// The scheduler loop (see the module docs).
 pub struct Engine {
-    model: BatchedLlama,
+    model: BatchedModel,
     tok: Arc<Tokenizer>,
     metrics: Arc<Metrics>,
     rx: mpsc::Receiver<GenRequest>,
@@ -136,7 +136,7 @@ pub struct Engine {
 impl Engine {
     /// Starts the engine thread; requests beyond `max_waiting` queued ones are refused.
     pub fn spawn(
-        model: BatchedLlama,
+        model: BatchedModel,
         tok: Arc<Tokenizer>,
         metrics: Arc<Metrics>,
         max_waiting: usize,

@@ -1,9 +1,9 @@
 //! OpenAI-compatible serving: an HTTP front end (axum on tokio), a scheduler doing
 //! continuous batching (requests join the running batch at every step; prompt chunks and
 //! decode tokens share one batched forward), a paged KV cache (fixed-size blocks, a block
-//! table per sequence) and the batched Llama-family step.
+//! table per sequence) and a batched step that runs every supported architecture.
 //!
-//! - `batch.rs`: [`BatchedLlama`], the batch-invariant multi-sequence forward step.
+//! - `batch.rs`: [`BatchedModel`], the batch-invariant multi-sequence forward step.
 //! - `kv.rs`: [`BlockAllocator`], the free list of KV blocks.
 //! - `engine.rs`: [`Engine`], the scheduler loop on its own thread: admission, row
 //!   building, sampling, stop strings, streaming events, cancellation.
@@ -19,7 +19,9 @@ pub mod kv;
 pub mod metrics;
 
 pub use api::{ServeOptions, serve};
-pub use batch::{BatchConfig, BatchedLlama, Row, RowOut, RowResult, load_batched};
+pub use batch::{
+    BatchConfig, BatchedModel, Row, RowOut, RowResult, load_batched, load_batched_model,
+};
 pub use engine::{Engine, EngineHandle, Event, GenRequest};
 pub use kv::BlockAllocator;
 pub use metrics::Metrics;

@@ -1,21 +1,23 @@
 //! Batch invariance of the batched serving step: sequences run together (staggered
 //! arrivals, prompts in chunks mixed with other sequences' decode rows, different block
 //! tables) give bit-identical logits and identical greedy tokens to each sequence run
-//! alone; and the batched step reproduces the reference greedy ids of stories260K.
+//! alone; the batched step reproduces the reference greedy ids of stories260K; and every
+//! architecture (the tiny Phi-3, Gemma, Gemma 2 and GPT-2 checkpoints of tests/fixtures/arch)
+//! runs batched with transformers' logits and greedy tokens, batch-invariantly.
 //! Without an adapter or model these tests print SKIP; under CI=true they fail.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use infer_kernels::Kernels;
-use infer_serve::{BatchConfig, BatchedLlama, Row, RowOut, load_batched};
+use infer_serve::{BatchConfig, BatchedModel, Row, RowOut, load_batched_model};
 use infer_tensor::device::test_device;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn model_or_skip(rel: &str, bc: BatchConfig) -> Option<BatchedLlama> {
+fn model_or_skip(rel: &str, bc: BatchConfig) -> Option<BatchedModel> {
     let dev = test_device()?;
     let path = [root().join(rel), root().join("..").join("shared").join(rel)]
         .into_iter()
@@ -28,8 +30,7 @@ fn model_or_skip(rel: &str, bc: BatchConfig) -> Option<BatchedLlama> {
         return None;
     };
     let k = Arc::new(Kernels::new(Arc::new(dev)));
-    let (m, _tok) = load_batched(path.to_str().expect("utf-8 path"), k, None, bc).expect("load");
-    Some(m)
+    Some(load_batched_model(path.to_str().expect("utf-8 path"), k, None, bc).expect("load"))
 }
 
 /// A sequence in the toy scheduler of these tests.
@@ -46,7 +47,7 @@ struct S {
 /// `start[i]`; prompts go in chunks of at most `chunk` rows; `blocks_rev` hands out
 /// physical blocks from the top. Returns (generated tokens, logits of every output).
 fn run(
-    m: &mut BatchedLlama,
+    m: &mut BatchedModel,
     prompts: &[Vec<u32>],
     start: &[usize],
     n_gen: usize,
@@ -147,13 +148,17 @@ fn check_invariance(rel: &str, prompts: Vec<Vec<u32>>, n_gen: usize) {
     let Some(mut m) = model_or_skip(rel, bc) else {
         return;
     };
+    check_invariance_of(&mut m, rel, prompts, n_gen);
+}
+
+fn check_invariance_of(m: &mut BatchedModel, rel: &str, prompts: Vec<Vec<u32>>, n_gen: usize) {
     let alone: Vec<_> = prompts
         .iter()
-        .map(|p| run(&mut m, std::slice::from_ref(p), &[0], n_gen, 64, false).remove(0))
+        .map(|p| run(m, std::slice::from_ref(p), &[0], n_gen, 64, false).remove(0))
         .collect();
     let starts: Vec<usize> = (0..prompts.len()).map(|i| i * 2).collect();
     for (chunk, rev) in [(7, true), (3, false)] {
-        let together = run(&mut m, &prompts, &starts, n_gen, chunk, rev);
+        let together = run(m, &prompts, &starts, n_gen, chunk, rev);
         for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
             assert_eq!(
                 a.0, t.0,
@@ -225,4 +230,92 @@ fn batched_step_reproduces_stories260k_greedy_reference() {
         .remove(0)
         .0;
     assert_eq!(got, want[1..n], "batched greedy vs reference ids");
+}
+
+fn json_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+
+/// An architecture fixture run through the batched step: transformers' greedy tokens exact
+/// and its logits within 1e-3 + 1e-3 |x| at every greedy step (the first `n_gen` steps;
+/// `context` bounds the positions), then batch invariance over the fixture's prompt and
+/// two others.
+fn arch_case(case: &str, context: usize, n_gen: usize) {
+    let rel = format!("tests/fixtures/arch/{case}");
+    let bc = BatchConfig {
+        max_rows: 16,
+        max_seqs: 4,
+        block_size: 4,
+        n_blocks: 64,
+        context,
+    };
+    let Some(mut m) = model_or_skip(&rel, bc) else {
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join(&rel).join("expected.json")).expect("fixture"),
+    )
+    .expect("json");
+    let prompt = json_ids(&v["prompt_ids"]);
+    let greedy = json_ids(&v["greedy_ids"]);
+    let (got, logits) = run(&mut m, std::slice::from_ref(&prompt), &[0], n_gen, 3, false).remove(0);
+    assert_eq!(
+        got,
+        greedy[..n_gen],
+        "{case}: batched greedy ids vs transformers"
+    );
+    for (i, l) in logits.iter().enumerate() {
+        let want: Vec<f32> = v["greedy_step_logits"][i]
+            .as_array()
+            .expect("row")
+            .iter()
+            .map(|x| x.as_f64().expect("logit") as f32)
+            .collect();
+        assert_eq!(l.len(), want.len(), "{case}: vocab");
+        for (j, (g, w)) in l.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-3 + 1e-3 * w.abs(),
+                "{case}: greedy step {i} logit {j}: batched {g} vs transformers {w}"
+            );
+        }
+    }
+    let vocab = m.config().vocab_size as u32;
+    let prompts = vec![
+        prompt.clone(),
+        vec![1, 2 % vocab, 3 % vocab],
+        (0..11).map(|i| (5 + i * 13) % vocab).collect(),
+    ];
+    check_invariance_of(&mut m, &rel, prompts, n_gen.min(6));
+}
+
+#[test]
+fn batched_phi3_partial_rotary_matches_transformers() {
+    arch_case("phi3_partial_rotary", 64, 16);
+}
+
+#[test]
+fn batched_phi3_longrope_short_context_matches_transformers() {
+    // The serving context (16 = original_max_position_embeddings) keeps the short factors
+    // for every sequence; transformers used them for the first 16 positions.
+    arch_case("phi3_longrope", 16, 9);
+}
+
+#[test]
+fn batched_gemma_matches_transformers() {
+    arch_case("gemma", 64, 16);
+}
+
+#[test]
+fn batched_gemma2_matches_transformers() {
+    // Sliding window 4 on alternate layers, soft-capping, query_pre_attn_scalar, bf16.
+    arch_case("gemma2", 64, 16);
+}
+
+#[test]
+fn batched_gpt2_matches_transformers() {
+    arch_case("gpt2", 64, 16);
 }

@@ -1,0 +1,250 @@
+//! What an architecture's forward pass is written against, so that one graph per
+//! architecture serves both ways of running it:
+//!
+//! - [`Kv::Contiguous`]: one sequence whose step rows are consecutive positions, with a
+//!   `(n_kv, capacity, head_dim)` cache per layer (the [`Runner`](crate::Runner) behind
+//!   `infer run` and `infer chat`);
+//! - [`Kv::Paged`]: rows from many sequences, each at its own position, over a paged KV
+//!   cache (infer-serve's continuous batching). Every kernel used this way computes a row
+//!   with arithmetic that does not depend on the other rows, so a sequence gets the same
+//!   logits alone or beside others (batch invariance).
+//!
+//! A graph writes its layers with [`Step::linear`], [`Step::rope`] and [`Step::attention`];
+//! the step picks the kernels.
+
+use infer_kernels::{AttentionParams, Dispatch, Kernels, PagedParams, RopeMode};
+use infer_tensor::{DType, Device, Tensor};
+
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::runner::Io;
+
+/// Activation buffers of a step of up to `rows` rows, allocated once per model. Each
+/// architecture uses the ones it needs.
+pub struct Acts {
+    pub rows: usize,
+    /// (rows, hidden) residual stream.
+    pub x: Tensor,
+    /// (rows, hidden) normed; after the body, the final normed hidden states.
+    pub xn: Tensor,
+    /// (rows, heads * hd)
+    pub q: Tensor,
+    /// (rows, kv * hd)
+    pub k: Tensor,
+    pub v: Tensor,
+    /// q and k after a per-head norm (Qwen3).
+    pub qn: Tensor,
+    pub kn: Tensor,
+    /// (rows, heads * hd) attention output.
+    pub attn: Tensor,
+    /// (rows, hidden) a projection back to hidden (and GPT-2's position embeddings).
+    pub o: Tensor,
+    /// (rows, inter)
+    pub gate: Tensor,
+    pub up: Tensor,
+    pub act: Tensor,
+}
+
+impl Acts {
+    pub fn new(dev: &Device, cfg: &ModelConfig, rows: usize) -> Result<Acts> {
+        let (h, hd, nh, nkv, inter) = (
+            cfg.hidden,
+            cfg.head_dim,
+            cfg.n_heads,
+            cfg.n_kv_heads,
+            cfg.intermediate,
+        );
+        let z = |name: &str, cols: usize| Tensor::zeros(dev, name, &[rows, cols], DType::F32);
+        let (qn, kn) = if cfg.arch.qk_norm {
+            (z("qn", nh * hd)?, z("kn", nkv * hd)?)
+        } else {
+            (z("qn", 1)?, z("kn", 1)?)
+        };
+        Ok(Acts {
+            rows,
+            x: z("x", h)?,
+            xn: z("xn", h)?,
+            q: z("q", nh * hd)?,
+            k: z("k", nkv * hd)?,
+            v: z("v", nkv * hd)?,
+            qn,
+            kn,
+            attn: z("attn", nh * hd)?,
+            o: z("o", h)?,
+            gate: z("gate", inter)?,
+            up: z("up", inter)?,
+            act: z("act", inter)?,
+        })
+    }
+}
+
+/// A paged KV cache and the per-row inputs of a batched step: row r is the token at
+/// position `pos[r]` of the sequence in block-table row `seq[r]`; that sequence's position
+/// p lives in slot `table[seq][p / block_size] * block_size + p % block_size` of each
+/// layer's pages.
+pub struct PagedKv {
+    /// (R) u32 each.
+    pub ids: Tensor,
+    pub pos: Tensor,
+    pub seq: Tensor,
+    /// (max_seqs, max_blocks) u32 physical block ids.
+    pub table: Tensor,
+    /// Per layer: (n_blocks * block_size, n_kv, head_dim) f32.
+    pub k_pages: Vec<Tensor>,
+    pub v_pages: Vec<Tensor>,
+    pub block_size: usize,
+    pub n_blocks: usize,
+    pub max_seqs: usize,
+    pub max_blocks: usize,
+}
+
+/// Where a step's rows sit and where its attention keeps K and V.
+#[derive(Clone, Copy)]
+pub enum Kv<'a> {
+    /// One sequence: row i is position `pos + i` (`io.pos` holds `pos`); `io.kv` holds a
+    /// contiguous cache per layer.
+    Contiguous(&'a Io),
+    /// Rows of many sequences over a paged cache.
+    Paged(&'a PagedKv),
+}
+
+/// How a layer attends: everything but the shapes, which come from the config.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnSpec {
+    pub n_heads: usize,
+    pub n_kv: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    /// Soft-capping of scores when > 0.
+    pub softcap: f32,
+    /// Sliding window when > 0.
+    pub window: usize,
+}
+
+impl AttnSpec {
+    /// Plain causal attention with the `1 / sqrt(head_dim)` scale and the config's window.
+    pub fn of(cfg: &ModelConfig) -> AttnSpec {
+        AttnSpec {
+            n_heads: cfg.n_heads,
+            n_kv: cfg.n_kv_heads,
+            head_dim: cfg.head_dim,
+            scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+            softcap: 0.0,
+            window: cfg.sliding_window.unwrap_or(0),
+        }
+    }
+}
+
+/// One step of `n` rows being built.
+pub struct Step<'a> {
+    pub k: &'a Kernels,
+    pub n: usize,
+    pub kv: Kv<'a>,
+}
+
+impl<'a> Step<'a> {
+    /// (n) u32: the rows' token ids.
+    pub fn ids(&self) -> &'a Tensor {
+        match self.kv {
+            Kv::Contiguous(io) => &io.ids,
+            Kv::Paged(p) => &p.ids,
+        }
+    }
+
+    /// (n) u32: each row's position in its sequence (learned position embeddings).
+    pub fn positions(&self) -> &'a Tensor {
+        match self.kv {
+            Kv::Contiguous(io) => &io.positions,
+            Kv::Paged(p) => &p.pos,
+        }
+    }
+
+    /// `y = x W^T` over the step's rows. One sequence: the fastest kernel for the row count
+    /// (`Kernels::linear`); many: the matvec per row, whose arithmetic for a row is the same
+    /// whatever the other rows are.
+    pub fn linear(&self, x: &Tensor, w: &Tensor, y: &Tensor) -> Result<Vec<Dispatch>> {
+        Ok(match self.kv {
+            Kv::Contiguous(_) => self.k.linear(x, self.n, w, y)?,
+            Kv::Paged(_) => self.k.matvec_batched(w, x, self.n, y)?,
+        })
+    }
+
+    /// Rotary embedding of `(n, heads, head_dim)` `x` at the rows' positions.
+    pub fn rope(
+        &self,
+        x: &Tensor,
+        cs: &Tensor,
+        heads: usize,
+        head_dim: usize,
+        mode: RopeMode,
+    ) -> Result<Vec<Dispatch>> {
+        Ok(match self.kv {
+            Kv::Contiguous(io) => self.k.rope(x, cs, &io.pos, self.n, heads, head_dim, mode)?,
+            Kv::Paged(p) => self
+                .k
+                .rope_rows(x, cs, &p.pos, self.n, heads, head_dim, mode)?,
+        })
+    }
+
+    /// Writes the rows' `k`, `v` into layer `layer`'s cache and attends `q` over it
+    /// (causal, with the spec's scale, soft-cap and window) into `out`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &self,
+        layer: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+        a: &AttnSpec,
+    ) -> Result<Vec<Dispatch>> {
+        let kr = self.k;
+        let mut g = Vec::new();
+        match self.kv {
+            Kv::Contiguous(io) => {
+                let (kc, vc) = &io.kv[layer];
+                g.extend(kr.kv_write(
+                    k,
+                    v,
+                    kc,
+                    vc,
+                    &io.pos,
+                    self.n,
+                    a.n_kv,
+                    a.head_dim,
+                    io.capacity,
+                )?);
+                let p = AttentionParams {
+                    n_tokens: self.n,
+                    n_heads: a.n_heads,
+                    n_kv: a.n_kv,
+                    head_dim: a.head_dim,
+                    capacity: io.capacity,
+                    scale: a.scale,
+                    softcap: a.softcap,
+                    window: a.window,
+                };
+                g.extend(kr.attention(q, kc, vc, out, &io.pos, &p)?);
+            }
+            Kv::Paged(pk) => {
+                let pp = PagedParams {
+                    n_rows: self.n,
+                    n_heads: a.n_heads,
+                    n_kv: a.n_kv,
+                    head_dim: a.head_dim,
+                    block_size: pk.block_size,
+                    n_blocks: pk.n_blocks,
+                    n_seqs: pk.max_seqs,
+                    max_blocks: pk.max_blocks,
+                    scale: a.scale,
+                    softcap: a.softcap,
+                    window: a.window,
+                };
+                let (kp, vp) = (&pk.k_pages[layer], &pk.v_pages[layer]);
+                g.extend(kr.paged_kv_write(k, v, kp, vp, &pk.pos, &pk.seq, &pk.table, &pp)?);
+                g.extend(kr.paged_attention(q, kp, vp, out, &pk.pos, &pk.seq, &pk.table, &pp)?);
+            }
+        }
+        Ok(g)
+    }
+}

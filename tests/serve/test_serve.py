@@ -197,3 +197,74 @@ def test_full_queue_answers_503_and_recovers():
         completion_and_stream(s.url, "small-queue")
     finally:
         s.stop()
+
+
+def test_prompt_lookup_speculation_is_token_identical_and_validated(stories):
+    """Per-request prompt-lookup speculation: greedy text identical to plain decoding
+    (streamed and not), drafts proposed and accepted (visible in /metrics), sampling with
+    speculation answers, and bad speculative options are 400s."""
+    url, name = stories.url, stories.name
+    c = client(url)
+    prompt = ("Once upon a time, there was a little girl named Lily. She loved to play. "
+              "Once upon a time, there was a little girl named Lily. She")
+    base = dict(model=name, prompt=prompt, max_tokens=48, temperature=0,
+                extra_body={"ignore_eos": True})
+    plain = c.completions.create(**base).choices[0].text
+    before = stories.metrics()
+    for k in [None, 1, 4]:
+        extra = {"ignore_eos": True, "prompt_lookup": 3}
+        if k:
+            extra["draft_tokens"] = k
+        r = c.completions.create(**{**base, "extra_body": extra})
+        assert r.choices[0].text == plain, (k, r.choices[0].text, plain)
+        assert r.usage.completion_tokens == 48
+        chunks = list(c.completions.create(**{**base, "extra_body": extra}, stream=True))
+        assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == plain
+    after = stories.metrics()
+    drafted = after["infer_draft_tokens_total"] - before["infer_draft_tokens_total"]
+    accepted = after["infer_accepted_draft_tokens_total"] - before["infer_accepted_draft_tokens_total"]
+    assert drafted > 0 and accepted > 0, (drafted, accepted)
+    # Sampling with speculation: the speculative-sampling rule, seeded.
+    r1 = c.completions.create(model=name, prompt=prompt, max_tokens=24, temperature=0.8, seed=7,
+                              extra_body={"prompt_lookup": 2})
+    r2 = c.completions.create(model=name, prompt=prompt, max_tokens=24, temperature=0.8, seed=7,
+                              extra_body={"prompt_lookup": 2})
+    assert r1.choices[0].text == r2.choices[0].text and r1.usage.completion_tokens > 0
+    for extra, param in [
+        ({"prompt_lookup": -1}, "prompt_lookup"),
+        ({"prompt_lookup": 99}, "prompt_lookup"),
+        ({"prompt_lookup": 2, "draft_tokens": 0}, "draft_tokens"),
+        ({"prompt_lookup": 2, "draft_tokens": 16}, "draft_tokens"),
+        ({"draft_tokens": 3}, "draft_tokens"),
+        ({"draft_model": "other"}, "draft_model"),
+        ({"prompt_lookup": "two"}, None),
+    ]:
+        status, err = raw(url, "/v1/completions",
+                          json.dumps({"model": name, "prompt": "x", **extra}).encode())
+        assert status == 400, (extra, status, err)
+        if param:
+            assert err["error"]["param"] == param, err
+
+
+def test_non_streaming_client_gone_frees_kv_blocks(smol):
+    """A non-streaming request whose client gives up (read timeout) is cancelled and its
+    KV blocks freed, like a dropped stream."""
+    import httpx
+
+    before = smol.metrics()
+    body = {"model": smol.name, "prompt": "Once upon a time", "max_tokens": 900,
+            "temperature": 0, "ignore_eos": True}
+    with httpx.Client(timeout=1.5) as h:
+        try:
+            h.post(smol.url + "/v1/completions", json=body)
+            raise AssertionError("900 tokens of SmolLM2 should not finish in 1.5 s")
+        except httpx.ReadTimeout:
+            pass
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        m = smol.metrics()
+        if m["infer_kv_cache_blocks_used"] == 0 and m["infer_running_sequences"] == 0:
+            break
+        time.sleep(0.05)
+    assert m["infer_kv_cache_blocks_used"] == 0, m
+    assert m["infer_cancelled_requests_total"] >= before["infer_cancelled_requests_total"] + 1

@@ -837,11 +837,29 @@ struct ServeArgs {
     /// max_tokens of a request that gives none.
     #[arg(long = "default-max-tokens", default_value_t = 256)]
     default_max_tokens: usize,
+    /// Speculative decoding by prompt lookup for requests that do not set `prompt_lookup`:
+    /// draft what followed the last N tokens earlier in the prompt or output.
+    #[arg(long = "prompt-lookup")]
+    prompt_lookup: Option<usize>,
+    /// Draft tokens per speculative step (1..=15) for requests that do not set
+    /// `draft_tokens`; default: adapted from the acceptance rate.
+    #[arg(long = "draft-tokens")]
+    draft_tokens: Option<usize>,
     #[command(flatten)]
     device: DeviceArgs,
 }
 
 fn serve(a: ServeArgs) -> Result<()> {
+    match a.prompt_lookup {
+        Some(n) if !(1..=16).contains(&n) => bail!("--prompt-lookup {n}: use 1..=16"),
+        None if a.draft_tokens.is_some() => bail!("--draft-tokens needs --prompt-lookup"),
+        _ => {}
+    }
+    if let Some(k) = a.draft_tokens
+        && !(1..=15).contains(&k)
+    {
+        bail!("--draft-tokens {k}: use 1..=15 (omit it to adapt k)");
+    }
     let spec = model_spec(&ModelArgs {
         model: a.model.clone(),
         quant: None,
@@ -887,6 +905,8 @@ fn serve(a: ServeArgs) -> Result<()> {
             model_name: name,
             max_body: a.max_body_bytes,
             default_max_tokens: a.default_max_tokens,
+            prompt_lookup: a.prompt_lookup,
+            draft_tokens: a.draft_tokens,
         },
     )?;
     Ok(())

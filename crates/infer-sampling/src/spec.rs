@@ -56,13 +56,20 @@ pub enum DraftK {
     Adaptive,
 }
 
-struct KControl {
+/// Chooses k step by step from a [`DraftK`] and the acceptance seen so far.
+#[derive(Clone, Debug)]
+pub struct KControl {
     mode: DraftK,
     rate: f64,
 }
 
 impl KControl {
-    fn k(&self) -> usize {
+    pub fn new(mode: DraftK) -> KControl {
+        KControl { mode, rate: 0.6 }
+    }
+
+    /// Tokens to draft next (1..=`MAX_VERIFY - 1`, or the fixed k capped there).
+    pub fn k(&self) -> usize {
         let max = MAX_VERIFY - 1;
         match self.mode {
             DraftK::Fixed(k) => k.min(max),
@@ -73,7 +80,8 @@ impl KControl {
         }
     }
 
-    fn update(&mut self, proposed: usize, accepted: usize) {
+    /// Records a step that accepted `accepted` of `proposed` draft tokens.
+    pub fn update(&mut self, proposed: usize, accepted: usize) {
         if proposed > 0 {
             self.rate = 0.7 * self.rate + 0.3 * accepted as f64 / proposed as f64;
         }
@@ -245,9 +253,72 @@ fn draw_residual(p: &[f64], q: &[f64], rng: &mut StdRng) -> u32 {
     draw(&r, rng)
 }
 
-/// One speculative step: verifies `draft` after the pending token `last`; returns the accepted draft count and
-/// the tokens to emit (the accepted ones, then the target's correction or bonus token).
-/// The target's cache ends holding `last` and the accepted tokens.
+/// The target's outputs over a verification block (the pending token, then the draft).
+pub enum BlockOut<'a> {
+    /// The argmax at each of the `m + 1` positions (greedy).
+    Argmax(&'a [u32]),
+    /// The logits at each of the `m + 1` positions, row after row.
+    Logits(&'a mut [f32]),
+}
+
+/// The speculative-sampling rule over one verified block: returns the accepted draft count
+/// and the tokens to emit (the accepted ones, then the target's correction or bonus token).
+/// The caller observes every emitted token with the sampler.
+pub fn accept(
+    draft: &Draft,
+    out: BlockOut,
+    vocab: usize,
+    sampler: &mut Sampler,
+    rng: &mut StdRng,
+) -> (usize, Vec<u32>) {
+    let d = &draft.tokens;
+    let m = d.len();
+    let mut emit = Vec::with_capacity(m + 1);
+    match out {
+        BlockOut::Argmax(a) => {
+            let n = a.iter().zip(d).take_while(|(a, d)| a == d).count();
+            emit.extend(&d[..n]);
+            emit.push(a[n]);
+            (n, emit)
+        }
+        BlockOut::Logits(l) => {
+            let mut next = None;
+            for (i, &x) in d.iter().enumerate() {
+                let p = dense(
+                    &sampler.distribution(&mut l[i * vocab..(i + 1) * vocab]),
+                    vocab,
+                );
+                let q = match &draft.q {
+                    Some(q) => dense(&q[i], vocab),
+                    None => dense(&[(x, 1.0)], vocab),
+                };
+                let (px, qx) = (p[x as usize], q[x as usize]);
+                if qx > 0.0 && rng.random::<f64>() * qx < px {
+                    sampler.observe(x);
+                    emit.push(x);
+                } else {
+                    next = Some(draw_residual(&p, &q, rng));
+                    break;
+                }
+            }
+            let n = emit.len();
+            let t = match next {
+                Some(t) => t,
+                None => {
+                    let row = &mut l[m * vocab..(m + 1) * vocab];
+                    draw(&sampler.distribution(row), rng)
+                }
+            };
+            emit.iter().for_each(|&x| sampler.forget(x));
+            emit.push(t);
+            (n, emit)
+        }
+    }
+}
+
+/// One speculative step: verifies `draft` after the pending token `last` in one forward
+/// pass of the target and applies [`accept`]. The target's cache ends holding `last` and
+/// the accepted tokens.
 pub fn verify(
     target: &mut dyn Model,
     last: u32,
@@ -255,59 +326,22 @@ pub fn verify(
     sampler: &mut Sampler,
     rng: &mut StdRng,
 ) -> Result<(usize, Vec<u32>)> {
-    let d = &draft.tokens;
-    let m = d.len();
     let p0 = target.position();
-    let mut block = Vec::with_capacity(m + 1);
+    let mut block = Vec::with_capacity(draft.tokens.len() + 1);
     block.push(last);
-    block.extend(d);
-    let mut out = Vec::with_capacity(m + 1);
-    let n;
-    if sampler.params().is_greedy() {
+    block.extend(&draft.tokens);
+    let vocab = target.config().vocab_size;
+    let (n, out) = if sampler.params().is_greedy() {
         let StepOut::Tokens(a) = target.forward(&block, Output::AllArgmax)? else {
             return Err(infer_models::ModelError::Invalid("verify: expected tokens".into()).into());
         };
-        n = a.iter().zip(d).take_while(|(a, d)| a == d).count();
-        out.extend(&d[..n]);
-        out.push(a[n]);
+        accept(draft, BlockOut::Argmax(&a), vocab, sampler, rng)
     } else {
         let StepOut::Logits(mut l) = target.forward(&block, Output::AllLogits)? else {
             return Err(infer_models::ModelError::Invalid("verify: expected logits".into()).into());
         };
-        let vocab = target.config().vocab_size;
-        let mut accepted = 0;
-        let mut next = None;
-        for (i, &x) in d.iter().enumerate() {
-            let p = dense(
-                &sampler.distribution(&mut l[i * vocab..(i + 1) * vocab]),
-                vocab,
-            );
-            let q = match &draft.q {
-                Some(q) => dense(&q[i], vocab),
-                None => dense(&[(x, 1.0)], vocab),
-            };
-            let (px, qx) = (p[x as usize], q[x as usize]);
-            if qx > 0.0 && rng.random::<f64>() * qx < px {
-                accepted += 1;
-                sampler.observe(x);
-                out.push(x);
-            } else {
-                next = Some(draw_residual(&p, &q, rng));
-                break;
-            }
-        }
-        let t = match next {
-            Some(t) => t,
-            None => {
-                let row = &mut l[m * vocab..(m + 1) * vocab];
-                draw(&sampler.distribution(row), rng)
-            }
-        };
-        // The caller observes every emitted token.
-        out.iter().for_each(|&x| sampler.forget(x));
-        out.push(t);
-        n = accepted;
-    }
+        accept(draft, BlockOut::Logits(&mut l), vocab, sampler, rng)
+    };
     target.truncate(p0 + 1 + n);
     Ok((n, out))
 }
@@ -337,7 +371,7 @@ pub fn generate_speculative(
     }
     // Drafting and acceptance draws use their own stream, seeded from the same seed.
     let mut rng = StdRng::seed_from_u64(params.seed ^ 0x9e37_79b9_7f4a_7c15);
-    let mut ctl = KControl { mode: k, rate: 0.6 };
+    let mut ctl = KControl::new(k);
     let mut stats = Stats {
         prompt_tokens: prompt_ids.len(),
         ..Default::default()

@@ -20,13 +20,13 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use infer_models::{ChatMessage, Tokenizer};
-use infer_sampling::SamplingParams;
+use infer_sampling::{DraftK, SamplingParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::engine::{EngineHandle, Event, GenRequest, SubmitError, TokenLogprob};
+use crate::engine::{EngineHandle, Event, GenRequest, SpecOptions, SubmitError, TokenLogprob};
 
 /// How to serve.
 #[derive(Clone, Debug)]
@@ -39,6 +39,10 @@ pub struct ServeOptions {
     pub max_body: usize,
     /// `max_tokens` when a request gives none.
     pub default_max_tokens: usize,
+    /// Prompt-lookup speculation for requests that do not say (`prompt_lookup`).
+    pub prompt_lookup: Option<usize>,
+    /// Draft tokens per step for requests that do not say (`draft_tokens`); None: adaptive.
+    pub draft_tokens: Option<usize>,
 }
 
 struct App {
@@ -239,6 +243,15 @@ struct Common {
     ignore_eos: Option<bool>,
     #[serde(default)]
     stop_token_ids: Option<Vec<u32>>,
+    /// Speculative decoding by prompt lookup: the longest n-gram matched (0: off).
+    #[serde(default)]
+    prompt_lookup: Option<i64>,
+    /// Draft tokens per speculative step (1..=15); default adaptive.
+    #[serde(default)]
+    draft_tokens: Option<i64>,
+    /// Refused with a clear error: this server drafts by prompt lookup only.
+    #[serde(default)]
+    draft_model: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -374,6 +387,49 @@ impl App {
         Ok(p)
     }
 
+    /// The request's speculative options (or the server's defaults).
+    fn spec(&self, c: &Common) -> Result<Option<SpecOptions>, ApiError> {
+        if c.draft_model.is_some() {
+            return Err(ApiError::bad(
+                "draft_model",
+                "this server drafts by prompt lookup only (`prompt_lookup`); draft models are \
+                 available in `infer run` and `infer chat`",
+            ));
+        }
+        let ngram = match c.prompt_lookup {
+            None => self.opts.prompt_lookup,
+            Some(0) => None,
+            Some(n @ 1..=16) => Some(n as usize),
+            Some(n) => {
+                return Err(ApiError::bad(
+                    "prompt_lookup",
+                    format!("{n}: the n-gram length must be 1..=16 (0: off)"),
+                ));
+            }
+        };
+        let k = match c.draft_tokens {
+            None => self.opts.draft_tokens,
+            Some(k @ 1..=15) => Some(k as usize),
+            Some(k) => {
+                return Err(ApiError::bad(
+                    "draft_tokens",
+                    format!("{k}: draft 1..=15 tokens per step (omit it to adapt k)"),
+                ));
+            }
+        };
+        match ngram {
+            None if c.draft_tokens.is_some() => Err(ApiError::bad(
+                "draft_tokens",
+                "draft_tokens needs prompt_lookup (the n-gram length)",
+            )),
+            None => Ok(None),
+            Some(ngram) => Ok(Some(SpecOptions {
+                ngram,
+                k: k.map_or(DraftK::Adaptive, DraftK::Fixed),
+            })),
+        }
+    }
+
     fn check_prompt(&self, ids: &[u32]) -> Result<(), ApiError> {
         if ids.is_empty() {
             return Err(ApiError::bad("prompt", "the prompt is empty"));
@@ -426,6 +482,7 @@ async fn chat_inner(
 ) -> Result<Response, ApiError> {
     let req: ChatRequest = parse(body)?;
     let params = app.sampling(&req.common)?;
+    let spec = app.spec(&req.common)?;
     if req.messages.is_empty() {
         return Err(ApiError::bad("messages", "at least one message is needed"));
     }
@@ -487,6 +544,7 @@ async fn chat_inner(
         ids,
         params,
         top,
+        spec,
         req.common.stream.unwrap_or(false),
         String::new(),
     )
@@ -499,6 +557,7 @@ async fn completions_inner(
 ) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse(body)?;
     let params = app.sampling(&req.common)?;
+    let spec = app.spec(&req.common)?;
     let text = |s: &str| {
         app.tok
             .encode(s, true)
@@ -526,6 +585,7 @@ async fn completions_inner(
         ids,
         params,
         top,
+        spec,
         req.common.stream.unwrap_or(false),
         echo,
     )
@@ -562,12 +622,14 @@ fn logprobs_json(kind: Kind, lps: &[TokenLogprob], offset0: usize) -> Value {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     app: &Arc<App>,
     kind: Kind,
     ids: Vec<u32>,
     params: SamplingParams,
     logprobs: Option<usize>,
+    spec: Option<SpecOptions>,
     stream: bool,
     echo: String,
 ) -> Result<Response, ApiError> {
@@ -582,6 +644,7 @@ async fn run(
             prompt: ids,
             params,
             logprobs,
+            spec,
             events: tx,
             arrived: Instant::now(),
         })

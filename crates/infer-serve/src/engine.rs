@@ -5,14 +5,23 @@
 //! sequence never runs out; the rest wait), builds one batch of rows (one decode token per
 //! generating sequence first, then prompt chunks of the others up to the row budget), runs
 //! one batched forward, samples, applies stop strings and tokens, and sends events back.
+//!
+//! Speculative decoding (prompt lookup, per request): a generating sequence whose last
+//! n-gram occurred earlier in its text puts the pending token and up to k copied draft
+//! tokens into the batch as consecutive rows, each producing output; the speculative
+//! sampling rule (`infer_sampling::accept`) keeps the longest accepted prefix plus one
+//! token of the target's own. Only the accepted positions count as cached; the rejected
+//! ones are overwritten by later rows. Greedy output is token-identical to plain decoding.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
-use infer_models::Tokenizer;
-use infer_sampling::{Sampler, SamplingParams};
+use infer_models::{MAX_VERIFY, Tokenizer};
+use infer_sampling::{BlockOut, Draft, DraftK, KControl, PromptLookup, Sampler, SamplingParams};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::batch::{BatchedModel, Row, RowOut};
@@ -25,8 +34,26 @@ pub struct GenRequest {
     pub params: SamplingParams,
     /// `Some(k)`: report each chosen token's log-probability and the k most likely.
     pub logprobs: Option<usize>,
+    /// Speculative decoding by prompt lookup.
+    pub spec: Option<SpecOptions>,
     pub events: UnboundedSender<Event>,
     pub arrived: Instant,
+}
+
+/// Prompt-lookup speculation for one request.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SpecOptions {
+    /// Longest n-gram matched (>= 1).
+    pub ngram: usize,
+    /// Tokens drafted per step.
+    pub k: DraftK,
+}
+
+/// A sequence's speculation state.
+struct Spec {
+    lookup: PromptLookup,
+    ctl: KControl,
+    rng: StdRng,
 }
 
 /// A token's log-probability, with the most likely alternatives.
@@ -104,6 +131,7 @@ struct Seq {
     /// Bytes of the generated text sent so far.
     emitted: usize,
     last: Option<Instant>,
+    spec: Option<Spec>,
 }
 
 impl Seq {
@@ -274,7 +302,14 @@ impl Engine {
                 stop_ids.extend(self.tok.eos_ids());
                 stop_ids.extend(&self.model.config().eos_ids);
             }
+            let spec = req.spec.map(|o| Spec {
+                lookup: PromptLookup::new(o.ngram),
+                ctl: KControl::new(o.k),
+                // Acceptance draws use their own stream, seeded from the request's seed.
+                rng: StdRng::seed_from_u64(req.params.seed ^ 0x9e37_79b9_7f4a_7c15),
+            });
             self.running.push(Seq {
+                spec,
                 slot,
                 blocks,
                 tokens: req.prompt.clone(),
@@ -292,11 +327,13 @@ impl Engine {
 
     fn step(&mut self) -> crate::Result<()> {
         let max_rows = self.model.bc.max_rows;
-        // Decoding sequences first (one row each), then prompt chunks in arrival order.
+        // Decoding sequences first (one row each, plus any draft), then prompt chunks in
+        // arrival order.
         let mut order: Vec<usize> = (0..self.running.len()).collect();
         order.sort_by_key(|&i| self.running[i].tokens.len() - self.running[i].cached > 1);
         let mut rows = Vec::new();
-        let mut owners = Vec::new(); // (seq index, rows taken, produces output)
+        // (seq index, rows taken, produces output, draft)
+        let mut owners: Vec<(usize, usize, bool, Draft)> = Vec::new();
         for i in order {
             let budget = max_rows - rows.len();
             if budget == 0 {
@@ -304,6 +341,20 @@ impl Engine {
             }
             let s = &self.running[i];
             let pending = s.tokens.len() - s.cached;
+            let mut draft = Draft::default();
+            if pending == 1
+                && let Some(sp) = &s.spec
+            {
+                // Draft no further than the tokens still to generate, the row budget and
+                // one verification block.
+                let k = sp
+                    .ctl
+                    .k()
+                    .min((s.max_new - s.generated()).saturating_sub(1))
+                    .min(budget - 1)
+                    .min(MAX_VERIFY - 1);
+                draft.tokens = sp.lookup.lookup(&s.tokens, k);
+            }
             let take = pending.min(budget);
             let done = take == pending;
             for j in 0..take {
@@ -319,12 +370,21 @@ impl Engine {
                     },
                 });
             }
-            owners.push((i, take, done));
+            for (j, &t) in draft.tokens.iter().enumerate() {
+                rows.push(Row {
+                    token: t,
+                    pos: (s.cached + 1 + j) as u32,
+                    seq: s.slot as u32,
+                    out: s.out_kind(),
+                });
+            }
+            owners.push((i, take, done, draft));
         }
         let results = self.model.step(&rows, &self.table)?;
         let mut results = results.into_iter();
+        let vocab = self.model.config().vocab_size;
         let mut finished = Vec::new();
-        for (i, take, done) in owners {
+        for (i, take, done, draft) in owners {
             let s = &mut self.running[i];
             if s.cached == 0 {
                 self.metrics
@@ -335,9 +395,60 @@ impl Engine {
             if !done {
                 continue;
             }
-            let r = results.next().expect("one result per output row");
-            if emit_token(s, &self.tok, &self.metrics, r.token, r.logits) {
-                finished.push(i);
+            if draft.tokens.is_empty() {
+                let r = results.next().expect("one result per output row");
+                if emit_token(s, &self.tok, &self.metrics, r.token, r.logits) {
+                    finished.push(i);
+                }
+                continue;
+            }
+            let m = draft.tokens.len();
+            let block: Vec<_> = results.by_ref().take(m + 1).collect();
+            let sp = s
+                .spec
+                .as_mut()
+                .expect("drafts come from speculating sequences");
+            let (n, emit, logits) = if s.sampler.params().is_greedy() {
+                let a: Vec<u32> = block.iter().map(|r| r.token).collect();
+                let (n, e) = infer_sampling::accept(
+                    &draft,
+                    BlockOut::Argmax(&a),
+                    vocab,
+                    &mut s.sampler,
+                    &mut sp.rng,
+                );
+                let l: Vec<Option<Vec<f32>>> = block.into_iter().map(|r| r.logits).collect();
+                (n, e, l)
+            } else {
+                let l: Vec<Vec<f32>> = block
+                    .into_iter()
+                    .map(|r| r.logits.expect("sampled rows bring logits"))
+                    .collect();
+                let mut flat = l.concat();
+                let (n, e) = infer_sampling::accept(
+                    &draft,
+                    BlockOut::Logits(&mut flat),
+                    vocab,
+                    &mut s.sampler,
+                    &mut sp.rng,
+                );
+                (n, e, l.into_iter().map(Some).collect())
+            };
+            sp.ctl.update(m, n);
+            self.metrics.draft_tokens.fetch_add(m as u64, Relaxed);
+            self.metrics.accepted_tokens.fetch_add(n as u64, Relaxed);
+            // The pending token and the accepted drafts are cached now.
+            s.cached += n;
+            let now = Instant::now();
+            for (j, t) in emit.into_iter().enumerate() {
+                let lp = match (&logits[j], s.req.logprobs) {
+                    (Some(l), Some(k)) => Some(logprob(&self.tok, l, t, k)),
+                    _ => None,
+                };
+                if finish_emit(s, &self.tok, &self.metrics, t, lp, now) {
+                    finished.push(i);
+                    break;
+                }
             }
         }
         finished.sort_unstable_by(|a, b| b.cmp(a));

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub kv_blocks_used: AtomicU64,
     pub kv_blocks_free: AtomicU64,
     pub cancelled: AtomicU64,
+    pub draft_tokens: AtomicU64,
+    pub accepted_tokens: AtomicU64,
     ttft: Mutex<Histogram>,
     itl: Mutex<Histogram>,
 }
@@ -126,6 +128,18 @@ impl Metrics {
                 "counter",
                 "Requests cancelled (client gone) before finishing.",
                 &self.cancelled,
+            ),
+            (
+                "infer_draft_tokens_total",
+                "counter",
+                "Speculative draft tokens proposed (prompt lookup).",
+                &self.draft_tokens,
+            ),
+            (
+                "infer_accepted_draft_tokens_total",
+                "counter",
+                "Speculative draft tokens accepted.",
+                &self.accepted_tokens,
             ),
         ] {
             let _ = writeln!(

@@ -140,6 +140,7 @@ struct AttentionGpu {
 
 impl Kernels {
     /// `y[y_off + r] = sum_c w[r, c] x[x_off + c]`; `w` is `(n, k)` in any weight dtype.
+    /// The result is bit-identical to [`Kernels::matvec_batched`]'s for the same row of x.
     pub fn matvec(
         &self,
         w: &Tensor,
@@ -151,7 +152,12 @@ impl Kernels {
         self.matvec_rows(w, x, x_off, 1, y, y_off)
     }
 
-    /// matvec over `m` tokens: `y[t] = w x[t]` with `x` `(m, k)` and `y` `(m, n)`.
+    /// matvec over `m` tokens: `y[t] = w x[t]` with `x` `(m, k)` and `y` `(m, n)`. Each
+    /// weight unit is decoded once per tile of [`Kernels::matvec_tokens`] tokens (on
+    /// lavapipe this halves f32's per-token time; quantized dtypes gain little, as their
+    /// per-token dot products and x loads dominate there). Batch invariant: `y[t]` is bit-identical whatever `m` is
+    /// and wherever `t` falls in a tile (each token's arithmetic is the same expression;
+    /// tested on the adapter in tests/kernels.rs), and equal to [`Kernels::matvec`] of `x[t]`.
     pub fn matvec_batched(
         &self,
         w: &Tensor,
@@ -181,6 +187,8 @@ impl Kernels {
                 reason: format!("{m} tokens (1..=65535)"),
             });
         }
+        // One token: the single-token pipeline (no tile of clamped copies to compute).
+        let tok = if m == 1 { 1 } else { self.matvec_tokens() };
         w.parts
             .iter()
             .map(|part| {
@@ -195,14 +203,15 @@ impl Kernels {
                     _pad: 0,
                 };
                 let threads = part.rows.div_ceil(8);
-                self.dispatch(
+                self.dispatch_tok(
                     "matvec",
                     Some(dt),
+                    tok,
                     &params,
                     &[&part.buffer, x.buffer(), y.buffer(), x.buffer()],
                     [
                         u32s(threads.div_ceil(self.matvec_wg() as usize)),
-                        u32s(m),
+                        u32s(m.div_ceil(tok as usize)),
                         1,
                     ],
                 )

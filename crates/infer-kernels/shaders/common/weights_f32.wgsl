@@ -12,6 +12,17 @@ fn w_unit(row: u32, b: u32) -> array<vec4<f32>, WV> {
     return array<vec4<f32>, WV>(bitcast<vec4<f32>>(w[row * w_nb() + b]));
 }
 
-fn w_dot(row: u32, b: u32, xs: ptr<function, array<vec4<f32>, WV>>, xsum: f32) -> f32 {
-    return dot(bitcast<vec4<f32>>(w[row * w_nb() + b]), (*xs)[0]);
+// A unit as matvec consumes it, decoded once and applied to several tokens: `q` holds its
+// values before scaling (quants converted to f32, which is exact; float dtypes: the
+// values) and `s` its scales. With qx = sum_j q_j x_j and xsum = sum_j x_j, the unit's
+// dot product is qx (WS = 0), s.x qx (WS = 1) or s.x qx + s.y xsum (WS = 2).
+const WS: u32 = 0u;
+
+struct WRaw {
+    q: array<vec4<f32>, WV>,
+    s: vec2<f32>,
+}
+
+fn w_raw(row: u32, b: u32) -> WRaw {
+    return WRaw(w_unit(row, b), vec2<f32>(1.0));
 }

@@ -18,8 +18,18 @@ fn w_unit(row: u32, b: u32) -> array<vec4<f32>, WV> {
     return nib_unit(w[u], dm.x, dm.y);
 }
 
-fn w_dot(row: u32, b: u32, xs: ptr<function, array<vec4<f32>, WV>>, xsum: f32) -> f32 {
+// A unit as matvec consumes it, decoded once and applied to several tokens: `q` holds its
+// values before scaling (quants converted to f32, which is exact; float dtypes: the
+// values) and `s` its scales. With qx = sum_j q_j x_j and xsum = sum_j x_j, the unit's
+// dot product is qx (WS = 0), s.x qx (WS = 1) or s.x qx + s.y xsum (WS = 2).
+const WS: u32 = 2u;
+
+struct WRaw {
+    q: array<vec4<f32>, WV>,
+    s: vec2<f32>,
+}
+
+fn w_raw(row: u32, b: u32) -> WRaw {
     let u = row * w_nb() + b;
-    let dm = w_dm(u);
-    return dm.x * nib_dot(w[u], xs) + dm.y * xsum;
+    return WRaw(nib_q(w[u]), w_dm(u));
 }

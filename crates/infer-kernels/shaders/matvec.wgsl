@@ -2,19 +2,19 @@
 // one weight part and the m tokens t. Decode's linear layer (m = 1), and on CPU adapters
 // prefill's and speculative verification's for quantized weights or few tokens, where it
 // beats the tiled matmul. W is (n, k) in the weight layout of any dtype (a `weights_*`
-// snippet is prepended: w_nb, w_raw, WS); x, y are f32.
+// snippet is prepended: w_nb, w_raw, w_dot); x, y are f32.
 //
 // Each invocation computes ROWS consecutive rows for TOK consecutive tokens, walking the
 // rows one 16-byte unit at a time with f32 accumulation: the x values of a unit are loaded
 // once per token (uniform across the workgroup) for all ROWS rows, and each weight unit is
-// decoded once (w_raw) for all TOK tokens, which sit in the lanes of a TV. TOK is 1 (TV =
-// f32) as written; the launcher swaps the block between the TOKENS markers for 4 tokens
-// (TV = vec4<f32>) when m > 1. Batch invariance: every lane of a TV does the same scalar
-// arithmetic in the same order as the f32 version, so the result for (r, t) does not depend
-// on m, TOK or t's place in its tile; a tile's tokens past m load the last token's x
-// (clamped index) and only their stores are skipped. No barriers. WG (an override
-// constant) is 8 on CPU adapters, where more, smaller workgroups spread better over
-// threads, and 64 elsewhere.
+// decoded once (w_raw) for all TOK tokens. TOK is 1 as written; the launcher sets it
+// (with_tokens: 2..=4) for tiles of tokens where that measured faster (float and Q8_0
+// weights; see Kernels::matvec_plan). Batch invariance: every token's value is the same
+// per-token expression, w_dot (dot() per vec4, like the single-token kernel always was),
+// whatever TOK is, so the result for (r, t) does not depend on m, TOK or t's place in its
+// tile; a tile's tokens past m load the last token's x (clamped index) and only their
+// stores are skipped. No barriers. WG (an override constant) is 8 on CPU adapters, where
+// more, smaller workgroups spread better over threads, and 64 elsewhere.
 // Dispatch: (ceil(ceil(n / ROWS) / WG), ceil(m / TOK), 1).
 struct Params {
     n: u32,
@@ -39,15 +39,6 @@ const ROWS: u32 = 8u;
 
 // TOKENS begin
 const TOK: u32 = 1u;
-alias TV = f32;
-// 4 consecutive elements of x for the tile's tokens: xg[e] is element e, a TV.
-alias XG = vec4<f32>;
-fn xg(v: array<vec4<f32>, TOK>) -> XG {
-    return v[0];
-}
-fn tv_at(v: TV, i: u32) -> f32 {
-    return v;
-}
 // TOKENS end
 
 fn xv(x_off: u32, c: u32) -> vec4<f32> {
@@ -77,43 +68,31 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var i = 0u; i < TOK; i++) {
         x_offs[i] = p.x_off + min(t0 + i, p.m - 1u) * p.k;
     }
-    var acc: array<TV, ROWS>;
+    var acc: array<array<f32, TOK>, ROWS>;
     let nb = w_nb();
     for (var b = 0u; b < nb; b++) {
-        // xs[j][e]: element 4 j + e of the unit for each token; xsum: their sum (WS = 2 only).
-        var xs: array<XG, WV>;
-        var xsum = TV(0.0);
-        for (var j = 0u; j < WV; j++) {
-            var v: array<vec4<f32>, TOK>;
-            for (var i = 0u; i < TOK; i++) {
-                v[i] = xv(x_offs[i], b * WB + 4u * j);
+        // xs[i]: the unit's elements of x for token i; xsum[i]: their sum.
+        var xs: array<array<vec4<f32>, WV>, TOK>;
+        var xsum: array<f32, TOK>;
+        for (var i = 0u; i < TOK; i++) {
+            var x4 = vec4<f32>(0.0);
+            for (var j = 0u; j < WV; j++) {
+                xs[i][j] = xv(x_offs[i], b * WB + 4u * j);
+                x4 += xs[i][j];
             }
-            let g = xg(v);
-            xs[j] = g;
-            if (WS == 2u) {
-                xsum += ((g[0] + g[1]) + g[2]) + g[3];
-            }
+            xsum[i] = x4.x + x4.y + x4.z + x4.w;
         }
         for (var r = 0u; r < ROWS; r++) {
             let u = w_raw(min(r0 + r, p.n - 1u), b);
-            var s = TV(0.0);
-            for (var j = 0u; j < WV; j++) {
-                let q = u.q[j];
-                let g = xs[j];
-                s += ((q.x * g[0] + q.y * g[1]) + q.z * g[2]) + q.w * g[3];
+            for (var i = 0u; i < TOK; i++) {
+                acc[r][i] += w_dot(u, xs[i], xsum[i]);
             }
-            if (WS == 2u) {
-                s = u.s.x * s + u.s.y * xsum;
-            } else if (WS == 1u) {
-                s = u.s.x * s;
-            }
-            acc[r] += s;
         }
     }
     for (var i = 0u; i < TOK; i++) {
         for (var r = 0u; r < ROWS; r++) {
             if (r0 + r < p.n && t0 + i < p.m) {
-                y[p.y_off + (t0 + i) * p.y_ld + r0 + r] = tv_at(acc[r], i);
+                y[p.y_off + (t0 + i) * p.y_ld + r0 + r] = acc[r][i];
             }
         }
     }

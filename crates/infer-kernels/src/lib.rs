@@ -125,28 +125,21 @@ pub fn shader_source(shader: &Shader, dtype: Option<DType>) -> Option<String> {
 }
 
 /// A kernel source (matvec's, with or without its weight snippet) computing `tok` tokens per
-/// invocation: 1 is the source as written; 4 swaps the block between its `// TOKENS begin`
-/// and `// TOKENS end` lines for one whose token values are `vec4<f32>` lanes. `None` for
-/// other counts or a source without the block.
+/// invocation (1..=8): the `TOK` constant between its `// TOKENS begin` and `// TOKENS end`
+/// lines is set to `tok` (1 gives the source as written). `None` for other counts or a
+/// source without the block.
 pub fn with_tokens(source: &str, tok: u32) -> Option<String> {
     const BEGIN: &str = "// TOKENS begin\n";
     const END: &str = "// TOKENS end\n";
-    const TOK4: &str = "const TOK: u32 = 4u;
-alias TV = vec4<f32>;
-// 4 consecutive elements of x for the tile's tokens: xg[e] is element e, a TV.
-alias XG = mat4x4<f32>;
-fn xg(v: array<vec4<f32>, TOK>) -> XG {
-    return transpose(mat4x4<f32>(v[0], v[1], v[2], v[3]));
-}
-fn tv_at(v: TV, i: u32) -> f32 {
-    return v[i];
-}
-";
     let start = source.find(BEGIN)? + BEGIN.len();
     let end = start + source[start..].find(END)?;
     match tok {
         1 => Some(source.to_string()),
-        4 => Some(format!("{}{TOK4}{}", &source[..start], &source[end..])),
+        2..=8 => Some(format!(
+            "{}const TOK: u32 = {tok}u;\n{}",
+            &source[..start],
+            &source[end..]
+        )),
         _ => None,
     }
 }
@@ -299,8 +292,8 @@ impl Kernels {
         }
     }
 
-    /// Tokens per invocation of batched matvec (m > 1): each weight unit is decoded once per
-    /// tile of this many tokens (see [`with_tokens`]).
+    /// Tokens per full tile of batched matvec (for the dtypes and token counts where tiles
+    /// are used): each weight unit is decoded once per tile (see [`with_tokens`]).
     pub fn matvec_tokens(&self) -> u32 {
         MATVEC_TOKENS
     }

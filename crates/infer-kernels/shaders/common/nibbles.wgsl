@@ -19,3 +19,10 @@ fn nib_unit(q: vec4<u32>, d: f32, m: f32) -> array<vec4<f32>, 8> {
         d * nib4(q.x, 4u) + m, d * nib4(q.y, 4u) + m, d * nib4(q.z, 4u) + m, d * nib4(q.w, 4u) + m,
     );
 }
+
+// sum_j q_j x_j over a 32-element block (quantized matvec's w_dot): `dot()` per vec4, the
+// 8 partial sums added left to right.
+fn dot8(q: array<vec4<f32>, 8>, xs: array<vec4<f32>, 8>) -> f32 {
+    return dot(q[0], xs[0]) + dot(q[1], xs[1]) + dot(q[2], xs[2]) + dot(q[3], xs[3])
+        + dot(q[4], xs[4]) + dot(q[5], xs[5]) + dot(q[6], xs[6]) + dot(q[7], xs[7]);
+}

@@ -17,12 +17,11 @@ fn w_unit(row: u32, b: u32) -> array<vec4<f32>, WV> {
     return array<vec4<f32>, WV>(vec4<f32>(bf2(q.x), bf2(q.y)), vec4<f32>(bf2(q.z), bf2(q.w)));
 }
 
-// A unit as matvec consumes it, decoded once and applied to several tokens: `q` holds its
-// values before scaling (quants converted to f32, which is exact; float dtypes: the
-// values) and `s` its scales. With qx = sum_j q_j x_j and xsum = sum_j x_j, the unit's
-// dot product is qx (WS = 0), s.x qx (WS = 1) or s.x qx + s.y xsum (WS = 2).
-const WS: u32 = 0u;
-
+// A unit as matvec consumes it, decoded once (w_raw) and applied to each token of a tile
+// (w_dot): `q` holds its values before scaling (quants converted to f32, which is exact;
+// float dtypes: the values) and `s` its scales. w_dot is the unit's dot product with the
+// token's 4 WV elements of x, `xs` (xsum: their sum), computed with `dot()` per vec4 like
+// the per-token kernel always did.
 struct WRaw {
     q: array<vec4<f32>, WV>,
     s: vec2<f32>,
@@ -30,4 +29,8 @@ struct WRaw {
 
 fn w_raw(row: u32, b: u32) -> WRaw {
     return WRaw(w_unit(row, b), vec2<f32>(1.0));
+}
+
+fn w_dot(u: WRaw, xs: array<vec4<f32>, WV>, xsum: f32) -> f32 {
+    return dot(u.q[0], xs[0]) + dot(u.q[1], xs[1]);
 }

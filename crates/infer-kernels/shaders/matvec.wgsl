@@ -1,12 +1,21 @@
 // matvec: y[y_off + t * y_ld + r] = sum_c W[r, c] * x[x_off + t * k + c], for the rows r of
-// one weight part and the m tokens t (gid.y). Decode's linear layer (m = 1), and prefill's
-// for quantized weights on CPU adapters, where it beats the tiled matmul. W is (n, k) in the weight layout of any dtype (a `weights_*`
-// snippet is prepended: w_nb, w_dot); x, y are f32. Each invocation computes ROWS
-// consecutive rows, walking them one 16-byte unit at a time with f32 accumulation; the
-// x values of a unit are loaded once (uniform across invocations) for all ROWS rows. No
-// barriers. WG (an override constant) is 8 on CPU adapters, where more, smaller workgroups
-// spread better over threads, and 64 elsewhere.
-// Dispatch: (ceil(ceil(n / ROWS) / WG), m, 1).
+// one weight part and the m tokens t. Decode's linear layer (m = 1), and on CPU adapters
+// prefill's and speculative verification's for quantized weights or few tokens, where it
+// beats the tiled matmul. W is (n, k) in the weight layout of any dtype (a `weights_*`
+// snippet is prepended: w_nb, w_raw, w_dot); x, y are f32.
+//
+// Each invocation computes ROWS consecutive rows for TOK consecutive tokens, walking the
+// rows one 16-byte unit at a time with f32 accumulation: the x values of a unit are loaded
+// once per token (uniform across the workgroup) for all ROWS rows, and each weight unit is
+// decoded once (w_raw) for all TOK tokens. TOK is 1 as written; the launcher sets it
+// (with_tokens: 2..=4) for tiles of tokens where that measured faster (float and Q8_0
+// weights; see Kernels::matvec_plan). Batch invariance: every token's value is the same
+// per-token expression, w_dot (dot() per vec4, like the single-token kernel always was),
+// whatever TOK is, so the result for (r, t) does not depend on m, TOK or t's place in its
+// tile; a tile's tokens past m load the last token's x (clamped index) and only their
+// stores are skipped. No barriers. WG (an override constant) is 8 on CPU adapters, where
+// more, smaller workgroups spread better over threads, and 64 elsewhere.
+// Dispatch: (ceil(ceil(n / ROWS) / WG), ceil(m / TOK), 1).
 struct Params {
     n: u32,
     k: u32,
@@ -28,6 +37,10 @@ struct Params {
 override WG: u32 = 64u;
 const ROWS: u32 = 8u;
 
+// TOKENS begin
+const TOK: u32 = 1u;
+// TOKENS end
+
 fn xv(x_off: u32, c: u32) -> vec4<f32> {
     let i = x_off + c;
     if ((x_off | p.k) % 4u == 0u) {
@@ -47,28 +60,40 @@ fn xv(x_off: u32, c: u32) -> vec4<f32> {
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let r0 = gid.x * ROWS;
-    let t = gid.y;
-    if (r0 >= p.n || t >= p.m) {
+    let t0 = gid.y * TOK;
+    if (r0 >= p.n || t0 >= p.m) {
         return;
     }
-    let x_off = p.x_off + t * p.k;
-    var acc: array<f32, ROWS>;
+    var x_offs: array<u32, TOK>;
+    for (var i = 0u; i < TOK; i++) {
+        x_offs[i] = p.x_off + min(t0 + i, p.m - 1u) * p.k;
+    }
+    var acc: array<array<f32, TOK>, ROWS>;
     let nb = w_nb();
     for (var b = 0u; b < nb; b++) {
-        var xs: array<vec4<f32>, WV>;
-        var x4 = vec4<f32>(0.0);
-        for (var j = 0u; j < WV; j++) {
-            xs[j] = xv(x_off, b * WB + 4u * j);
-            x4 += xs[j];
+        // xs[i]: the unit's elements of x for token i; xsum[i]: their sum.
+        var xs: array<array<vec4<f32>, WV>, TOK>;
+        var xsum: array<f32, TOK>;
+        for (var i = 0u; i < TOK; i++) {
+            var x4 = vec4<f32>(0.0);
+            for (var j = 0u; j < WV; j++) {
+                xs[i][j] = xv(x_offs[i], b * WB + 4u * j);
+                x4 += xs[i][j];
+            }
+            xsum[i] = x4.x + x4.y + x4.z + x4.w;
         }
-        let xsum = x4.x + x4.y + x4.z + x4.w;
         for (var r = 0u; r < ROWS; r++) {
-            acc[r] += w_dot(min(r0 + r, p.n - 1u), b, &xs, xsum);
+            let u = w_raw(min(r0 + r, p.n - 1u), b);
+            for (var i = 0u; i < TOK; i++) {
+                acc[r][i] += w_dot(u, xs[i], xsum[i]);
+            }
         }
     }
-    for (var r = 0u; r < ROWS; r++) {
-        if (r0 + r < p.n) {
-            y[p.y_off + t * p.y_ld + r0 + r] = acc[r];
+    for (var i = 0u; i < TOK; i++) {
+        for (var r = 0u; r < ROWS; r++) {
+            if (r0 + r < p.n && t0 + i < p.m) {
+                y[p.y_off + (t0 + i) * p.y_ld + r0 + r] = acc[r][i];
+            }
         }
     }
 }

@@ -140,6 +140,7 @@ struct AttentionGpu {
 
 impl Kernels {
     /// `y[y_off + r] = sum_c w[r, c] x[x_off + c]`; `w` is `(n, k)` in any weight dtype.
+    /// The result is bit-identical to [`Kernels::matvec_batched`]'s for the same row of x.
     pub fn matvec(
         &self,
         w: &Tensor,
@@ -151,7 +152,13 @@ impl Kernels {
         self.matvec_rows(w, x, x_off, 1, y, y_off)
     }
 
-    /// matvec over `m` tokens: `y[t] = w x[t]` with `x` `(m, k)` and `y` `(m, n)`.
+    /// matvec over `m` tokens: `y[t] = w x[t]` with `x` `(m, k)` and `y` `(m, n)`. For
+    /// float and Q8_0 weights each weight unit is decoded once per tile of up to
+    /// [`Kernels::matvec_tokens`] tokens (on lavapipe 1.2-2x less time per token; see
+    /// `matvec_plan` for where tiles are used). Batch invariant: `y[t]` is bit-identical
+    /// whatever `m` is and wherever `t` falls in a tile (each token's arithmetic is the same
+    /// expression; tested on the adapter in tests/kernels.rs), and equal to
+    /// [`Kernels::matvec`] of `x[t]`.
     pub fn matvec_batched(
         &self,
         w: &Tensor,
@@ -181,33 +188,67 @@ impl Kernels {
                 reason: format!("{m} tokens (1..=65535)"),
             });
         }
-        w.parts
-            .iter()
-            .map(|part| {
-                let params = MatvecParams {
-                    n: u32s(part.rows),
-                    k: u32s(k),
-                    x_off: u32s(x_off),
-                    y_off: u32s(y_off + part.row_start),
-                    soff: u32s(part.scale_offset),
-                    m: u32s(m),
-                    y_ld: u32s(n),
-                    _pad: 0,
-                };
-                let threads = part.rows.div_ceil(8);
-                self.dispatch(
-                    "matvec",
-                    Some(dt),
-                    &params,
-                    &[&part.buffer, x.buffer(), y.buffer(), x.buffer()],
-                    [
-                        u32s(threads.div_ceil(self.matvec_wg() as usize)),
-                        u32s(m),
-                        1,
-                    ],
-                )
+        self.matvec_plan(dt, m)
+            .into_iter()
+            .flat_map(|(tok, t0, count)| {
+                w.parts.iter().map(move |part| {
+                    let params = MatvecParams {
+                        n: u32s(part.rows),
+                        k: u32s(k),
+                        x_off: u32s(x_off + t0 * k),
+                        y_off: u32s(y_off + t0 * n + part.row_start),
+                        soff: u32s(part.scale_offset),
+                        m: u32s(count),
+                        y_ld: u32s(n),
+                        _pad: 0,
+                    };
+                    let threads = part.rows.div_ceil(8);
+                    self.dispatch_tok(
+                        "matvec",
+                        Some(dt),
+                        tok,
+                        &params,
+                        &[&part.buffer, x.buffer(), y.buffer(), x.buffer()],
+                        [
+                            u32s(threads.div_ceil(self.matvec_wg() as usize)),
+                            u32s(count.div_ceil(tok as usize)),
+                            1,
+                        ],
+                    )
+                })
             })
             .collect()
+    }
+
+    /// matvec's dispatches for `m` tokens of a `dtype` weight: `(tokens per invocation,
+    /// first token, tokens)`. Tiles of [`Kernels::matvec_tokens`] tokens only where they
+    /// measured faster on lavapipe than one token per invocation: float weights (their
+    /// 16-byte unit load dominates) from 2 tokens on, the remainder in one tile of its own
+    /// size (2 or 3; no padded tile); Q8_0 from 4 tokens on, the remainder one token per
+    /// invocation; Q4_0/Q4_1 never (their per-token dot products dominate, and tiles
+    /// measured no faster). m = 1 is always the single-token pipeline. Every plan gives
+    /// the same bits (see `matvec.wgsl`), so this is purely a speed choice.
+    fn matvec_plan(&self, dtype: DType, m: usize) -> Vec<(u32, usize, usize)> {
+        let tile = self.matvec_tokens() as usize;
+        let (min, rem_tiles) = match dtype {
+            DType::F32 | DType::F16 | DType::BF16 => (2, true),
+            DType::Q8_0 => (tile, false),
+            _ => return vec![(1, 0, m)],
+        };
+        if m < min {
+            return vec![(1, 0, m)];
+        }
+        let full = m / tile * tile;
+        let rem = m - full;
+        let mut plan = Vec::new();
+        if full > 0 {
+            plan.push((tile as u32, 0, full));
+        }
+        if rem > 0 {
+            let tok = if rem_tiles && rem >= 2 { rem } else { 1 };
+            plan.push((tok as u32, full, rem));
+        }
+        plan
     }
 
     /// `y = x w^T`: `x` is `(m, k)`, `w` is `(n, k)` in any weight dtype, `y` is `(m, n)`.

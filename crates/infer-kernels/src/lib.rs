@@ -92,6 +92,9 @@ pub const SHADERS: &[Shader] = &[
     shader!("paged_attention", false),
 ];
 
+/// Default of [`Kernels::matvec_tokens`].
+const MATVEC_TOKENS: u32 = 4;
+
 const NIBBLES: &str = include_str!("../shaders/common/nibbles.wgsl");
 
 /// The snippet giving weight access for `dtype`.
@@ -121,6 +124,26 @@ pub fn shader_source(shader: &Shader, dtype: Option<DType>) -> Option<String> {
     }
 }
 
+/// A kernel source (matvec's, with or without its weight snippet) computing `tok` tokens per
+/// invocation (1..=8): the `TOK` constant between its `// TOKENS begin` and `// TOKENS end`
+/// lines is set to `tok` (1 gives the source as written). `None` for other counts or a
+/// source without the block.
+pub fn with_tokens(source: &str, tok: u32) -> Option<String> {
+    const BEGIN: &str = "// TOKENS begin\n";
+    const END: &str = "// TOKENS end\n";
+    let start = source.find(BEGIN)? + BEGIN.len();
+    let end = start + source[start..].find(END)?;
+    match tok {
+        1 => Some(source.to_string()),
+        2..=8 => Some(format!(
+            "{}const TOK: u32 = {tok}u;\n{}",
+            &source[..start],
+            &source[end..]
+        )),
+        _ => None,
+    }
+}
+
 /// A recorded kernel launch: replay it with [`Dispatch::record`].
 #[derive(Clone, Debug)]
 pub struct Dispatch {
@@ -138,11 +161,14 @@ impl Dispatch {
     }
 }
 
+/// A pipeline's kernel, weight dtype and matvec's tokens per invocation (1 for the others).
+type PipelineKey = (&'static str, Option<DType>, u32);
+
 /// The kernel set of one device: pipelines built on first use and cached, in memory and,
 /// where the adapter supports PIPELINE_CACHE, on disk (so a second start compiles nothing).
 pub struct Kernels {
     pub dev: Arc<Device>,
-    pipelines: Mutex<HashMap<(&'static str, Option<DType>), wgpu::ComputePipeline>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     disk_cache: Option<DiskCache>,
 }
 
@@ -266,13 +292,22 @@ impl Kernels {
         }
     }
 
+    /// Tokens per full tile of batched matvec (for the dtypes and token counts where tiles
+    /// are used): each weight unit is decoded once per tile (see [`with_tokens`]).
+    pub fn matvec_tokens(&self) -> u32 {
+        MATVEC_TOKENS
+    }
+
+    /// The pipeline of kernel `name` for weight dtype `dtype`; `tok` is matvec's tokens per
+    /// invocation (see [`with_tokens`]) and 1 for the others.
     pub(crate) fn pipeline(
         &self,
         name: &'static str,
         dtype: Option<DType>,
+        tok: u32,
     ) -> Result<wgpu::ComputePipeline> {
         let mut cache = self.pipelines.lock().expect("pipeline cache poisoned");
-        if let Some(p) = cache.get(&(name, dtype)) {
+        if let Some(p) = cache.get(&(name, dtype, tok)) {
             return Ok(p.clone());
         }
         let shader = SHADERS
@@ -283,13 +318,24 @@ impl Kernels {
             kernel: shader.name,
             reason: format!("no variant for dtype {dtype:?}"),
         })?;
-        let label = match dtype {
+        let mut label = match dtype {
             Some(d) => format!("{name}_{d}"),
             None => name.to_string(),
         };
+        let mut constants = Vec::new();
+        if source.contains("override WG") {
+            constants.push(("WG", self.matvec_wg() as f64));
+        }
+        let source = if tok == 1 {
+            source
+        } else {
+            label = format!("{label}_tok{tok}");
+            with_tokens(&source, tok).ok_or_else(|| KernelError::Shape {
+                kernel: shader.name,
+                reason: format!("no variant for {tok} tokens per invocation"),
+            })?
+        };
         let device = &self.dev.device;
-        let wg_constant = [("WG", self.matvec_wg() as f64)];
-        let overrides = source.contains("override WG");
         let pipeline = self.dev.scoped(&format!("building pipeline {label}"), || {
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(&label),
@@ -301,7 +347,7 @@ impl Kernels {
                 module: &module,
                 entry_point: Some("main"),
                 compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: if overrides { &wg_constant } else { &[] },
+                    constants: &constants,
                     ..Default::default()
                 },
                 cache: self.disk_cache.as_ref().map(|c| &c.cache),
@@ -310,7 +356,7 @@ impl Kernels {
         if let Some(c) = &self.disk_cache {
             c.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        cache.insert((name, dtype), pipeline.clone());
+        cache.insert((name, dtype, tok), pipeline.clone());
         Ok(pipeline)
     }
 
@@ -323,7 +369,20 @@ impl Kernels {
         buffers: &[Binding<'_>],
         grid: [u32; 3],
     ) -> Result<Dispatch> {
-        let pipeline = self.pipeline(name, dtype)?;
+        self.dispatch_tok(name, dtype, 1, params, buffers, grid)
+    }
+
+    /// [`Kernels::dispatch`] with the pipeline for `tok` tokens per invocation.
+    pub(crate) fn dispatch_tok<P: bytemuck::Pod>(
+        &self,
+        name: &'static str,
+        dtype: Option<DType>,
+        tok: u32,
+        params: &P,
+        buffers: &[Binding<'_>],
+        grid: [u32; 3],
+    ) -> Result<Dispatch> {
+        let pipeline = self.pipeline(name, dtype, tok)?;
         let device = &self.dev.device;
         let bind_group = self.dev.scoped(&format!("binding {name}"), || {
             let ubuf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {

@@ -184,24 +184,85 @@ fn matvec_vocab_sized_and_split_weights() {
 fn matvec_batched_over_tokens_every_dtype() {
     let Some(k) = kernels() else { return };
     let mut rng = StdRng::seed_from_u64(11);
+    let tile = k.matvec_tokens() as usize;
     for dtype in DType::ALL {
-        let cols = if dtype.is_quantized() { 96 } else { 37 };
-        for (m, n) in [(2, 1), (3, 13), (17, 67)] {
-            let (w, deq) = weights(k, &mut rng, dtype, n, cols, (n > 20).then_some(29));
-            let x = rand_vec(&mut rng, m * cols, 1.0);
-            let xt = f32_tensor(k, "x", &[m, cols], &x);
-            let y = zeros(k, "y", &[m, n]);
-            k.run(&k.matvec_batched(&w, &xt, m, &y).unwrap()).unwrap();
-            let got = y.read_f32(&k.dev).unwrap();
-            let want = r::matmul(&x, &deq, m, n, cols);
-            for i in 0..m {
-                let mag = dot_tol(&deq, &x[i * cols..(i + 1) * cols], n, cols);
-                check_dot(
-                    &format!("matvec batched {dtype} m{m} n{n} k{cols} row {i}"),
-                    &got[i * n..(i + 1) * n],
-                    &want[i * n..(i + 1) * n],
-                    &mag,
-                );
+        // k: an odd number of blocks, or not a multiple of 4 (scalar x loads) or of a unit.
+        let cols_list: &[usize] = if dtype.is_quantized() {
+            &[96, 576]
+        } else {
+            &[37, 44]
+        };
+        for &cols in cols_list {
+            // m: 1, below one tile, a tile and a tail, several tiles and a tail.
+            for (m, n) in [(1, 5), (2, 1), (3, 13), (tile + 1, 67), (2 * tile + 3, 29)] {
+                let (w, deq) = weights(k, &mut rng, dtype, n, cols, (n > 20).then_some(29));
+                let x = rand_vec(&mut rng, m * cols, 1.0);
+                let xt = f32_tensor(k, "x", &[m, cols], &x);
+                let y = zeros(k, "y", &[m, n]);
+                k.run(&k.matvec_batched(&w, &xt, m, &y).unwrap()).unwrap();
+                let got = y.read_f32(&k.dev).unwrap();
+                let want = r::matmul(&x, &deq, m, n, cols);
+                for i in 0..m {
+                    let mag = dot_tol(&deq, &x[i * cols..(i + 1) * cols], n, cols);
+                    check_dot(
+                        &format!("matvec batched {dtype} m{m} n{n} k{cols} row {i}"),
+                        &got[i * n..(i + 1) * n],
+                        &want[i * n..(i + 1) * n],
+                        &mag,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Batch invariance: one row of x gives bit-identical outputs whatever the number of
+/// tokens m, wherever it sits among them (first, middle, last; in a full or a tail tile)
+/// and whatever its random neighbours are, and the same bits as the single-token matvec.
+#[test]
+fn matvec_batched_is_batch_invariant_every_dtype() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(12);
+    for dtype in DType::ALL {
+        let (n, cols) = if dtype.is_quantized() {
+            (67, 160)
+        } else {
+            (67, 37)
+        };
+        let (w, _) = weights(k, &mut rng, dtype, n, cols, Some(29));
+        let x0 = rand_vec(&mut rng, cols, 1.0);
+        let y1 = zeros(k, "y", &[n]);
+        k.run(
+            &k.matvec(&w, &f32_tensor(k, "x", &[cols], &x0), 0, &y1, 0)
+                .unwrap(),
+        )
+        .unwrap();
+        let want: Vec<u32> = y1
+            .read_f32(&k.dev)
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        for m in 1..=17 {
+            for t in 0..m {
+                let mut x = rand_vec(&mut rng, m * cols, 1.0);
+                x[t * cols..(t + 1) * cols].copy_from_slice(&x0);
+                let xt = f32_tensor(k, "x", &[m, cols], &x);
+                let y = zeros(k, "y", &[m, n]);
+                k.run(&k.matvec_batched(&w, &xt, m, &y).unwrap()).unwrap();
+                let got = y.read_f32(&k.dev).unwrap();
+                let got: Vec<u32> = got[t * n..(t + 1) * n]
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect();
+                if let Some(r) = (0..n).find(|&r| got[r] != want[r]) {
+                    panic!(
+                        "matvec batched {dtype} {n}x{cols}: token {t} of {m}, row {r}: {} != \
+                         single-token {}",
+                        f32::from_bits(got[r]),
+                        f32::from_bits(want[r])
+                    );
+                }
             }
         }
     }

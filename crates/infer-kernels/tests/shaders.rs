@@ -1,7 +1,7 @@
 //! GPU-free checks: every WGSL file parses and validates with naga in every variant, and
 //! every shader has a launcher and a GPU test.
 
-use infer_kernels::{SHADERS, shader_source};
+use infer_kernels::{SHADERS, shader_source, with_tokens};
 use infer_tensor::DType;
 
 fn validate(label: &str, src: &str) {
@@ -24,6 +24,9 @@ fn every_shader_validates_in_every_variant() {
                 let src = shader_source(s, Some(d)).expect("weight variant");
                 validate(&format!("{}_{d}", s.name), &src);
                 n += 1;
+                if let Some(src) = with_tokens(&src, 4) {
+                    validate(&format!("{}_{d}_tok4", s.name), &src);
+                }
             }
         } else {
             validate(s.name, &shader_source(s, None).expect("plain shader"));
@@ -31,6 +34,11 @@ fn every_shader_validates_in_every_variant() {
         }
     }
     assert!(n >= SHADERS.len());
+    let matvec = SHADERS.iter().find(|s| s.name == "matvec").expect("matvec");
+    assert!(
+        with_tokens(matvec.source, 4).is_some(),
+        "matvec has no TOKENS block"
+    );
 }
 
 #[test]

@@ -4,12 +4,13 @@ fn nib4(q: u32, s: u32) -> vec4<f32> {
     return vec4<f32>(f32(n & 0xffu), f32((n >> 8u) & 0xffu), f32((n >> 16u) & 0xffu), f32(n >> 24u));
 }
 
-// sum_j q_j x_j over a 32-element block whose 16 bytes of nibbles are `q` (byte i holds
-// element i low and element i + 16 high).
-fn nib_dot(q: vec4<u32>, xs: ptr<function, array<vec4<f32>, 8>>) -> f32 {
-    return dot(nib4(q.x, 0u), (*xs)[0]) + dot(nib4(q.y, 0u), (*xs)[1]) + dot(nib4(q.z, 0u), (*xs)[2])
-        + dot(nib4(q.w, 0u), (*xs)[3]) + dot(nib4(q.x, 4u), (*xs)[4]) + dot(nib4(q.y, 4u), (*xs)[5])
-        + dot(nib4(q.z, 4u), (*xs)[6]) + dot(nib4(q.w, 4u), (*xs)[7]);
+// The 32 nibbles of a block as floats, in element order: its 16 bytes `q` hold element i
+// in the low nibble of byte i and element i + 16 in the high one.
+fn nib_q(q: vec4<u32>) -> array<vec4<f32>, 8> {
+    return array<vec4<f32>, 8>(
+        nib4(q.x, 0u), nib4(q.y, 0u), nib4(q.z, 0u), nib4(q.w, 0u),
+        nib4(q.x, 4u), nib4(q.y, 4u), nib4(q.z, 4u), nib4(q.w, 4u),
+    );
 }
 
 fn nib_unit(q: vec4<u32>, d: f32, m: f32) -> array<vec4<f32>, 8> {
@@ -17,4 +18,11 @@ fn nib_unit(q: vec4<u32>, d: f32, m: f32) -> array<vec4<f32>, 8> {
         d * nib4(q.x, 0u) + m, d * nib4(q.y, 0u) + m, d * nib4(q.z, 0u) + m, d * nib4(q.w, 0u) + m,
         d * nib4(q.x, 4u) + m, d * nib4(q.y, 4u) + m, d * nib4(q.z, 4u) + m, d * nib4(q.w, 4u) + m,
     );
+}
+
+// sum_j q_j x_j over a 32-element block (quantized matvec's w_dot): `dot()` per vec4, the
+// 8 partial sums added left to right.
+fn dot8(q: array<vec4<f32>, 8>, xs: array<vec4<f32>, 8>) -> f32 {
+    return dot(q[0], xs[0]) + dot(q[1], xs[1]) + dot(q[2], xs[2]) + dot(q[3], xs[3])
+        + dot(q[4], xs[4]) + dot(q[5], xs[5]) + dot(q[6], xs[6]) + dot(q[7], xs[7]);
 }

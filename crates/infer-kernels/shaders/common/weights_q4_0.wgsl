@@ -19,7 +19,21 @@ fn w_unit(row: u32, b: u32) -> array<vec4<f32>, WV> {
     return nib_unit(w[u], d, -8.0 * d);
 }
 
-fn w_dot(row: u32, b: u32, xs: ptr<function, array<vec4<f32>, WV>>, xsum: f32) -> f32 {
+// A unit as matvec consumes it, decoded once (w_raw) and applied to each token of a tile
+// (w_dot): `q` holds its values before scaling (quants converted to f32, which is exact;
+// float dtypes: the values) and `s` its scales. w_dot is the unit's dot product with the
+// token's 4 WV elements of x, `xs` (xsum: their sum), computed with `dot()` per vec4 like
+// the per-token kernel always did.
+struct WRaw {
+    q: array<vec4<f32>, WV>,
+    s: vec2<f32>,
+}
+
+fn w_raw(row: u32, b: u32) -> WRaw {
     let u = row * w_nb() + b;
-    return w_d(u) * (nib_dot(w[u], xs) - 8.0 * xsum);
+    return WRaw(nib_q(w[u]), vec2<f32>(w_d(u), 0.0));
+}
+
+fn w_dot(u: WRaw, xs: array<vec4<f32>, WV>, xsum: f32) -> f32 {
+    return u.s.x * (dot8(u.q, xs) - 8.0 * xsum);
 }

@@ -28,12 +28,28 @@ fn w_unit(row: u32, b: u32) -> array<vec4<f32>, WV> {
     );
 }
 
-fn w_dot(row: u32, b: u32, xs: ptr<function, array<vec4<f32>, WV>>, xsum: f32) -> f32 {
+// A unit as matvec consumes it, decoded once (w_raw) and applied to each token of a tile
+// (w_dot): `q` holds its values before scaling (quants converted to f32, which is exact;
+// float dtypes: the values) and `s` its scales. w_dot is the unit's dot product with the
+// token's 4 WV elements of x, `xs` (xsum: their sum), computed with `dot()` per vec4 like
+// the per-token kernel always did.
+struct WRaw {
+    q: array<vec4<f32>, WV>,
+    s: vec2<f32>,
+}
+
+fn w_raw(row: u32, b: u32) -> WRaw {
     let u = row * w_nb() + b;
     let a = w[2u * u];
     let c = w[2u * u + 1u];
-    let s = dot(i8x4(a.x), (*xs)[0]) + dot(i8x4(a.y), (*xs)[1]) + dot(i8x4(a.z), (*xs)[2])
-        + dot(i8x4(a.w), (*xs)[3]) + dot(i8x4(c.x), (*xs)[4]) + dot(i8x4(c.y), (*xs)[5])
-        + dot(i8x4(c.z), (*xs)[6]) + dot(i8x4(c.w), (*xs)[7]);
-    return w_d(u) * s;
+    return WRaw(
+        array<vec4<f32>, WV>(
+            i8x4(a.x), i8x4(a.y), i8x4(a.z), i8x4(a.w), i8x4(c.x), i8x4(c.y), i8x4(c.z), i8x4(c.w),
+        ),
+        vec2<f32>(w_d(u), 0.0),
+    );
+}
+
+fn w_dot(u: WRaw, xs: array<vec4<f32>, WV>, xsum: f32) -> f32 {
+    return u.s.x * dot8(u.q, xs);
 }

@@ -438,10 +438,14 @@ impl ModelConfig {
             max_position: g
                 .get_u32_opt(&k("context_length"))?
                 .map_or(4096, |x| x as usize),
-            sliding_window: g
-                .get_u32_opt(&k("attention.sliding_window"))?
-                .map(|x| x as usize)
-                .filter(|&x| x > 0),
+            // llama.cpp's Gemma 2 window is 4096 where the key is missing (files converted
+            // before convert_hf_to_gguf.py wrote it).
+            sliding_window: match g.get_u32_opt(&k("attention.sliding_window"))? {
+                Some(x) => Some(x as usize),
+                None if name == "gemma2" => Some(4096),
+                None => None,
+            }
+            .filter(|&x| x > 0),
             eos_ids: g
                 .get_u32_opt("tokenizer.ggml.eos_token_id")?
                 .into_iter()
@@ -469,6 +473,10 @@ fn arch_params_from_gguf(g: &GgufFile, cfg: &ModelConfig) -> Result<ArchParams> 
         // llama.cpp: sliding window on even layers; attention scale 1/sqrt(head_dim) except
         // Gemma 2 27B (46 layers), whose query_pre_attn_scalar is hidden / heads.
         p.sliding_layers = (0..cfg.n_layers).map(|i| i % 2 == 0).collect();
+        // Gemma 2 always soft-caps in llama.cpp: 50 (attention) and 30 (logits), its
+        // defaults, where early conversions lack the keys.
+        p.attn_softcap.get_or_insert(50.0);
+        p.final_softcap.get_or_insert(30.0);
         if cfg.n_layers == 46 {
             p.query_pre_attn_scalar = Some((cfg.hidden / cfg.n_heads) as f32);
         }

@@ -1,7 +1,7 @@
 //! Phi-3, Gemma, Gemma 2 and GPT-2 against Hugging Face transformers: the tiny random
 //! checkpoints made by scripts/fixtures/make_arch_fixtures.py (logits within tolerance at
 //! every prompt position and greedy step, greedy tokens exact, all-position outputs), the
-//! GPT-2 and Gemma GGUF copies giving the same, and loading through `load()` with a tokenizer.
+//! GGUF copies of all five giving the same, and loading through `load()` with a tokenizer.
 
 mod common;
 
@@ -59,19 +59,79 @@ fn gpt2_matches_transformers() {
     check_case("gpt2");
 }
 
+/// The GGUF copies (llama.cpp's convert_hf_to_gguf.py layout, scripts/fixtures/
+/// make_arch_fixtures.py and make_arch_ggufs.py) against transformers. Phi-3 LongRoPE crosses
+/// original_max_position_embeddings as the Hugging Face folder does (the factors come from the
+/// `rope_factors_long` / `rope_factors_short` tensors). Gemma 2's GGUF has no
+/// query_pre_attn_scalar (llama.cpp scales by 1/sqrt(head_dim)), so it is checked against
+/// transformers run with query_pre_attn_scalar = head_dim (expected_gguf.json).
 #[test]
 fn gguf_copies_give_the_same_tokens() {
     let Some(k) = kernels() else { return };
-    for case in ["gpt2", "gemma"] {
+    for (case, reference) in [
+        ("gpt2", "expected.json"),
+        ("gemma", "expected.json"),
+        ("phi3_partial_rotary", "expected.json"),
+        ("phi3_longrope", "expected.json"),
+        ("gemma2", "expected_gguf.json"),
+    ] {
         let dir = fixtures().join(case);
-        let expected = read_json(&dir.join("expected.json"));
-        let mut m = load(
-            &k,
-            ModelPath::Gguf(dir.join("model.gguf")),
-            &LoadOptions::default(),
-        );
-        check_against(m.as_mut(), &expected, &format!("{case} GGUF"));
+        let expected = read_json(&dir.join(reference));
+        // max_batch 4 makes the 7-token prompt go in two chunks.
+        for max_batch in [256, 4] {
+            let opts = LoadOptions {
+                max_batch,
+                ..Default::default()
+            };
+            let mut m = load(&k, ModelPath::Gguf(dir.join("model.gguf")), &opts);
+            check_against(
+                m.as_mut(),
+                &expected,
+                &format!("{case} GGUF (max_batch {max_batch})"),
+            );
+        }
     }
+}
+
+/// GGUF metadata read as llama.cpp reads it gives the settings config.json gives (Gemma 2's
+/// attention scale aside: see above).
+#[test]
+fn gguf_configs_match_the_hf_configs() {
+    use infer_models::ModelConfig;
+    for case in [
+        "phi3_partial_rotary",
+        "phi3_longrope",
+        "gemma",
+        "gemma2",
+        "gpt2",
+    ] {
+        let dir = fixtures().join(case);
+        let hf = ModelConfig::from_hf_dir(&dir).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let (_, g) = open(&ModelPath::Gguf(dir.join("model.gguf")))
+            .unwrap_or_else(|e| panic!("{case} GGUF: {e}"));
+        let shape = |c: &ModelConfig| {
+            (
+                c.arch.hf_name,
+                c.vocab_size,
+                c.hidden,
+                c.n_layers,
+                (c.n_heads, c.n_kv_heads, c.head_dim, c.rotary_dim),
+                c.intermediate,
+                c.rope_theta,
+                c.tie_embeddings,
+                c.max_position,
+                c.sliding_window,
+            )
+        };
+        assert_eq!(shape(&g), shape(&hf), "{case}");
+        assert_eq!(g.rms_eps, hf.rms_eps, "{case}");
+        assert_eq!(g.ext.longrope, hf.ext.longrope, "{case}");
+        assert_eq!(g.ext.attn_softcap, hf.ext.attn_softcap, "{case}");
+        assert_eq!(g.ext.final_softcap, hf.ext.final_softcap, "{case}");
+        assert_eq!(g.ext.sliding_layers, hf.ext.sliding_layers, "{case}");
+    }
+    let (_, g) = open(&ModelPath::Gguf(fixtures().join("gemma2/model.gguf"))).unwrap();
+    assert_eq!(g.ext.query_pre_attn_scalar, None);
 }
 
 #[test]
@@ -199,4 +259,102 @@ fn configs_read_the_architecture_settings() {
     assert_eq!((c.intermediate, c.max_position), (256, 64));
     assert_eq!(c.rms_eps, 1e-5);
     assert_eq!(c.ext.activation.as_deref(), Some("gelu_new"));
+}
+
+/// A minimal GGUF (v3): `kv` metadata, one F32 `token_embd.weight` of (vocab, hidden) zeros.
+fn tiny_gguf(kv: &[(&str, GgufValue)], hidden: u64, vocab: u64) -> Vec<u8> {
+    let s = |b: &mut Vec<u8>, x: &str| {
+        b.extend((x.len() as u64).to_le_bytes());
+        b.extend(x.as_bytes());
+    };
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(1u64.to_le_bytes());
+    b.extend((kv.len() as u64).to_le_bytes());
+    for (k, v) in kv {
+        s(&mut b, k);
+        match v {
+            GgufValue::U32(x) => {
+                b.extend(4u32.to_le_bytes());
+                b.extend(x.to_le_bytes());
+            }
+            GgufValue::F32(x) => {
+                b.extend(6u32.to_le_bytes());
+                b.extend(x.to_le_bytes());
+            }
+            GgufValue::Str(x) => {
+                b.extend(8u32.to_le_bytes());
+                s(&mut b, x);
+            }
+        }
+    }
+    s(&mut b, "token_embd.weight");
+    b.extend(2u32.to_le_bytes());
+    b.extend(hidden.to_le_bytes());
+    b.extend(vocab.to_le_bytes());
+    b.extend(0u32.to_le_bytes()); // F32
+    b.extend(0u64.to_le_bytes());
+    b.resize(b.len().next_multiple_of(32), 0);
+    b.resize(b.len() + (hidden * vocab * 4) as usize, 0);
+    b
+}
+
+enum GgufValue {
+    U32(u32),
+    F32(f32),
+    Str(&'static str),
+}
+
+/// Gemma 2 GGUFs converted before convert_hf_to_gguf.py wrote the soft-caps and the window
+/// run in llama.cpp with its defaults: attention soft-cap 50, final 30, window 4096.
+#[test]
+fn gemma2_gguf_without_the_keys_takes_llama_cpp_defaults() {
+    use GgufValue::*;
+    let mut kv = vec![
+        ("general.architecture", Str("gemma2")),
+        ("gemma2.embedding_length", U32(64)),
+        ("gemma2.block_count", U32(2)),
+        ("gemma2.feed_forward_length", U32(128)),
+        ("gemma2.attention.head_count", U32(4)),
+        ("gemma2.attention.layer_norm_rms_epsilon", F32(1e-6)),
+    ];
+    let dir = std::env::temp_dir().join(format!("infer-archs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let read = |kv: &[(&str, GgufValue)], file: &str| {
+        let path = dir.join(file);
+        std::fs::write(&path, tiny_gguf(kv, 64, 32)).unwrap();
+        let g = infer_models::gguf::GgufFile::open(&path).unwrap();
+        infer_models::ModelConfig::from_gguf(&g).unwrap()
+    };
+    let c = read(&kv, "old.gguf");
+    assert_eq!(c.sliding_window, Some(4096));
+    assert_eq!(c.ext.sliding_layers, [true, false]);
+    assert_eq!(
+        (c.ext.attn_softcap, c.ext.final_softcap),
+        (Some(50.0), Some(30.0))
+    );
+    kv.extend([
+        ("gemma2.attention.sliding_window", U32(8)),
+        ("gemma2.attn_logit_softcapping", F32(4.0)),
+        ("gemma2.final_logit_softcapping", F32(10.0)),
+    ]);
+    let c = read(&kv, "new.gguf");
+    assert_eq!(c.sliding_window, Some(8));
+    assert_eq!(
+        (c.ext.attn_softcap, c.ext.final_softcap),
+        (Some(4.0), Some(10.0))
+    );
+    // Gemma (1) has none of these.
+    let gemma = [
+        ("general.architecture", Str("gemma")),
+        ("gemma.embedding_length", U32(64)),
+        ("gemma.block_count", U32(2)),
+        ("gemma.feed_forward_length", U32(128)),
+        ("gemma.attention.head_count", U32(4)),
+        ("gemma.attention.layer_norm_rms_epsilon", F32(1e-6)),
+    ];
+    let c = read(&gemma, "gemma.gguf");
+    assert_eq!(c.sliding_window, None);
+    assert_eq!((c.ext.attn_softcap, c.ext.final_softcap), (None, None));
+    std::fs::remove_dir_all(&dir).ok();
 }

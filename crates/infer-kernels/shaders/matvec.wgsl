@@ -13,7 +13,8 @@
 // per-token expression, w_dot (dot() per vec4, like the single-token kernel always was),
 // whatever TOK is, so the result for (r, t) does not depend on m, TOK or t's place in its
 // tile; a tile's tokens past m load the last token's x (clamped index) and only their
-// stores are skipped. No barriers. WG (an override constant) is 8 on CPU adapters, where
+// stores are skipped. With acc = 1 the result is added to y (y = y + W x: the residual
+// add fused into the projection, the same sum the add kernel computes). No barriers. WG (an override constant) is 8 on CPU adapters, where
 // more, smaller workgroups spread better over threads, and 64 elsewhere.
 // Dispatch: (ceil(ceil(n / ROWS) / WG), ceil(m / TOK), 1).
 struct Params {
@@ -24,7 +25,7 @@ struct Params {
     soff: u32,
     m: u32,
     y_ld: u32,
-    _pad0: u32,
+    acc: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -92,7 +93,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var i = 0u; i < TOK; i++) {
         for (var r = 0u; r < ROWS; r++) {
             if (r0 + r < p.n && t0 + i < p.m) {
-                y[p.y_off + (t0 + i) * p.y_ld + r0 + r] = acc[r][i];
+                let at = p.y_off + (t0 + i) * p.y_ld + r0 + r;
+                if (p.acc != 0u) {
+                    y[at] = y[at] + acc[r][i];
+                } else {
+                    y[at] = acc[r][i];
+                }
             }
         }
     }

@@ -32,6 +32,15 @@ fn u32s(n: usize) -> u32 {
     u32::try_from(n).expect("sizes fit in u32 (checked against binding limits)")
 }
 
+/// The gated activation of [`Kernels::matvec_glu`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Glu {
+    /// SwiGLU: silu(gate) * up (Llama, Phi-3).
+    Silu,
+    /// GeGLU: gelu_tanh(gate) * up (Gemma).
+    GeluTanh,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct MatvecParams {
@@ -42,7 +51,8 @@ struct MatvecParams {
     soff: u32,
     m: u32,
     y_ld: u32,
-    _pad: u32,
+    /// matvec: accumulate into y; matvec_glu: the activation (0 silu, 1 gelu tanh).
+    flag: u32,
 }
 
 #[repr(C)]
@@ -149,7 +159,7 @@ impl Kernels {
         y: &Tensor,
         y_off: usize,
     ) -> Result<Vec<Dispatch>> {
-        self.matvec_rows(w, x, x_off, 1, y, y_off)
+        self.matvec_rows(w, x, x_off, 1, y, y_off, false)
     }
 
     /// matvec over `m` tokens: `y[t] = w x[t]` with `x` `(m, k)` and `y` `(m, n)`. For
@@ -166,9 +176,109 @@ impl Kernels {
         m: usize,
         y: &Tensor,
     ) -> Result<Vec<Dispatch>> {
-        self.matvec_rows(w, x, 0, m, y, 0)
+        self.matvec_rows(w, x, 0, m, y, 0, false)
     }
 
+    /// [`Kernels::matvec_batched`] adding to `y` instead of overwriting it: `y[t] += w x[t]`
+    /// (a residual add fused into the projection; the sum is the one the add kernel
+    /// computes, so results are bit-identical to matvec then add).
+    pub fn matvec_add(
+        &self,
+        w: &Tensor,
+        x: &Tensor,
+        m: usize,
+        y: &Tensor,
+    ) -> Result<Vec<Dispatch>> {
+        self.matvec_rows(w, x, 0, m, y, 0, true)
+    }
+
+    /// Whether [`Kernels::linear`] runs matvec (rather than the tiled matmul) for `m` rows
+    /// of `w`.
+    pub fn linear_uses_matvec(&self, m: usize, w: &Tensor) -> bool {
+        let cpu = self.dev.info.device_type == wgpu::DeviceType::Cpu;
+        m == 1 || (cpu && (w.dtype.is_quantized() || m < 16))
+    }
+
+    /// Whether the fused [`Kernels::matvec_glu`] is the faster way to run `m` tokens of
+    /// `dtype` gate and up weights through matvec: when matvec would run them one token per
+    /// invocation anyway (where token tiles are faster, two tiled matvecs and the
+    /// activation kernel are used instead).
+    pub fn glu_fused_faster(&self, dtype: DType, m: usize) -> bool {
+        self.matvec_plan(dtype, m) == [(1, 0, m)]
+    }
+
+    /// An MLP's gated activation in one pass over `m` tokens of `x` (`(m, k)`):
+    /// `out[t] = act(wg x[t]) * (wu x[t])` (`(m, n)`), for `wg`, `wu` `(n, k)` of the same
+    /// dtype. The gate and up values are bit-identical to [`Kernels::matvec_batched`]'s and
+    /// the activation is the swiglu / gelu kernel's expression.
+    pub fn matvec_glu(
+        &self,
+        wg: &Tensor,
+        wu: &Tensor,
+        x: &Tensor,
+        m: usize,
+        out: &Tensor,
+        act: Glu,
+    ) -> Result<Vec<Dispatch>> {
+        let dt = weight_dtype("matvec_glu", wg)?;
+        let (n, k) = (wg.rows(), wg.cols());
+        if wu.dtype != wg.dtype
+            || wu.shape != wg.shape
+            || wu.parts.len() != wg.parts.len()
+            || wu.parts.iter().zip(&wg.parts).any(|(a, b)| {
+                (a.rows, a.row_start, a.scale_offset) != (b.rows, b.row_start, b.scale_offset)
+            })
+        {
+            return Err(KernelError::Shape {
+                kernel: "matvec_glu",
+                reason: format!(
+                    "gate {} {:?} {} and up {} {:?} {} differ in shape, dtype or layout",
+                    wg.name, wg.shape, wg.dtype, wu.name, wu.shape, wu.dtype
+                ),
+            });
+        }
+        need_f32("matvec_glu", x, m * k)?;
+        need_f32("matvec_glu", out, m * n)?;
+        if m == 0 || m > 65535 {
+            return Err(KernelError::Shape {
+                kernel: "matvec_glu",
+                reason: format!("{m} tokens (1..=65535)"),
+            });
+        }
+        wg.parts
+            .iter()
+            .zip(&wu.parts)
+            .map(|(pg, pu)| {
+                let params = MatvecParams {
+                    n: u32s(pg.rows),
+                    k: u32s(k),
+                    x_off: 0,
+                    y_off: u32s(pg.row_start),
+                    soff: u32s(pg.scale_offset),
+                    m: u32s(m),
+                    y_ld: u32s(n),
+                    flag: match act {
+                        Glu::Silu => 0,
+                        Glu::GeluTanh => 1,
+                    },
+                };
+                let threads = pg.rows.div_ceil(8);
+                self.dispatch(
+                    "matvec_glu",
+                    Some(dt),
+                    &params,
+                    &[&pg.buffer, x.buffer(), out.buffer(), x.buffer(), &pu.buffer],
+                    [
+                        u32s(threads.div_ceil(self.matvec_wg() as usize)),
+                        u32s(m),
+                        1,
+                    ],
+                )
+            })
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn matvec_rows(
         &self,
         w: &Tensor,
@@ -177,6 +287,7 @@ impl Kernels {
         m: usize,
         y: &Tensor,
         y_off: usize,
+        acc: bool,
     ) -> Result<Vec<Dispatch>> {
         let dt = weight_dtype("matvec", w)?;
         let (n, k) = (w.rows(), w.cols());
@@ -200,7 +311,7 @@ impl Kernels {
                         soff: u32s(part.scale_offset),
                         m: u32s(count),
                         y_ld: u32s(n),
-                        _pad: 0,
+                        flag: u32::from(acc),
                     };
                     let threads = part.rows.div_ceil(8);
                     self.dispatch_tok(
@@ -291,10 +402,9 @@ impl Kernels {
     /// tokens is faster (measured on lavapipe, 128 x 1536 x 576: 1.9x for Q4_1, 1.5x for
     /// Q8_0; the tiled kernel computes whole 64-row tiles however few rows there are).
     pub fn linear(&self, x: &Tensor, m: usize, w: &Tensor, y: &Tensor) -> Result<Vec<Dispatch>> {
-        let cpu = self.dev.info.device_type == wgpu::DeviceType::Cpu;
         if m == 1 {
             self.matvec(w, x, 0, y, 0)
-        } else if cpu && (w.dtype.is_quantized() || m < 16) {
+        } else if self.linear_uses_matvec(m, w) {
             self.matvec_batched(w, x, m, y)
         } else {
             self.matmul(x, m, w, y)

@@ -29,7 +29,7 @@ use wgpu::util::DeviceExt;
 
 mod launchers;
 
-pub use launchers::{AttentionParams, GeluMode, PagedParams, RopeMode};
+pub use launchers::{AttentionParams, GeluMode, Glu, PagedParams, RopeMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -71,6 +71,7 @@ macro_rules! shader {
 /// Every kernel in `shaders/`.
 pub const SHADERS: &[Shader] = &[
     shader!("matvec", true),
+    shader!("matvec_glu", true),
     shader!("matmul", true),
     shader!("embedding", true),
     shader!("rms_norm", false),
@@ -110,18 +111,72 @@ pub fn weights_snippet(dtype: DType) -> Option<&'static str> {
     })
 }
 
-/// The full WGSL of a kernel: for weight kernels, the dtype's snippet is prepended.
+/// The full WGSL of a kernel: for weight kernels, the dtype's snippet is prepended
+/// (matvec_glu, which reads a second weight `wu`, also gets the snippet's functions renamed
+/// `*_up` and reading `wu`).
 pub fn shader_source(shader: &Shader, dtype: Option<DType>) -> Option<String> {
     match (shader.weights, dtype) {
         (false, None) => Some(shader.source.to_string()),
-        (true, Some(d)) => Some(format!(
-            "{}\n{}\n{}",
-            weights_snippet(d)?,
-            NIBBLES,
-            shader.source
-        )),
+        (true, Some(d)) => {
+            let snippet = weights_snippet(d)?;
+            let up = if shader.name == "matvec_glu" {
+                second_weight(snippet)
+            } else {
+                String::new()
+            };
+            Some(format!("{snippet}\n{up}\n{NIBBLES}\n{}", shader.source))
+        }
         _ => None,
     }
+}
+
+/// A weight snippet's functions for a second weight binding `wu`: every function renamed
+/// with an `_up` suffix (and its calls), every read of `w[` made a read of `wu[`; the
+/// constants and the `WRaw` struct are left to the first copy.
+fn second_weight(snippet: &str) -> String {
+    let mut out = String::new();
+    let mut in_struct = false;
+    for line in snippet.lines() {
+        if line.starts_with("struct ") {
+            in_struct = true;
+        }
+        if in_struct {
+            in_struct = line != "}";
+            continue;
+        }
+        if line.starts_with("const ") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    let names: Vec<&str> = snippet
+        .lines()
+        .filter_map(|l| l.strip_prefix("fn ")?.split('(').next())
+        .collect();
+    let word_start = |s: &str, i: usize| {
+        i == 0 || {
+            let c = s.as_bytes()[i - 1];
+            !(c.is_ascii_alphanumeric() || c == b'_')
+        }
+    };
+    let replace_words = |s: &str, from: &str, to: &str| {
+        let mut r = String::with_capacity(s.len());
+        let mut rest = 0;
+        for (i, _) in s.match_indices(from) {
+            if word_start(s, i) {
+                r.push_str(&s[rest..i]);
+                r.push_str(to);
+                rest = i + from.len();
+            }
+        }
+        r.push_str(&s[rest..]);
+        r
+    };
+    for n in names {
+        out = replace_words(&out, &format!("{n}("), &format!("{n}_up("));
+    }
+    replace_words(&out, "w[", "wu[")
 }
 
 /// A kernel source (matvec's, with or without its weight snippet) computing `tok` tokens per

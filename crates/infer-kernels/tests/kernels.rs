@@ -268,6 +268,114 @@ fn matvec_batched_is_batch_invariant_every_dtype() {
     }
 }
 
+fn bits(k: &Kernels, t: &Tensor) -> Vec<u32> {
+    t.read_f32(&k.dev)
+        .unwrap()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
+/// The fused gate/up/activation pass gives the same bits as two matvecs and the swiglu
+/// (or gelu and mul) kernels, for every dtype, activation and token count, split weights
+/// included; and matches the CPU reference.
+#[test]
+fn matvec_glu_equals_the_unfused_kernels_every_dtype() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(21);
+    for dtype in DType::ALL {
+        let cols = if dtype.is_quantized() { 96 } else { 37 };
+        let n = 67;
+        let (wg, dg) = weights(k, &mut rng, dtype, n, cols, Some(29));
+        let (wu, du) = weights(k, &mut rng, dtype, n, cols, Some(29));
+        for m in [1, 2, 5] {
+            let x = rand_vec(&mut rng, m * cols, 1.0);
+            let xt = f32_tensor(k, "x", &[m, cols], &x);
+            let (g, u) = (zeros(k, "g", &[m, n]), zeros(k, "u", &[m, n]));
+            let (unfused, fused) = (zeros(k, "a", &[m, n]), zeros(k, "f", &[m, n]));
+            let mut d = k.matvec_batched(&wg, &xt, m, &g).unwrap();
+            d.extend(k.matvec_batched(&wu, &xt, m, &u).unwrap());
+            k.run(&d).unwrap();
+            let gv = r::matmul(&x, &dg, m, n, cols);
+            let uv = r::matmul(&x, &du, m, n, cols);
+            for act in [infer_kernels::Glu::Silu, infer_kernels::Glu::GeluTanh] {
+                let mut d = match act {
+                    infer_kernels::Glu::Silu => k.swiglu(&g, &u, &unfused, m * n).unwrap(),
+                    infer_kernels::Glu::GeluTanh => {
+                        let mut d = k.gelu(&g, &unfused, m * n, GeluMode::Tanh).unwrap();
+                        d.extend(k.mul(&unfused, &u, m * n, m * n).unwrap());
+                        d
+                    }
+                };
+                d.extend(k.matvec_glu(&wg, &wu, &xt, m, &fused, act).unwrap());
+                k.run(&d).unwrap();
+                assert_eq!(
+                    bits(k, &fused),
+                    bits(k, &unfused),
+                    "matvec_glu {dtype} {act:?} m={m}: fused != unfused"
+                );
+                let want: Vec<f32> = gv
+                    .iter()
+                    .zip(&uv)
+                    .map(|(&g, &u)| match act {
+                        infer_kernels::Glu::Silu => g / (1.0 + (-g).exp()) * u,
+                        infer_kernels::Glu::GeluTanh => r::gelu(&[g], GeluMode::Tanh)[0] * u,
+                    })
+                    .collect();
+                let got = fused.read_f32(&k.dev).unwrap();
+                assert_close(
+                    &format!("matvec_glu {dtype} {act:?} m={m}"),
+                    &got,
+                    &want,
+                    1e-3,
+                    1e-3,
+                );
+            }
+        }
+    }
+    // Gate and up of different shapes are a clear error.
+    let (wg, _) = weights(k, &mut rng, DType::F32, 8, 16, None);
+    let (wu, _) = weights(k, &mut rng, DType::F32, 9, 16, None);
+    let x = zeros(k, "x", &[1, 16]);
+    assert!(
+        k.matvec_glu(
+            &wg,
+            &wu,
+            &x,
+            1,
+            &zeros(k, "o", &[9]),
+            infer_kernels::Glu::Silu
+        )
+        .is_err()
+    );
+}
+
+/// matvec_add (the residual add fused into a projection) gives the bits of matvec then add.
+#[test]
+fn matvec_add_equals_matvec_then_add_every_dtype() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(22);
+    for dtype in DType::ALL {
+        let cols = if dtype.is_quantized() { 64 } else { 37 };
+        let n = 45;
+        let (w, _) = weights(k, &mut rng, dtype, n, cols, Some(16));
+        for m in [1, 3, 4, 9] {
+            let x = f32_tensor(k, "x", &[m, cols], &rand_vec(&mut rng, m * cols, 1.0));
+            let res = rand_vec(&mut rng, m * n, 2.0);
+            let (a, b) = (
+                f32_tensor(k, "a", &[m, n], &res),
+                f32_tensor(k, "b", &[m, n], &res),
+            );
+            let o = zeros(k, "o", &[m, n]);
+            let mut d = k.matvec_batched(&w, &x, m, &o).unwrap();
+            d.extend(k.add(&a, &o, m * n, m * n).unwrap());
+            d.extend(k.matvec_add(&w, &x, m, &b).unwrap());
+            k.run(&d).unwrap();
+            assert_eq!(bits(k, &b), bits(k, &a), "matvec_add {dtype} m={m}");
+        }
+    }
+}
+
 #[test]
 fn matmul_every_dtype_and_awkward_shapes() {
     let Some(k) = kernels() else { return };

@@ -28,7 +28,7 @@
 
 use std::sync::Arc;
 
-use infer_kernels::{Dispatch, GeluMode, Kernels};
+use infer_kernels::{Dispatch, Glu, Kernels};
 use infer_tensor::{Device, Tensor};
 
 use crate::arch::Family;
@@ -184,13 +184,7 @@ impl Graph for Gemma {
         let (k, n) = (s.k, s.n);
         let a = &self.acts;
         let c = &self.cfg;
-        let (h, hd, nh, nkv, inter) = (
-            c.hidden,
-            c.head_dim,
-            c.n_heads,
-            c.n_kv_heads,
-            c.intermediate,
-        );
+        let (h, hd, nh, nkv) = (c.hidden, c.head_dim, c.n_heads, c.n_kv_heads);
         let (eps, off) = (c.rms_eps, self.norm_offset);
         let mut spec = AttnSpec::of(c);
         spec.scale = 1.0 / c.ext.query_pre_attn_scalar.unwrap_or(hd as f32).sqrt();
@@ -207,15 +201,10 @@ impl Graph for Gemma {
             g.extend(s.rope(&a.k, &self.rope_cs, nkv, hd, c.rope_mode)?);
             spec.window = l.window;
             g.extend(s.attention(i, &a.q, &a.k, &a.v, &a.attn, &spec)?);
-            g.extend(s.linear(&a.attn, &l.wo, &a.o)?);
-            self.residual(k, &mut g, &a.o, l.post_attn_norm.as_ref(), n)?;
+            self.project_residual(s, &mut g, &a.attn, &l.wo, l.post_attn_norm.as_ref())?;
             g.extend(k.rms_norm(&a.x, &l.ffn_norm, &a.xn, n, h, eps, off)?);
-            g.extend(s.linear(&a.xn, &l.gate, &a.gate)?);
-            g.extend(s.linear(&a.xn, &l.up, &a.up)?);
-            g.extend(k.gelu(&a.gate, &a.act, n * inter, GeluMode::Tanh)?);
-            g.extend(k.mul(&a.act, &a.up, n * inter, n * inter)?);
-            g.extend(s.linear(&a.act, &l.down, &a.o)?);
-            self.residual(k, &mut g, &a.o, l.post_ffn_norm.as_ref(), n)?;
+            g.extend(s.glu(&a.xn, &l.gate, &l.up, &a.act, Glu::GeluTanh, &a.gate, &a.up)?);
+            self.project_residual(s, &mut g, &a.act, &l.down, l.post_ffn_norm.as_ref())?;
         }
         g.extend(k.rms_norm(&a.x, &self.norm, &a.xn, n, h, eps, off)?);
         Ok(g)
@@ -223,23 +212,25 @@ impl Graph for Gemma {
 }
 
 impl Gemma {
-    /// `x += o`, or `x += rms_norm(o) * (offset + post_norm)` with a post-norm (Gemma 2).
-    fn residual(
+    /// `x += inp W^T` (one fused matvec where the step allows), or with a post-norm
+    /// (Gemma 2) `x += rms_norm(inp W^T) * (offset + post_norm)`.
+    fn project_residual(
         &self,
-        k: &Kernels,
+        s: &Step,
         g: &mut Vec<Dispatch>,
-        o: &Tensor,
+        inp: &Tensor,
+        w: &Tensor,
         post_norm: Option<&Tensor>,
-        n: usize,
     ) -> Result<()> {
-        let (a, h) = (&self.acts, self.cfg.hidden);
+        let (a, h, n, k) = (&self.acts, self.cfg.hidden, s.n, s.k);
         match post_norm {
-            Some(w) => {
+            Some(pn) => {
                 let (eps, off) = (self.cfg.rms_eps, self.norm_offset);
-                g.extend(k.rms_norm(o, w, &a.xn, n, h, eps, off)?);
+                g.extend(s.linear(inp, w, &a.o)?);
+                g.extend(k.rms_norm(&a.o, pn, &a.xn, n, h, eps, off)?);
                 g.extend(k.add(&a.x, &a.xn, n * h, n * h)?);
             }
-            None => g.extend(k.add(&a.x, o, n * h, n * h)?),
+            None => g.extend(s.linear_add(inp, w, &a.x, &a.o)?),
         }
         Ok(())
     }

@@ -15,9 +15,9 @@
 //!     q, k = rope(q, k) at positions pos..pos+n
 //!     k_cache, v_cache[pos..pos+n] = k, v          (kv, capacity, hd)
 //!     a = attention(q, k_cache, v_cache)           (n, heads*hd)
-//!     x += a Wo^T                                  (n, hidden)
+//!     x += a Wo^T                                  (n, hidden)  [fused add]
 //!     xn = rms_norm(x) * ffn_norm
-//!     x += (silu(xn Wg^T) * xn Wu^T) Wd^T          via (n, inter)
+//!     x += (silu(xn Wg^T) * xn Wu^T) Wd^T          via (n, inter) [fused glu, add]
 //! logits = rms_norm(x[n-1]) * norm  W_out^T        (vocab)
 //! token = argmax(logits)                           only 4 bytes come back
 //! ```
@@ -25,7 +25,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use infer_kernels::{Dispatch, Kernels};
+use infer_kernels::{Dispatch, Glu, Kernels};
 use infer_tensor::{Device, Tensor};
 
 use crate::config::ModelConfig;
@@ -218,17 +218,17 @@ impl Graph for Llama {
             g.extend(s.rope(q, &self.rope_cs, nh, hd, c.rope_mode)?);
             g.extend(s.rope(kk, &self.rope_cs, nkv, hd, c.rope_mode)?);
             g.extend(s.attention(i, q, kk, &a.v, &a.attn, &spec)?);
-            g.extend(s.linear(&a.attn, &l.wo, &a.o)?);
-            if let Some(b) = &l.bo {
-                g.extend(k.add(&a.o, b, n * h, h)?);
+            match &l.bo {
+                Some(b) => {
+                    g.extend(s.linear(&a.attn, &l.wo, &a.o)?);
+                    g.extend(k.add(&a.o, b, n * h, h)?);
+                    g.extend(k.add(&a.x, &a.o, n * h, n * h)?);
+                }
+                None => g.extend(s.linear_add(&a.attn, &l.wo, &a.x, &a.o)?),
             }
-            g.extend(k.add(&a.x, &a.o, n * h, n * h)?);
             g.extend(k.rms_norm(&a.x, &l.ffn_norm, &a.xn, n, h, c.rms_eps, 0.0)?);
-            g.extend(s.linear(&a.xn, &l.gate, &a.gate)?);
-            g.extend(s.linear(&a.xn, &l.up, &a.up)?);
-            g.extend(k.swiglu(&a.gate, &a.up, &a.act, n * c.intermediate)?);
-            g.extend(s.linear(&a.act, &l.down, &a.o)?);
-            g.extend(k.add(&a.x, &a.o, n * h, n * h)?);
+            g.extend(s.glu(&a.xn, &l.gate, &l.up, &a.act, Glu::Silu, &a.gate, &a.up)?);
+            g.extend(s.linear_add(&a.act, &l.down, &a.x, &a.o)?);
         }
         g.extend(k.rms_norm(&a.x, &self.norm, &a.xn, n, h, c.rms_eps, 0.0)?);
         Ok(g)

@@ -12,7 +12,7 @@
 //! A graph writes its layers with [`Step::linear`], [`Step::rope`] and [`Step::attention`];
 //! the step picks the kernels.
 
-use infer_kernels::{AttentionParams, Dispatch, Kernels, PagedParams, RopeMode};
+use infer_kernels::{AttentionParams, Dispatch, GeluMode, Glu, Kernels, PagedParams, RopeMode};
 use infer_tensor::{DType, Device, Tensor};
 
 use crate::config::ModelConfig;
@@ -167,6 +167,63 @@ impl<'a> Step<'a> {
             Kv::Contiguous(_) => self.k.linear(x, self.n, w, y)?,
             Kv::Paged(_) => self.k.matvec_batched(w, x, self.n, y)?,
         })
+    }
+
+    /// Whether this step's linear layers over `w` run matvec (fusable) rather than matmul.
+    fn matvec_path(&self, w: &Tensor) -> bool {
+        match self.kv {
+            Kv::Contiguous(_) => self.k.linear_uses_matvec(self.n, w),
+            Kv::Paged(_) => true,
+        }
+    }
+
+    /// `y += x W^T` (a projection and its residual add): one fused matvec where the step
+    /// runs matvec, else the linear layer into `scratch` and an add. Either way `y`'s sums
+    /// are the add kernel's.
+    pub fn linear_add(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        y: &Tensor,
+        scratch: &Tensor,
+    ) -> Result<Vec<Dispatch>> {
+        if self.matvec_path(w) {
+            return Ok(self.k.matvec_add(w, x, self.n, y)?);
+        }
+        let len = self.n * w.rows();
+        let mut g = self.linear(x, w, scratch)?;
+        g.extend(self.k.add(y, scratch, len, len)?);
+        Ok(g)
+    }
+
+    /// A gated MLP activation `out = act(x Wg^T) * (x Wu^T)`: one fused pass where the step
+    /// runs matvec one token per invocation, else two linear layers into `gate` and `up`
+    /// and the activation kernels. The values are the same either way.
+    #[allow(clippy::too_many_arguments)]
+    pub fn glu(
+        &self,
+        x: &Tensor,
+        wg: &Tensor,
+        wu: &Tensor,
+        out: &Tensor,
+        act: Glu,
+        gate: &Tensor,
+        up: &Tensor,
+    ) -> Result<Vec<Dispatch>> {
+        if self.matvec_path(wg) && self.k.glu_fused_faster(wg.dtype, self.n) {
+            return Ok(self.k.matvec_glu(wg, wu, x, self.n, out, act)?);
+        }
+        let len = self.n * wg.rows();
+        let mut g = self.linear(x, wg, gate)?;
+        g.extend(self.linear(x, wu, up)?);
+        match act {
+            Glu::Silu => g.extend(self.k.swiglu(gate, up, out, len)?),
+            Glu::GeluTanh => {
+                g.extend(self.k.gelu(gate, out, len, GeluMode::Tanh)?);
+                g.extend(self.k.mul(out, up, len, len)?);
+            }
+        }
+        Ok(g)
     }
 
     /// Rotary embedding of `(n, heads, head_dim)` `x` at the rows' positions.

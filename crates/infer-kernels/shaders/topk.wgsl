@@ -101,17 +101,26 @@ fn insert(key: u32, id: u32, k: u32) {
 }
 
 // Stage 0 scan: this invocation's top k among its items with key > floor. Items come in
-// increasing index order, so an equal key never displaces an entry: one compare with
-// the larger of floor and the list's last key decides.
+// increasing index order, so an equal key never displaces an entry: a float compare with
+// the larger of floor and the list's last key (as a float) rejects almost every item (and
+// NaN), the exact key compare decides the rest.
 fn scan(first: u32, end: u32, k: u32, floor: u32) {
     cnt = 0u;
     var kth = floor;
+    var lo = bitcast<f32>(0xff800000u); // -inf
+    if (floor != 0u) {
+        lo = bitcast<f32>(bits_of(floor));
+    }
     for (var i = first; i < end; i += 64u) {
-        let key = key_of(src[p.off + i]);
-        if (key > kth) {
-            insert(key, i, k);
-            if (cnt == k) {
-                kth = max(floor, keys[k - 1u]);
+        let bits = src[p.off + i];
+        if (bitcast<f32>(bits) >= lo) {
+            let key = key_of(bits);
+            if (key > kth) {
+                insert(key, i, k);
+                if (cnt == k) {
+                    kth = max(floor, keys[k - 1u]);
+                    lo = bitcast<f32>(bits_of(kth));
+                }
             }
         }
     }

@@ -11,10 +11,10 @@
 //
 //   stage 0: workgroup w owns items [w*64*m, (w+1)*64*m) (< n); invocation l of it scans
 //            items w*64*m + l + 64*j, j < m (lanes read neighbouring words), twice:
-//            1. its own top r = ceil(k / 64) items; the 64*r of them (distinct items) go
-//               to workgroup memory; the k-th best of those is a lower bound tau on the
-//               k-th best item of the workgroup (k distinct items are >= it), found by
-//               ranking (two barriers, the only ones);
+//            1. its own top r = ceil(k / 64) items among its first p.sample (<= m) items;
+//               the 64*r of them (distinct items) go to workgroup memory; the k-th best
+//               of those is a lower bound tau on the k-th best item of the workgroup (k
+//               distinct items are >= it), found by ranking (two barriers, the only ones);
 //            2. its top k among the items with key >= tau, written as the sorted list
 //               g = w*64 + l of the scratch: (key, index) pairs from dst[2*g*k], ended by
 //               an empty pair (0, NONE) when shorter than k.
@@ -35,7 +35,8 @@ struct Params {
     stage: u32,
     // Items per invocation in stage 0.
     m: u32,
-    _p0: u32,
+    // Items per invocation (a prefix of the m) the threshold is taken from.
+    sample: u32,
     _p1: u32,
 }
 
@@ -221,7 +222,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             tau = 0u;
         }
         // 1. This invocation's top r, to workgroup memory.
-        scan(start + li, end, r, 0u);
+        scan(start + li, min(end, start + 64u * p.sample), r, 0u);
         for (var q = 0u; q < r; q++) {
             rep_key[li * r + q] = select(0u, keys[q], q < cnt);
             rep_id[li * r + q] = select(NONE, ids[q], q < cnt);

@@ -1,119 +1,256 @@
 // topk: the k largest of x[off .. off + n] as (value bits, index) pairs, best first
-// (larger value first, then the lower index; NaN never selected; missing slots are
-// (bits(-f32::MAX), 0xffffffff)). Two stages, one launcher:
-//   stage 0: workgroup g scans items [g*chunk, min((g+1)*chunk, n)) of x (f32 bits) and
-//            writes its own top k to dst[2*(g*k + r)], dst[2*(g*k + r) + 1].
-//   stage 1: one workgroup merges the n = groups*k candidate pairs of src into dst[0..2k].
-// Each round r picks the best item strictly after the previous winner in that order: each
-// thread scans its strided slice of the chunk, then a tree reduction of 256 (k scans of a
-// chunk of 2048 are 8k reads a thread).
-// Bindings: 0 params, 1 src (u32: f32 bits in stage 0, pairs in stage 1), 2 dst (u32 pairs).
-// Workgroup size 256. Dispatch: stage 0 (ceil(n / chunk), 1, 1); stage 1 (1, 1, 1).
+// (larger value first in f32::total_cmp order, then the lower index; NaN never selected;
+// missing slots are (bits(-f32::MAX), 0xffffffff)). 1 <= k <= 256.
+//
+// Barrier-light, for CPU adapters (where a workgroup barrier costs a coroutine switch per
+// 8 lanes) as well as GPUs. Values are compared as order-preserving u32 keys (key(v) >
+// key(w) exactly when v > w in total_cmp order); key 0 (a NaN's) marks an empty slot,
+// below every real item. Each invocation keeps a private sorted list (at most k entries)
+// and inserts an item only when it beats the list's last entry and a workgroup threshold,
+// so almost every item costs one integer compare.
+//
+//   stage 0: workgroup w owns items [w*64*m, (w+1)*64*m) (< n); invocation l of it scans
+//            items w*64*m + l + 64*j, j < m (lanes read neighbouring words), twice:
+//            1. its own top r = ceil(k / 64) items among its first p.sample (<= m) items;
+//               the 64*r of them (distinct items) go to workgroup memory; the k-th best
+//               of those is a lower bound tau on the k-th best item of the workgroup (k
+//               distinct items are >= it), found by ranking (two barriers, the only ones);
+//            2. its top k among the items with key >= tau, written as the sorted list
+//               g = w*64 + l of the scratch: (key, index) pairs from dst[2*g*k], ended by
+//               an empty pair (0, NONE) when shorter than k.
+//   stage 1: one workgroup merges the T = p.threads sorted lists of src (stage 0's output):
+//            invocation l merges lists l, l + 64, ... (each up to its first entry that
+//            does not make the top k) into list T + l of src; after a storage barrier,
+//            invocation 0 merges those 64 lists (64-way, k steps) into dst[0 .. 2k] as
+//            (value bits, index).
+// Bindings: 0 params, 1 src (u32; stage 0: x as f32 bits; stage 1: the scratch, read and
+// written), 2 dst (u32; stage 0: the scratch; stage 1: the output pairs).
+// Workgroup size 64. Dispatch: stage 0 (T / 64, 1, 1), T = 64 * ceil(n / (64 m));
+// stage 1 (1, 1, 1).
 struct Params {
     n: u32,
     off: u32,
     k: u32,
-    chunk: u32,
+    threads: u32,
     stage: u32,
-    _p0: u32,
+    // Items per invocation in stage 0.
+    m: u32,
+    // Items per invocation (a prefix of the m) the threshold is taken from.
+    sample: u32,
     _p1: u32,
-    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(1) var<storage, read_write> src: array<u32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<u32>;
 
 const NONE: u32 = 0xffffffffu;
+const MAX_K: u32 = 256u;
 
-var<workgroup> bv: array<f32, 256>;
-var<workgroup> bi: array<u32, 256>;
-var<workgroup> win_v: u32;
-var<workgroup> win_i: u32;
+// This invocation's list, best first: order-preserving keys and indices; cnt entries.
+var<private> keys: array<u32, 256>;
+var<private> ids: array<u32, 256>;
+var<private> cnt: u32;
 
-// Does (v, i) come before (w, j)? Larger value first, then the lower index.
-fn before(v: f32, i: u32, w: f32, j: u32) -> bool {
-    return v > w || (v == w && i < j);
-}
+// Stage 0: every invocation's top r (keys, indices) and the threshold.
+var<workgroup> rep_key: array<u32, 256>;
+var<workgroup> rep_id: array<u32, 256>;
+var<workgroup> tau: u32;
 
-// Item t of this stage's input: (value, index); index NONE for an empty candidate or NaN.
-fn item(t: u32) -> vec2<u32> {
-    if (p.stage == 0u) {
-        let bits = src[p.off + t];
-        let v = bitcast<f32>(bits);
-        if (v != v) {
-            return vec2<u32>(bits, NONE);
-        }
-        return vec2<u32>(bits, t);
+// The order-preserving key of f32 bits (0 for NaN).
+fn key_of(bits: u32) -> u32 {
+    if ((bits & 0x7fffffffu) > 0x7f800000u) {
+        return 0u;
     }
-    return vec2<u32>(src[2u * t], src[2u * t + 1u]);
+    if ((bits & 0x80000000u) != 0u) {
+        return ~bits;
+    }
+    return bits | 0x80000000u;
 }
 
-@compute @workgroup_size(256)
+fn bits_of(key: u32) -> u32 {
+    if ((key & 0x80000000u) != 0u) {
+        return key & 0x7fffffffu;
+    }
+    return ~key;
+}
+
+// Does (a, i) come before (b, j)? Larger key first, then the lower index.
+fn before(a: u32, i: u32, b: u32, j: u32) -> bool {
+    return a > b || (a == b && i < j);
+}
+
+// Does (key, id) make a list of at most k entries (beat its last entry, or fill it)?
+fn makes(key: u32, id: u32, k: u32) -> bool {
+    if (cnt < k) {
+        return key != 0u;
+    }
+    return before(key, id, keys[k - 1u], ids[k - 1u]);
+}
+
+// Inserts (key, id), which makes the list, keeping the order.
+fn insert(key: u32, id: u32, k: u32) {
+    var j = min(cnt, k - 1u);
+    while (j > 0u && before(key, id, keys[j - 1u], ids[j - 1u])) {
+        keys[j] = keys[j - 1u];
+        ids[j] = ids[j - 1u];
+        j--;
+    }
+    keys[j] = key;
+    ids[j] = id;
+    cnt = min(cnt + 1u, k);
+}
+
+// Stage 0 scan: this invocation's top k among its items with key > floor. Items come in
+// increasing index order, so an equal key never displaces an entry: a float compare with
+// the larger of floor and the list's last key (as a float) rejects almost every item (and
+// NaN), the exact key compare decides the rest.
+fn scan(first: u32, end: u32, k: u32, floor: u32) {
+    cnt = 0u;
+    var kth = floor;
+    var lo = bitcast<f32>(0xff800000u); // -inf
+    if (floor != 0u) {
+        lo = bitcast<f32>(bits_of(floor));
+    }
+    for (var i = first; i < end; i += 64u) {
+        let bits = src[p.off + i];
+        if (bitcast<f32>(bits) >= lo) {
+            let key = key_of(bits);
+            if (key > kth) {
+                insert(key, i, k);
+                if (cnt == k) {
+                    kth = max(floor, keys[k - 1u]);
+                    lo = bitcast<f32>(bits_of(kth));
+                }
+            }
+        }
+    }
+}
+
+// Merges sorted lists first, first + step, ... (< count) of at most k (key, index) pairs
+// at src[2 * list * k ..] into this invocation's list.
+fn merge_lists(first: u32, step: u32, count: u32, k: u32) {
+    for (var l = first; l < count; l += step) {
+        let base = 2u * l * k;
+        for (var r = 0u; r < k; r++) {
+            let key = src[base + 2u * r];
+            let id = src[base + 2u * r + 1u];
+            if (!makes(key, id, k)) {
+                break;
+            }
+            insert(key, id, k);
+        }
+    }
+}
+
+// Writes this invocation's list as list `list` of src (of dst below): cnt pairs, then an
+// end marker when shorter than k.
+fn write_list_src(list: u32, k: u32) {
+    let base = 2u * list * k;
+    for (var r = 0u; r < cnt; r++) {
+        src[base + 2u * r] = keys[r];
+        src[base + 2u * r + 1u] = ids[r];
+    }
+    if (cnt < k) {
+        src[base + 2u * cnt] = 0u;
+        src[base + 2u * cnt + 1u] = NONE;
+    }
+}
+
+fn write_list_dst(list: u32, k: u32) {
+    let base = 2u * list * k;
+    for (var r = 0u; r < cnt; r++) {
+        dst[base + 2u * r] = keys[r];
+        dst[base + 2u * r + 1u] = ids[r];
+    }
+    if (cnt < k) {
+        dst[base + 2u * cnt] = 0u;
+        dst[base + 2u * cnt + 1u] = NONE;
+    }
+}
+
+// Stage 1, invocation 0: the 64-way merge of lists first .. first + 63 into dst.
+var<private> pos: array<u32, 64>;
+var<private> hk: array<u32, 64>;
+var<private> hi: array<u32, 64>;
+
+fn head(l: u32, k: u32) {
+    if (pos[l] < k) {
+        let o = 2u * ((p.threads + l) * k + pos[l]);
+        hk[l] = src[o];
+        hi[l] = src[o + 1u];
+    } else {
+        hk[l] = 0u;
+        hi[l] = NONE;
+    }
+}
+
+fn merge_final(k: u32) {
+    for (var l = 0u; l < 64u; l++) {
+        pos[l] = 0u;
+        head(l, k);
+    }
+    for (var r = 0u; r < k; r++) {
+        var b = 0u;
+        for (var l = 1u; l < 64u; l++) {
+            if (before(hk[l], hi[l], hk[b], hi[b])) {
+                b = l;
+            }
+        }
+        if (hk[b] == 0u) {
+            for (var q = r; q < k; q++) {
+                dst[2u * q] = bitcast<u32>(-3.4028235e38);
+                dst[2u * q + 1u] = NONE;
+            }
+            return;
+        }
+        dst[2u * r] = bits_of(hk[b]);
+        dst[2u * r + 1u] = hi[b];
+        pos[b]++;
+        head(b, k);
+    }
+}
+
+@compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-    let start = wg.x * p.chunk;
-    let end = min(start + p.chunk, p.n);
-    var out_base = 0u;
+    let k = min(p.k, MAX_K);
     if (p.stage == 0u) {
-        out_base = wg.x * p.k;
-    }
-    // The previous winner (nothing yet: any item comes after it).
-    var pv = 0.0;
-    var pi = NONE;
-    var have_prev = false;
-    for (var r = 0u; r < p.k; r++) {
-        // This thread's best item after the previous winner.
-        var mv = 0.0;
-        var mi = NONE;
-        for (var t = start + li; t < end; t += 256u) {
-            let it = item(t);
-            let v = bitcast<f32>(it.x);
-            let after = !have_prev || before(pv, pi, v, it.y);
-            if (it.y != NONE && after && (mi == NONE || before(v, it.y, mv, mi))) {
-                mv = v;
-                mi = it.y;
-            }
-        }
-        bv[li] = mv;
-        bi[li] = mi;
-        workgroupBarrier();
-        for (var st = 128u; st > 0u; st >>= 1u) {
-            if (li < st) {
-                let oi = bi[li + st];
-                if (oi != NONE && (bi[li] == NONE || before(bv[li + st], oi, bv[li], bi[li]))) {
-                    bv[li] = bv[li + st];
-                    bi[li] = oi;
-                }
-            }
-            workgroupBarrier();
-        }
+        let r = (k + 63u) / 64u;
+        let start = wg.x * 64u * p.m;
+        let end = min(start + 64u * p.m, p.n);
         if (li == 0u) {
-            win_v = bitcast<u32>(bv[0]);
-            win_i = bi[0];
-            let o = 2u * (out_base + r);
-            if (bi[0] == NONE) {
-                dst[o] = bitcast<u32>(-3.4028235e38);
-                dst[o + 1u] = NONE;
-            } else {
-                dst[o] = bitcast<u32>(bv[0]);
-                dst[o + 1u] = bi[0];
+            tau = 0u;
+        }
+        // 1. This invocation's top r, to workgroup memory.
+        scan(start + li, min(end, start + 64u * p.sample), r, 0u);
+        for (var q = 0u; q < r; q++) {
+            rep_key[li * r + q] = select(0u, keys[q], q < cnt);
+            rep_id[li * r + q] = select(NONE, ids[q], q < cnt);
+        }
+        workgroupBarrier();
+        // The representative of rank k - 1 (if there are k) is the threshold.
+        for (var q = 0u; q < cnt; q++) {
+            let a = keys[q];
+            let ai = ids[q];
+            var rank = 0u;
+            for (var o = 0u; o < 64u * r; o++) {
+                rank += u32(before(rep_key[o], rep_id[o], a, ai));
+            }
+            if (rank == k - 1u) {
+                tau = a;
             }
         }
-        // workgroupUniformLoad: a barrier, then a value every thread agrees on.
-        let wv = bitcast<f32>(workgroupUniformLoad(&win_v));
-        let wi = workgroupUniformLoad(&win_i);
-        if (wi == NONE) {
-            // Fewer than k items: fill the remaining slots (thread 0 does it).
-            if (li == 0u) {
-                for (var q = r + 1u; q < p.k; q++) {
-                    dst[2u * (out_base + q)] = bitcast<u32>(-3.4028235e38);
-                    dst[2u * (out_base + q) + 1u] = NONE;
-                }
-            }
-            break;
-        }
-        pv = wv;
-        pi = wi;
-        have_prev = true;
+        let t = workgroupUniformLoad(&tau);
+        // 2. This invocation's top k among items with key >= tau.
+        scan(start + li, end, k, max(t, 1u) - 1u);
+        write_list_dst(wg.x * 64u + li, k);
+        return;
+    }
+    cnt = 0u;
+    merge_lists(li, 64u, p.threads, k);
+    write_list_src(p.threads + li, k);
+    storageBarrier();
+    if (li == 0u) {
+        merge_final(k);
     }
 }

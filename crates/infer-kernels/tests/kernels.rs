@@ -866,6 +866,85 @@ fn topk_matches_reference_over_vocab_sizes_ties_and_nan() {
     assert!(k.topk(&x, 0, 8, 4, &s, &s).is_err(), "scratch too small");
 }
 
+/// Runs `topk` over `x[off .. off + n]` and checks every rank against the reference, the
+/// missing slots included; also through `topk_read`.
+fn check_topk(k: &Kernels, what: &str, x: &[f32], off: usize, n: usize, kk: usize) {
+    let xt = f32_tensor(k, "x", &[x.len()], x);
+    let scratch = ids_tensor(k, "scratch", &vec![7; Kernels::topk_scratch_len(n, kk)]);
+    let out = ids_tensor(k, "out", &vec![7; 2 * kk]);
+    let d = k.topk(&xt, off, n, kk, &scratch, &out).unwrap();
+    k.run(&d).unwrap();
+    let got: Vec<u32> = bytemuck::cast_slice(&out.read_bytes(&k.dev).unwrap()).to_vec();
+    let want = r::topk(&x[off..off + n], kk);
+    for (r, pair) in got.chunks(2).enumerate() {
+        let g = (pair[1], pair[0]);
+        match want.get(r) {
+            Some(&(i, v)) => assert_eq!(g, (i, v.to_bits()), "{what} n={n} k={kk} rank {r}"),
+            None => assert_eq!(
+                g,
+                (u32::MAX, (-f32::MAX).to_bits()),
+                "{what} n={n} k={kk} empty rank {r}"
+            ),
+        }
+    }
+    let read = k.topk_read(&d, &out, kk).unwrap();
+    let want_bits: Vec<(u32, u32)> = want.iter().map(|&(i, v)| (i, v.to_bits())).collect();
+    let read_bits: Vec<(u32, u32)> = read.iter().map(|&(i, v)| (i, v.to_bits())).collect();
+    assert_eq!(read_bits, want_bits, "{what} n={n} k={kk} topk_read");
+}
+
+#[test]
+fn topk_awkward_shapes_ties_infinities_and_nan() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(12);
+    let ks = [1usize, 40, 64, 256];
+    // n < k, n around the workgroup and per-invocation sizes, primes, the vocabulary.
+    for n in [
+        1usize, 3, 39, 63, 65, 255, 257, 1023, 1025, 4099, 65537, 49152,
+    ] {
+        for &kk in &ks {
+            let off = n % 5;
+            let x = rand_vec(&mut rng, n + off + 2, 10.0);
+            check_topk(k, "random", &x, off, n, kk);
+        }
+    }
+    for &kk in &ks {
+        let n = 20011;
+        // Few distinct values: ties everywhere (the lower index wins).
+        let x: Vec<f32> = (0..n).map(|_| rng.random_range(0..5) as f32).collect();
+        check_topk(k, "ties", &x, 0, n, kk);
+        // All equal, and ascending (every item beats the previous ones).
+        check_topk(k, "equal", &vec![1.5; n], 0, n, kk);
+        let up: Vec<f32> = (0..n).map(|i| i as f32 * 1e-3).collect();
+        check_topk(k, "ascending", &up, 1, n - 1, kk);
+        // +-inf, NaN (both signs), +-0 (total_cmp puts -0 below +0) and -f32::MAX.
+        let mut x = rand_vec(&mut rng, n, 1.0);
+        for (i, v) in [
+            (5, f32::INFINITY),
+            (6, f32::NAN),
+            (7, -f32::NAN),
+            (n / 2, f32::INFINITY),
+            (n - 1, f32::NAN),
+            (100, -0.0),
+            (101, 0.0),
+            (102, -f32::MAX),
+        ] {
+            x[i] = v;
+        }
+        for v in x.iter_mut().skip(200).take(3000) {
+            *v = f32::NEG_INFINITY;
+        }
+        check_topk(k, "inf-nan", &x, 0, n, kk);
+        // Mostly NaN and -inf: fewer than k real items.
+        let mut x = vec![f32::NAN; n];
+        for i in (0..n).step_by(997) {
+            x[i] = if i % 2 == 0 { f32::NEG_INFINITY } else { -0.0 };
+        }
+        check_topk(k, "sparse", &x, 0, n, kk);
+        check_topk(k, "all-nan", &vec![f32::NAN; 300], 0, 300, kk);
+    }
+}
+
 #[test]
 fn softcap_matches_reference_and_keeps_order() {
     let Some(k) = kernels() else { return };

@@ -251,34 +251,44 @@ impl Sampler {
         if self.params.temperature == 0.0 {
             return vec![(infer_tensor_argmax(logits), 1.0)];
         }
-        let cand = logits
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.is_finite())
-            .map(|(i, &l)| (i as u32, l))
-            .collect();
+        let cand = match self.params.top_k {
+            // The same k candidates in the same order as the GPU's top k.
+            Some(k) => top_k_candidates(logits, k),
+            None => logits
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| (i as u32, l))
+                .collect(),
+        };
         self.truncate(cand)
     }
 
-    /// [`Sampler::distribution`] from the GPU's top k (id, logit) pairs
-    /// ([`Sampler::gpu_topk`] must have allowed it).
+    /// [`Sampler::distribution`] from the GPU's top k (id, logit) pairs, best first
+    /// ([`Sampler::gpu_topk`] must have allowed it): the same distribution as
+    /// [`Sampler::distribution`] on the whole logits vector.
     pub fn distribution_topk(&self, cand: Vec<(u32, f32)>) -> Dist {
-        let cand = cand.into_iter().filter(|c| c.1.is_finite()).collect();
         self.truncate(cand)
     }
 
-    /// Temperature, top-k, min-p and top-p over finite (id, processed logit) candidates.
+    /// Temperature, top-k, min-p and top-p over (id, processed logit) candidates; the
+    /// non-finite ones are dropped.
+    ///
+    /// The top k are chosen on the logits before the temperature divides them (dividing can
+    /// round two different logits to one value and so reorder ties), and -inf / +inf count
+    /// in that choice before being dropped: exactly what the GPU's top k gives.
     fn truncate(&self, mut cand: Vec<(u32, f32)>) -> Dist {
         let p = &self.params;
+        cand.retain(|c| !c.1.is_nan());
+        // Sorted by logit, ties by id, for determinism.
+        cand.sort_by(by_logit);
+        if let Some(k) = p.top_k {
+            cand.truncate(k);
+        }
+        cand.retain(|c| c.1.is_finite());
         if cand.is_empty() {
             return vec![(0, 1.0)];
         }
         cand.iter_mut().for_each(|c| c.1 /= p.temperature);
-        // Sorted by logit, ties by id, for determinism.
-        cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if let Some(k) = p.top_k {
-            cand.truncate(k);
-        }
         let max = cand[0].1;
         let mut probs: Vec<f64> = cand.iter().map(|c| ((c.1 - max) as f64).exp()).collect();
         let sum: f64 = probs.iter().sum();
@@ -322,6 +332,32 @@ impl Sampler {
     pub fn rng(&mut self) -> &mut StdRng {
         &mut self.rng
     }
+}
+
+/// Larger logit first (`f32::total_cmp`), then the lower id: the order of the GPU's top k.
+fn by_logit(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// The `k` largest logits as (id, logit), best first (larger logit in `f32::total_cmp`
+/// order, then the lower id; NaN never chosen): on the host, what the GPU's top k
+/// ([`Output::TopK`]) returns. A partial selection, then a sort of the k.
+pub fn top_k_candidates(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut all: Vec<(u32, f32)> = logits
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !l.is_nan())
+        .map(|(i, &l)| (i as u32, l))
+        .collect();
+    if k == 0 {
+        return vec![];
+    }
+    if all.len() > k {
+        all.select_nth_unstable_by(k - 1, by_logit);
+        all.truncate(k);
+    }
+    all.sort_by(by_logit);
+    all
 }
 
 /// Draws from a distribution (inverse CDF with one uniform).

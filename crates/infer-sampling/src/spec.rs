@@ -163,20 +163,26 @@ impl Drafter for DraftModel {
             q: (!greedy).then(Vec::new),
         };
         for _ in 0..k {
-            let out = self.model.forward(
-                &input,
-                if greedy {
-                    Output::Argmax
-                } else {
-                    Output::Logits
-                },
-            )?;
+            let mode = match self.sampler.as_ref().and_then(Sampler::gpu_topk) {
+                _ if greedy => Output::Argmax,
+                Some(k) => Output::TopK(k.min(self.model.config().vocab_size)),
+                None => Output::Logits,
+            };
+            let out = self.model.forward(&input, mode)?;
             self.fed.extend(&input);
             let t = match out {
                 StepOut::Token(t) => t,
                 StepOut::Logits(mut l) => {
                     let s = self.sampler.as_mut().expect("set above when sampling");
                     let d = s.distribution(&mut l);
+                    let t = draw(&d, rng);
+                    s.observe(t);
+                    draft.q.as_mut().expect("sampling").push(d);
+                    t
+                }
+                StepOut::TopK(c) => {
+                    let s = self.sampler.as_mut().expect("set above when sampling");
+                    let d = s.distribution_topk(c);
                     let t = draw(&d, rng);
                     s.observe(t);
                     draft.q.as_mut().expect("sampling").push(d);

@@ -16,17 +16,19 @@
 //               of those is a lower bound tau on the k-th best item of the workgroup (k
 //               distinct items are >= it), found by ranking (two barriers, the only ones);
 //            2. its top k among the items with key >= tau, written as the sorted list
-//               g = w*64 + l of the scratch: (key, index) pairs from dst[2*g*k], ended by
+//               g = w*64 + l of the scratch: (key, index) pairs from scr[2*g*k], ended by
 //               an empty pair (0, NONE) when shorter than k.
-//   stage 1: one workgroup merges the T = p.threads sorted lists of src (stage 0's output):
-//            invocation l merges lists l, l + 64, ... (each up to its first entry that
-//            does not make the top k) into list T + l of src; after a storage barrier,
-//            invocation 0 merges those 64 lists (64-way, k steps) into dst[0 .. 2k] as
+//   stage 1: one workgroup merges the T = p.threads sorted lists of the scratch (stage 0's
+//            output): invocation l merges lists l, l + 64, ... (each up to its first entry
+//            that does not make the top k) into list T + l; after a storage barrier,
+//            invocation 0 merges those 64 lists (64-way, k steps) into out[0 .. 2k] as
 //            (value bits, index).
-// Bindings: 0 params, 1 src (u32; stage 0: x as f32 bits; stage 1: the scratch, read and
-// written), 2 dst (u32; stage 0: the scratch; stage 1: the output pairs).
-// Workgroup size 64. Dispatch: stage 0 (T / 64, 1, 1), T = 64 * ceil(n / (64 m));
-// stage 1 (1, 1, 1).
+//   stage 2: T = 64 (one stage-0 workgroup, e.g. any vocabulary up to 65536 on CPU
+//            adapters): stage 0, a storage barrier, then invocation 0 merges the 64 lists
+//            into out, in one dispatch (a dispatch costs ~0.1 ms on lavapipe).
+// Bindings: 0 params, 1 x (f32 bits, read), 2 the scratch, 3 out (u32 pairs).
+// Workgroup size 64. Dispatch: stage 2 (1, 1, 1) when T = 64; else stage 0 (T / 64, 1, 1),
+// T = 64 * ceil(n / (64 m)), then stage 1 (1, 1, 1).
 struct Params {
     n: u32,
     off: u32,
@@ -41,8 +43,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> src: array<u32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+@group(0) @binding(2) var<storage, read_write> scr: array<u32>;
+@group(0) @binding(3) var<storage, read_write> outp: array<u32>;
 
 const NONE: u32 = 0xffffffffu;
 const MAX_K: u32 = 256u;
@@ -113,7 +116,7 @@ fn scan(first: u32, end: u32, k: u32, floor: u32) {
         lo = bitcast<f32>(bits_of(floor));
     }
     for (var i = first; i < end; i += 64u) {
-        let bits = src[p.off + i];
+        let bits = x[p.off + i];
         if (bitcast<f32>(bits) >= lo) {
             let key = key_of(bits);
             if (key > kth) {
@@ -128,13 +131,13 @@ fn scan(first: u32, end: u32, k: u32, floor: u32) {
 }
 
 // Merges sorted lists first, first + step, ... (< count) of at most k (key, index) pairs
-// at src[2 * list * k ..] into this invocation's list.
+// at scr[2 * list * k ..] into this invocation's list.
 fn merge_lists(first: u32, step: u32, count: u32, k: u32) {
     for (var l = first; l < count; l += step) {
         let base = 2u * l * k;
         for (var r = 0u; r < k; r++) {
-            let key = src[base + 2u * r];
-            let id = src[base + 2u * r + 1u];
+            let key = scr[base + 2u * r];
+            let id = scr[base + 2u * r + 1u];
             if (!makes(key, id, k)) {
                 break;
             }
@@ -143,29 +146,17 @@ fn merge_lists(first: u32, step: u32, count: u32, k: u32) {
     }
 }
 
-// Writes this invocation's list as list `list` of src (of dst below): cnt pairs, then an
-// end marker when shorter than k.
-fn write_list_src(list: u32, k: u32) {
+// Writes this invocation's list as list `list` of the scratch: cnt pairs, then an end
+// marker when shorter than k.
+fn write_list(list: u32, k: u32) {
     let base = 2u * list * k;
     for (var r = 0u; r < cnt; r++) {
-        src[base + 2u * r] = keys[r];
-        src[base + 2u * r + 1u] = ids[r];
+        scr[base + 2u * r] = keys[r];
+        scr[base + 2u * r + 1u] = ids[r];
     }
     if (cnt < k) {
-        src[base + 2u * cnt] = 0u;
-        src[base + 2u * cnt + 1u] = NONE;
-    }
-}
-
-fn write_list_dst(list: u32, k: u32) {
-    let base = 2u * list * k;
-    for (var r = 0u; r < cnt; r++) {
-        dst[base + 2u * r] = keys[r];
-        dst[base + 2u * r + 1u] = ids[r];
-    }
-    if (cnt < k) {
-        dst[base + 2u * cnt] = 0u;
-        dst[base + 2u * cnt + 1u] = NONE;
+        scr[base + 2u * cnt] = 0u;
+        scr[base + 2u * cnt + 1u] = NONE;
     }
 }
 
@@ -174,21 +165,26 @@ var<private> pos: array<u32, 64>;
 var<private> hk: array<u32, 64>;
 var<private> hi: array<u32, 64>;
 
-fn head(l: u32, k: u32) {
+fn head(first: u32, l: u32, k: u32) {
     if (pos[l] < k) {
-        let o = 2u * ((p.threads + l) * k + pos[l]);
-        hk[l] = src[o];
-        hi[l] = src[o + 1u];
+        let o = 2u * ((first + l) * k + pos[l]);
+        hk[l] = scr[o];
+        hi[l] = scr[o + 1u];
     } else {
         hk[l] = 0u;
         hi[l] = NONE;
     }
 }
 
-fn merge_final(k: u32) {
+fn merge_final(first: u32, count: u32, k: u32) {
     for (var l = 0u; l < 64u; l++) {
         pos[l] = 0u;
-        head(l, k);
+        if (l < count) {
+            head(first, l, k);
+        } else {
+            hk[l] = 0u;
+            hi[l] = NONE;
+        }
     }
     for (var r = 0u; r < k; r++) {
         var b = 0u;
@@ -199,22 +195,22 @@ fn merge_final(k: u32) {
         }
         if (hk[b] == 0u) {
             for (var q = r; q < k; q++) {
-                dst[2u * q] = bitcast<u32>(-3.4028235e38);
-                dst[2u * q + 1u] = NONE;
+                outp[2u * q] = bitcast<u32>(-3.4028235e38);
+                outp[2u * q + 1u] = NONE;
             }
             return;
         }
-        dst[2u * r] = bits_of(hk[b]);
-        dst[2u * r + 1u] = hi[b];
+        outp[2u * r] = bits_of(hk[b]);
+        outp[2u * r + 1u] = hi[b];
         pos[b]++;
-        head(b, k);
+        head(first, b, k);
     }
 }
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let k = min(p.k, MAX_K);
-    if (p.stage == 0u) {
+    if (p.stage != 1u) {
         let r = (k + 63u) / 64u;
         let start = wg.x * 64u * p.m;
         let end = min(start + 64u * p.m, p.n);
@@ -243,14 +239,21 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         let t = workgroupUniformLoad(&tau);
         // 2. This invocation's top k among items with key >= tau.
         scan(start + li, end, k, max(t, 1u) - 1u);
-        write_list_dst(wg.x * 64u + li, k);
+        write_list(wg.x * 64u + li, k);
+        if (p.stage == 2u) {
+            // One workgroup: its 64 lists merged in the same dispatch.
+            storageBarrier();
+            if (li == 0u) {
+                merge_final(0u, 64u, k);
+            }
+        }
         return;
     }
     cnt = 0u;
     merge_lists(li, 64u, p.threads, k);
-    write_list_src(p.threads + li, k);
+    write_list(p.threads + li, k);
     storageBarrier();
     if (li == 0u) {
-        merge_final(k);
+        merge_final(p.threads, 64u, k);
     }
 }

@@ -914,8 +914,9 @@ impl Kernels {
     /// The `k` largest of `x[x_off .. x_off + n]`, best first (larger value in
     /// `f32::total_cmp` order, then lower index; NaN never chosen), as pairs
     /// `out[2r] = value bits`, `out[2r + 1] = index` (index `u32::MAX` and value `-f32::MAX`
-    /// where fewer than `k` exist). Two dispatches: per-invocation sorted lists of the
-    /// candidates into `scratch` (u32, [`Kernels::topk_scratch_len`]), then their merge.
+    /// where fewer than `k` exist). Per-invocation sorted lists of the candidates into
+    /// `scratch` (u32, [`Kernels::topk_scratch_len`]), then their merge: one dispatch when
+    /// one workgroup covers `n` (vocabularies up to 65536 on CPU adapters), else two.
     pub fn topk(
         &self,
         x: &Tensor,
@@ -961,21 +962,19 @@ impl Kernels {
             sample: u32s(if k <= 64 { items.div_ceil(4) } else { items }),
             _pad: 0,
         };
-        Ok(vec![
-            self.dispatch(
+        let bind = [x.buffer(), scratch.buffer(), out.buffer()];
+        if threads == 64 {
+            return Ok(vec![self.dispatch(
                 "topk",
                 None,
-                &params(0),
-                &[x.buffer(), scratch.buffer()],
-                [u32s(threads / 64), 1, 1],
-            )?,
-            self.dispatch(
-                "topk",
-                None,
-                &params(1),
-                &[scratch.buffer(), out.buffer()],
+                &params(2),
+                &bind,
                 [1, 1, 1],
-            )?,
+            )?]);
+        }
+        Ok(vec![
+            self.dispatch("topk", None, &params(0), &bind, [u32s(threads / 64), 1, 1])?,
+            self.dispatch("topk", None, &params(1), &bind, [1, 1, 1])?,
         ])
     }
 

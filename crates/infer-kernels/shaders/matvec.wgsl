@@ -58,11 +58,46 @@ fn xv(x_off: u32, c: u32) -> vec4<f32> {
     );
 }
 
+// One token per invocation (TOK = 1): the same per-token expression as the tiled loop
+// below, in the single-token loop shape (no per-token arrays), which llvmpipe runs ~10%
+// faster for float weights.
+fn one_token(r0: u32, t: u32) {
+    let x_off = p.x_off + t * p.k;
+    var acc: array<f32, ROWS>;
+    let nb = w_nb();
+    for (var b = 0u; b < nb; b++) {
+        var xs: array<vec4<f32>, WV>;
+        var x4 = vec4<f32>(0.0);
+        for (var j = 0u; j < WV; j++) {
+            xs[j] = xv(x_off, b * WB + 4u * j);
+            x4 += xs[j];
+        }
+        let xsum = x4.x + x4.y + x4.z + x4.w;
+        for (var r = 0u; r < ROWS; r++) {
+            acc[r] += w_dot(w_raw(min(r0 + r, p.n - 1u), b), xs, xsum);
+        }
+    }
+    for (var r = 0u; r < ROWS; r++) {
+        if (r0 + r < p.n) {
+            let at = p.y_off + t * p.y_ld + r0 + r;
+            if (p.acc != 0u) {
+                y[at] = y[at] + acc[r];
+            } else {
+                y[at] = acc[r];
+            }
+        }
+    }
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let r0 = gid.x * ROWS;
     let t0 = gid.y * TOK;
     if (r0 >= p.n || t0 >= p.m) {
+        return;
+    }
+    if (TOK == 1u) {
+        one_token(r0, t0);
         return;
     }
     var x_offs: array<u32, TOK>;

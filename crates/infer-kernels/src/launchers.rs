@@ -204,7 +204,8 @@ impl Kernels {
     /// invocation anyway (where token tiles are faster, two tiled matvecs and the
     /// activation kernel are used instead).
     pub fn glu_fused_faster(&self, dtype: DType, m: usize) -> bool {
-        self.matvec_plan(dtype, m) == [(1, 0, m)]
+        // matvec_glu has the CPU layout; on GPUs the coalesced matvec wins.
+        !self.coalesced && self.matvec_plan(dtype, m) == [(1, 0, m)]
     }
 
     /// An MLP's gated activation in one pass over `m` tokens of `x` (`(m, k)`):
@@ -278,6 +279,54 @@ impl Kernels {
             .collect()
     }
 
+    /// The matvec as [`Kernels::matvec_batched`] computes it (`acc`: added to `y`), always
+    /// with the GPU layout `matvec_coalesced` (which matvec picks by itself on GPUs; see
+    /// [`Kernels::matvec_coalesced_default`]). Batch invariant like the other layout.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matvec_coalesced(
+        &self,
+        w: &Tensor,
+        x: &Tensor,
+        x_off: usize,
+        m: usize,
+        y: &Tensor,
+        y_off: usize,
+        acc: bool,
+    ) -> Result<Vec<Dispatch>> {
+        let dt = weight_dtype("matvec_coalesced", w)?;
+        let (n, k) = (w.rows(), w.cols());
+        need_f32("matvec_coalesced", x, x_off + m * k)?;
+        need_f32("matvec_coalesced", y, y_off + m * n)?;
+        if m == 0 || m > 65535 || w.parts.iter().any(|pt| pt.rows.div_ceil(4) > 65535) {
+            return Err(KernelError::Shape {
+                kernel: "matvec_coalesced",
+                reason: format!("{m} tokens (1..=65535) of {n} rows (at most 262140 per part)"),
+            });
+        }
+        w.parts
+            .iter()
+            .map(|part| {
+                let params = MatvecParams {
+                    n: u32s(part.rows),
+                    k: u32s(k),
+                    x_off: u32s(x_off),
+                    y_off: u32s(y_off + part.row_start),
+                    soff: u32s(part.scale_offset),
+                    m: u32s(m),
+                    y_ld: u32s(n),
+                    flag: u32::from(acc),
+                };
+                self.dispatch(
+                    "matvec_coalesced",
+                    Some(dt),
+                    &params,
+                    &[&part.buffer, x.buffer(), y.buffer(), x.buffer()],
+                    [u32s(part.rows.div_ceil(4)), u32s(m), 1],
+                )
+            })
+            .collect()
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn matvec_rows(
         &self,
@@ -298,6 +347,9 @@ impl Kernels {
                 kernel: "matvec",
                 reason: format!("{m} tokens (1..=65535)"),
             });
+        }
+        if self.coalesced && w.parts.iter().all(|pt| pt.rows.div_ceil(4) <= 65535) {
+            return self.matvec_coalesced(w, x, x_off, m, y, y_off, acc);
         }
         self.matvec_plan(dt, m)
             .into_iter()

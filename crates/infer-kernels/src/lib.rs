@@ -72,6 +72,7 @@ macro_rules! shader {
 pub const SHADERS: &[Shader] = &[
     shader!("matvec", true),
     shader!("matvec_glu", true),
+    shader!("matvec_coalesced", true),
     shader!("matmul", true),
     shader!("embedding", true),
     shader!("rms_norm", false),
@@ -225,6 +226,8 @@ pub struct Kernels {
     pub dev: Arc<Device>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     disk_cache: Option<DiskCache>,
+    /// matvec runs as matvec_coalesced (chosen once, at creation).
+    pub(crate) coalesced: bool,
 }
 
 /// wgpu's pipeline cache and the file it is kept in.
@@ -318,11 +321,14 @@ impl Kernels {
     /// [`Kernels::new`] keeping the pipeline cache in `dir` (`None`: no disk cache).
     pub fn with_cache_dir(dev: Arc<Device>, dir: Option<std::path::PathBuf>) -> Kernels {
         let disk_cache = DiskCache::open(&dev, dir);
-        Kernels {
+        let mut k = Kernels {
             dev,
             pipelines: Mutex::default(),
             disk_cache,
-        }
+            coalesced: false,
+        };
+        k.coalesced = k.matvec_coalesced_default();
+        k
     }
 
     /// Writes the on-disk pipeline cache now (also done when the kernels are dropped).
@@ -344,6 +350,18 @@ impl Kernels {
             8
         } else {
             64
+        }
+    }
+
+    /// Whether matvec runs as `matvec_coalesced` (a workgroup per 4 rows, lanes across the
+    /// row, a tree reduction): on GPUs, where the one-lane-per-8-rows kernel made for CPU
+    /// adapters would leave most of the chip idle. `INFER_MATVEC=coalesced` or `rows`
+    /// overrides the choice (for tests and measurements).
+    pub fn matvec_coalesced_default(&self) -> bool {
+        match std::env::var("INFER_MATVEC").as_deref() {
+            Ok("coalesced") => true,
+            Ok("rows") => false,
+            _ => self.dev.info.device_type != wgpu::DeviceType::Cpu,
         }
     }
 

@@ -154,6 +154,73 @@ fn matvec_every_dtype_and_awkward_shapes() {
     }
 }
 
+/// The GPU layout of matvec (a workgroup per 4 rows, lanes across the row, tree reduction)
+/// against the reference for every dtype and awkward shapes, split weights, offsets and the
+/// accumulate flag; and batch invariant: a token's outputs are the same bits whatever m is
+/// and wherever the token sits.
+#[test]
+fn matvec_coalesced_every_dtype_awkward_shapes_and_batch_invariant() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(31);
+    for dtype in DType::ALL {
+        for (n, cols) in float_and_quant_shapes(dtype) {
+            let (w, deq) = weights(k, &mut rng, dtype, n, cols, (n > 40).then_some(29));
+            let x = rand_vec(&mut rng, cols + 3, 1.0);
+            let xt = f32_tensor(k, "x", &[cols + 3], &x);
+            let y = zeros(k, "y", &[n + 2]);
+            k.run(&k.matvec_coalesced(&w, &xt, 3, 1, &y, 2, false).unwrap())
+                .unwrap();
+            let got = y.read_f32(&k.dev).unwrap();
+            let want = r::matvec(&deq, &x[3..], n, cols);
+            let mag = dot_tol(&deq, &x[3..], n, cols);
+            let what = format!("matvec_coalesced {dtype} {n}x{cols}");
+            check_dot(&what, &got[2..], &want, &mag);
+            assert_eq!(&got[..2], &[0.0, 0.0], "{what}: wrote before y_off");
+            // Accumulate: y + W x, the same bits as the add kernel's sum.
+            let base = rand_vec(&mut rng, n, 2.0);
+            let (a, b) = (
+                f32_tensor(k, "a", &[n], &base),
+                f32_tensor(k, "b", &[n], &base),
+            );
+            let o = zeros(k, "o", &[n]);
+            let mut d = k.matvec_coalesced(&w, &xt, 3, 1, &o, 0, false).unwrap();
+            d.extend(k.add(&a, &o, n, n).unwrap());
+            d.extend(k.matvec_coalesced(&w, &xt, 3, 1, &b, 0, true).unwrap());
+            k.run(&d).unwrap();
+            assert_eq!(bits(k, &b), bits(k, &a), "{what}: accumulate");
+        }
+        let (n, cols) = if dtype.is_quantized() {
+            (67, 160)
+        } else {
+            (67, 37)
+        };
+        let (w, _) = weights(k, &mut rng, dtype, n, cols, Some(29));
+        let x0 = rand_vec(&mut rng, cols, 1.0);
+        let y1 = zeros(k, "y", &[n]);
+        k.run(
+            &k.matvec_coalesced(&w, &f32_tensor(k, "x", &[cols], &x0), 0, 1, &y1, 0, false)
+                .unwrap(),
+        )
+        .unwrap();
+        let want = bits(k, &y1);
+        for m in [2, 3, 5, 8] {
+            for t in [0, m / 2, m - 1] {
+                let mut x = rand_vec(&mut rng, m * cols, 1.0);
+                x[t * cols..(t + 1) * cols].copy_from_slice(&x0);
+                let y = zeros(k, "y", &[m, n]);
+                let xt = f32_tensor(k, "x", &[m, cols], &x);
+                k.run(&k.matvec_coalesced(&w, &xt, 0, m, &y, 0, false).unwrap())
+                    .unwrap();
+                assert_eq!(
+                    &bits(k, &y)[t * n..(t + 1) * n],
+                    &want[..],
+                    "matvec_coalesced {dtype}: token {t} of {m} vs alone"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn matvec_vocab_sized_and_split_weights() {
     let Some(k) = kernels() else { return };

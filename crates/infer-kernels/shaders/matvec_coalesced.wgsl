@@ -1,0 +1,91 @@
+// matvec_coalesced: y[y_off + t * y_ld + r] = sum_c W[r, c] * x[x_off + t * k + c] (with
+// acc = 1: added to y), for the rows r of one weight part and the m tokens t: the matvec
+// laid out for GPUs. A workgroup of 64 lanes owns R = 4 consecutive rows of one token; lane
+// l walks the rows' 16-byte units l, l + 64, ... so neighbouring lanes read neighbouring
+// units (coalesced loads), each unit's x is loaded once for the R rows, and the 64 partial
+// sums of a row are added by a fixed tree in workgroup memory. Many small workgroups (n / 4
+// per token) fill a GPU where the one-lane-per-8-rows matvec (made for CPU adapters, where
+// barriers are expensive) would run a handful. Each lane's sums use the same per-unit
+// expression (w_raw, w_dot) as matvec, and the reduction order does not depend on m, so a
+// token's result is the same whatever else is in the batch.
+// Dispatch: (ceil(n / R), m, 1); at most 65535 workgroups per dimension.
+struct Params {
+    n: u32,
+    k: u32,
+    x_off: u32,
+    y_off: u32,
+    soff: u32,
+    m: u32,
+    y_ld: u32,
+    acc: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+// The same buffer as x, read 16 bytes at a time when x_off and k are multiples of 4.
+@group(0) @binding(4) var<storage, read> x4: array<vec4<f32>>;
+
+const LANES: u32 = 64u;
+const R: u32 = 4u;
+
+var<workgroup> part: array<f32, 256>;
+
+fn xv(x_off: u32, c: u32) -> vec4<f32> {
+    let i = x_off + c;
+    if ((x_off | p.k) % 4u == 0u) {
+        return select(vec4<f32>(0.0), x4[i / 4u], c < p.k);
+    }
+    if (c + 3u < p.k) {
+        return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
+    }
+    return vec4<f32>(
+        select(0.0, x[i], c < p.k),
+        select(0.0, x[i + 1u], c + 1u < p.k),
+        select(0.0, x[i + 2u], c + 2u < p.k),
+        select(0.0, x[i + 3u], c + 3u < p.k),
+    );
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    let r0 = wg.x * R;
+    let t = wg.y;
+    let x_off = p.x_off + t * p.k;
+    var acc: array<f32, R>;
+    let nb = w_nb();
+    for (var b = l; b < nb; b += LANES) {
+        var xs: array<vec4<f32>, WV>;
+        var x4s = vec4<f32>(0.0);
+        for (var j = 0u; j < WV; j++) {
+            xs[j] = xv(x_off, b * WB + 4u * j);
+            x4s += xs[j];
+        }
+        let xsum = x4s.x + x4s.y + x4s.z + x4s.w;
+        for (var r = 0u; r < R; r++) {
+            acc[r] += w_dot(w_raw(min(r0 + r, p.n - 1u), b), xs, xsum);
+        }
+    }
+    for (var r = 0u; r < R; r++) {
+        part[r * LANES + l] = acc[r];
+    }
+    workgroupBarrier();
+    for (var s = LANES / 2u; s > 0u; s = s / 2u) {
+        if (l < s) {
+            for (var r = 0u; r < R; r++) {
+                part[r * LANES + l] += part[r * LANES + l + s];
+            }
+        }
+        workgroupBarrier();
+    }
+    if (l < R && r0 + l < p.n) {
+        let at = p.y_off + t * p.y_ld + r0 + l;
+        let v = part[l * LANES];
+        if (p.acc != 0u) {
+            y[at] = y[at] + v;
+        } else {
+            y[at] = v;
+        }
+    }
+}

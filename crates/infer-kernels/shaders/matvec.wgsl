@@ -13,27 +13,11 @@
 // per-token expression, w_dot (dot() per vec4, like the single-token kernel always was),
 // whatever TOK is, so the result for (r, t) does not depend on m, TOK or t's place in its
 // tile; a tile's tokens past m load the last token's x (clamped index) and only their
-// stores are skipped. With acc = 1 the result is added to y (y = y + W x: the residual
+// stores are skipped. With flag = 1 the result is added to y (y = y + W x: the residual
 // add fused into the projection, the same sum the add kernel computes). No barriers. WG (an override constant) is 8 on CPU adapters, where
 // more, smaller workgroups spread better over threads, and 64 elsewhere.
 // Dispatch: (ceil(ceil(n / ROWS) / WG), ceil(m / TOK), 1).
-struct Params {
-    n: u32,
-    k: u32,
-    x_off: u32,
-    y_off: u32,
-    soff: u32,
-    m: u32,
-    y_ld: u32,
-    acc: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-// The same buffer as x, read 16 bytes at a time when x_off and k are multiples of 4.
-@group(0) @binding(4) var<storage, read> x4: array<vec4<f32>>;
+// Params, bindings 0-4 and xv: common/matvec_io.wgsl.
 
 override WG: u32 = 64u;
 const ROWS: u32 = 8u;
@@ -41,22 +25,6 @@ const ROWS: u32 = 8u;
 // TOKENS begin
 const TOK: u32 = 1u;
 // TOKENS end
-
-fn xv(x_off: u32, c: u32) -> vec4<f32> {
-    let i = x_off + c;
-    if ((x_off | p.k) % 4u == 0u) {
-        return select(vec4<f32>(0.0), x4[i / 4u], c < p.k);
-    }
-    if (c + 3u < p.k) {
-        return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
-    }
-    return vec4<f32>(
-        select(0.0, x[i], c < p.k),
-        select(0.0, x[i + 1u], c + 1u < p.k),
-        select(0.0, x[i + 2u], c + 2u < p.k),
-        select(0.0, x[i + 3u], c + 3u < p.k),
-    );
-}
 
 // One token per invocation (TOK = 1): the same per-token expression as the tiled loop
 // below, in the single-token loop shape (no per-token arrays), which llvmpipe runs ~10%
@@ -80,7 +48,7 @@ fn one_token(r0: u32, t: u32) {
     for (var r = 0u; r < ROWS; r++) {
         if (r0 + r < p.n) {
             let at = p.y_off + t * p.y_ld + r0 + r;
-            if (p.acc != 0u) {
+            if (p.flag != 0u) {
                 y[at] = y[at] + acc[r];
             } else {
                 y[at] = acc[r];
@@ -129,7 +97,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var r = 0u; r < ROWS; r++) {
             if (r0 + r < p.n && t0 + i < p.m) {
                 let at = p.y_off + (t0 + i) * p.y_ld + r0 + r;
-                if (p.acc != 0u) {
+                if (p.flag != 0u) {
                     y[at] = y[at] + acc[r][i];
                 } else {
                     y[at] = acc[r][i];

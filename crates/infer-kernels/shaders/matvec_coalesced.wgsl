@@ -1,5 +1,5 @@
 // matvec_coalesced: y[y_off + t * y_ld + r] = sum_c W[r, c] * x[x_off + t * k + c] (with
-// acc = 1: added to y), for the rows r of one weight part and the m tokens t: the matvec
+// flag = 1: added to y), for the rows r of one weight part and the m tokens t: the matvec
 // laid out for GPUs. A workgroup of 64 lanes owns R = 4 consecutive rows of one token; lane
 // l walks the rows' 16-byte units l, l + 64, ... so neighbouring lanes read neighbouring
 // units (coalesced loads), each unit's x is loaded once for the R rows, and the 64 partial
@@ -9,44 +9,12 @@
 // expression (w_raw, w_dot) as matvec, and the reduction order does not depend on m, so a
 // token's result is the same whatever else is in the batch.
 // Dispatch: (ceil(n / R), m, 1); at most 65535 workgroups per dimension.
-struct Params {
-    n: u32,
-    k: u32,
-    x_off: u32,
-    y_off: u32,
-    soff: u32,
-    m: u32,
-    y_ld: u32,
-    acc: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-// The same buffer as x, read 16 bytes at a time when x_off and k are multiples of 4.
-@group(0) @binding(4) var<storage, read> x4: array<vec4<f32>>;
+// Params, bindings 0-4 and xv: common/matvec_io.wgsl.
 
 const LANES: u32 = 64u;
 const R: u32 = 4u;
 
 var<workgroup> part: array<f32, 256>;
-
-fn xv(x_off: u32, c: u32) -> vec4<f32> {
-    let i = x_off + c;
-    if ((x_off | p.k) % 4u == 0u) {
-        return select(vec4<f32>(0.0), x4[i / 4u], c < p.k);
-    }
-    if (c + 3u < p.k) {
-        return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
-    }
-    return vec4<f32>(
-        select(0.0, x[i], c < p.k),
-        select(0.0, x[i + 1u], c + 1u < p.k),
-        select(0.0, x[i + 2u], c + 2u < p.k),
-        select(0.0, x[i + 3u], c + 3u < p.k),
-    );
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
@@ -82,7 +50,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if (l < R && r0 + l < p.n) {
         let at = p.y_off + t * p.y_ld + r0 + l;
         let v = part[l * LANES];
-        if (p.acc != 0u) {
+        if (p.flag != 0u) {
             y[at] = y[at] + v;
         } else {
             y[at] = v;

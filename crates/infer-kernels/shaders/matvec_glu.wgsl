@@ -1,50 +1,18 @@
 // matvec_glu: out[t * n + r] = act(Wg[r] . x[t]) * (Wu[r] . x[t]) for the rows r of one
 // weight part and the m tokens t: an MLP's gate and up projections and its gated
-// activation in one pass (act = silu for SwiGLU, mode 0; tanh-approximated gelu for GeGLU,
-// mode 1, as the swiglu and gelu kernels compute them). Wg and Wu are (n, k) in the same
+// activation in one pass (act = silu for SwiGLU, flag 0; tanh-approximated gelu for GeGLU,
+// flag 1, as the swiglu and gelu kernels compute them). Wg and Wu are (n, k) in the same
 // dtype and weight layout (same parts); x and out are f32. Each invocation computes ROWS
 // consecutive rows of both weights for one token, with each unit's x loaded once for the
 // 2 * ROWS dot products; each row's sums are the same expression (w_raw, w_dot) as the
 // matvec kernel's, so the gate and up values equal matvec's bit for bit. No barriers.
 // Dispatch: (ceil(ceil(n / ROWS) / WG), m, 1).
-struct Params {
-    n: u32,
-    k: u32,
-    x_off: u32,
-    y_off: u32,
-    soff: u32,
-    m: u32,
-    y_ld: u32,
-    mode: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-// The same buffer as x, read 16 bytes at a time when x_off and k are multiples of 4.
-@group(0) @binding(4) var<storage, read> x4: array<vec4<f32>>;
+// Params, bindings 0-4 and xv: common/matvec_io.wgsl.
 // The up projection's part (same layout as w, the gate's).
 @group(0) @binding(5) var<storage, read> wu: array<vec4<u32>>;
 
 override WG: u32 = 64u;
 const ROWS: u32 = 8u;
-
-fn xv(x_off: u32, c: u32) -> vec4<f32> {
-    let i = x_off + c;
-    if ((x_off | p.k) % 4u == 0u) {
-        return select(vec4<f32>(0.0), x4[i / 4u], c < p.k);
-    }
-    if (c + 3u < p.k) {
-        return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
-    }
-    return vec4<f32>(
-        select(0.0, x[i], c < p.k),
-        select(0.0, x[i + 1u], c + 1u < p.k),
-        select(0.0, x[i + 2u], c + 2u < p.k),
-        select(0.0, x[i + 3u], c + 3u < p.k),
-    );
-}
 
 fn silu_mul(gv: f32, uv: f32) -> f32 {
     return gv / (1.0 + exp(-gv)) * uv;
@@ -85,7 +53,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var r = 0u; r < ROWS; r++) {
         if (r0 + r < p.n) {
             var v: f32;
-            if (p.mode == 0u) {
+            if (p.flag == 0u) {
                 v = silu_mul(ag[r], au[r]);
             } else {
                 v = gelu_tanh_mul(ag[r], au[r]);

@@ -98,6 +98,7 @@ pub const SHADERS: &[Shader] = &[
 const MATVEC_TOKENS: u32 = 4;
 
 const NIBBLES: &str = include_str!("../shaders/common/nibbles.wgsl");
+const MATVEC_IO: &str = include_str!("../shaders/common/matvec_io.wgsl");
 
 /// The snippet giving weight access for `dtype`.
 pub fn weights_snippet(dtype: DType) -> Option<&'static str> {
@@ -114,7 +115,7 @@ pub fn weights_snippet(dtype: DType) -> Option<&'static str> {
 
 /// The full WGSL of a kernel: for weight kernels, the dtype's snippet is prepended
 /// (matvec_glu, which reads a second weight `wu`, also gets the snippet's functions renamed
-/// `*_up` and reading `wu`).
+/// `*_up` and reading `wu`), and for the matvec kernels `common/matvec_io.wgsl`.
 pub fn shader_source(shader: &Shader, dtype: Option<DType>) -> Option<String> {
     match (shader.weights, dtype) {
         (false, None) => Some(shader.source.to_string()),
@@ -125,7 +126,15 @@ pub fn shader_source(shader: &Shader, dtype: Option<DType>) -> Option<String> {
             } else {
                 String::new()
             };
-            Some(format!("{snippet}\n{up}\n{NIBBLES}\n{}", shader.source))
+            let io = if shader.name.starts_with("matvec") {
+                MATVEC_IO
+            } else {
+                ""
+            };
+            Some(format!(
+                "{snippet}\n{up}\n{NIBBLES}\n{io}\n{}",
+                shader.source
+            ))
         }
         _ => None,
     }

@@ -1,0 +1,36 @@
+// What the matvec kernels share (prepended to matvec, matvec_glu and matvec_coalesced after
+// the weight snippet): their parameters (flag: matvec's accumulate, matvec_glu's
+// activation), the weight, x and y bindings, and xv, a unit's 4 elements of x.
+struct Params {
+    n: u32,
+    k: u32,
+    x_off: u32,
+    y_off: u32,
+    soff: u32,
+    m: u32,
+    y_ld: u32,
+    flag: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+// The same buffer as x, read 16 bytes at a time when x_off and k are multiples of 4.
+@group(0) @binding(4) var<storage, read> x4: array<vec4<f32>>;
+
+fn xv(x_off: u32, c: u32) -> vec4<f32> {
+    let i = x_off + c;
+    if ((x_off | p.k) % 4u == 0u) {
+        return select(vec4<f32>(0.0), x4[i / 4u], c < p.k);
+    }
+    if (c + 3u < p.k) {
+        return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
+    }
+    return vec4<f32>(
+        select(0.0, x[i], c < p.k),
+        select(0.0, x[i + 1u], c + 1u < p.k),
+        select(0.0, x[i + 2u], c + 2u < p.k),
+        select(0.0, x[i + 3u], c + 3u < p.k),
+    );
+}

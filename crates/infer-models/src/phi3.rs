@@ -81,9 +81,7 @@ pub fn load(
     );
     let capacity = opts.capacity(&cfg);
     let w = WeightLoader::new(src, dev.clone(), opts, 3 + cfg.n_layers * 6);
-    let embed = w.matrix("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
-    let lm_head = w.lm_head(&cfg)?;
-    let norm = w.vector("model.norm.weight", h)?;
+    let (embed, lm_head, norm) = w.ends(&cfg)?;
     let mut layers = Vec::with_capacity(cfg.n_layers);
     for i in 0..cfg.n_layers {
         let p = |s: &str| format!("model.layers.{i}.{s}");

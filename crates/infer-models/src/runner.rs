@@ -95,6 +95,15 @@ impl<'a> WeightLoader<'a> {
         )?)
     }
 
+    /// The token embeddings, the untied output head (see [`WeightLoader::lm_head`]) and the
+    /// final norm of a `model.`-prefixed decoder (Llama, Phi-3, Gemma).
+    pub fn ends(&self, cfg: &ModelConfig) -> Result<(Tensor, Option<Tensor>, Tensor)> {
+        let embed = self.matrix("model.embed_tokens.weight", &[cfg.vocab_size, cfg.hidden])?;
+        let lm_head = self.lm_head(cfg)?;
+        let norm = self.vector("model.norm.weight", cfg.hidden)?;
+        Ok((embed, lm_head, norm))
+    }
+
     /// The untied output head `lm_head.weight`, or None when the model ties it to the
     /// token embeddings (or the file has none).
     pub fn lm_head(&self, cfg: &ModelConfig) -> Result<Option<Tensor>> {

@@ -232,9 +232,3 @@ impl Graph for Llama {
         Ok(g)
     }
 }
-
-impl Llama {
-    pub fn model_config(&self) -> &ModelConfig {
-        &self.cfg
-    }
-}

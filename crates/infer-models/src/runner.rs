@@ -255,9 +255,8 @@ impl<'a> WeightLoader<'a> {
 pub struct Io {
     /// (B) u32: the new tokens.
     pub ids: Tensor,
-    /// (1) u32: the position of the first new token.
-    pub pos: Tensor,
-    /// (B) u32: the position of every new token (`pos..pos + n`).
+    /// (B) u32: the position of every new token (`pos..pos + n`); the kernels that take a
+    /// first position (rope, kv_write, attention) read element 0.
     pub positions: Tensor,
     /// Per layer: the `(n_kv, capacity, head_dim)` f32 K and V caches.
     pub kv: Vec<(Tensor, Tensor)>,
@@ -293,7 +292,6 @@ impl Io {
             .collect::<Result<Vec<_>>>()?;
         Ok(Io {
             ids: Tensor::zeros(dev, "ids", &[b], DType::U32)?,
-            pos: Tensor::zeros(dev, "pos", &[1], DType::U32)?,
             positions: Tensor::zeros(dev, "positions", &[b], DType::U32)?,
             kv,
             logits: Tensor::zeros(dev, "logits", &[v, cfg.vocab_size], DType::F32)?,
@@ -459,8 +457,6 @@ impl<G: Graph> Runner<G> {
         let io = &self.io;
         dev.queue
             .write_buffer(io.ids.buffer(), 0, bytemuck::cast_slice(tokens));
-        dev.queue
-            .write_buffer(io.pos.buffer(), 0, bytemuck::bytes_of(&(self.pos as u32)));
         let positions: Vec<u32> = (self.pos..self.pos + n).map(|p| p as u32).collect();
         dev.queue
             .write_buffer(io.positions.buffer(), 0, bytemuck::cast_slice(&positions));

@@ -101,7 +101,7 @@ pub struct PagedKv {
 /// Where a step's rows sit and where its attention keeps K and V.
 #[derive(Clone, Copy)]
 pub enum Kv<'a> {
-    /// One sequence: row i is position `pos + i` (`io.pos` holds `pos`); `io.kv` holds a
+    /// One sequence: row i is position `pos + i` (`io.positions` holds them); `io.kv` holds a
     /// contiguous cache per layer.
     Contiguous(&'a Io),
     /// Rows of many sequences over a paged cache.
@@ -236,7 +236,10 @@ impl<'a> Step<'a> {
         mode: RopeMode,
     ) -> Result<Vec<Dispatch>> {
         Ok(match self.kv {
-            Kv::Contiguous(io) => self.k.rope(x, cs, &io.pos, self.n, heads, head_dim, mode)?,
+            Kv::Contiguous(io) => {
+                self.k
+                    .rope(x, cs, &io.positions, self.n, heads, head_dim, mode)?
+            }
             Kv::Paged(p) => self
                 .k
                 .rope_rows(x, cs, &p.pos, self.n, heads, head_dim, mode)?,
@@ -265,7 +268,7 @@ impl<'a> Step<'a> {
                     v,
                     kc,
                     vc,
-                    &io.pos,
+                    &io.positions,
                     self.n,
                     a.n_kv,
                     a.head_dim,
@@ -281,7 +284,7 @@ impl<'a> Step<'a> {
                     softcap: a.softcap,
                     window: a.window,
                 };
-                g.extend(kr.attention(q, kc, vc, out, &io.pos, &p)?);
+                g.extend(kr.attention(q, kc, vc, out, &io.positions, &p)?);
             }
             Kv::Paged(pk) => {
                 let pp = PagedParams {

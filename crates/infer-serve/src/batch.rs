@@ -334,9 +334,9 @@ pub fn load_batched(
     bc: BatchConfig,
 ) -> Result<(BatchedModel, infer_models::Tokenizer)> {
     let path = infer_models::load::resolve(spec)?;
-    let (src, _) = infer_models::load::open(&path)?;
+    let (src, cfg) = infer_models::load::open(&path)?;
     let tok = infer_models::load::tokenizer(&path, &src)?;
-    Ok((load_batched_model(spec, kernels, quant, bc)?, tok))
+    Ok((batched(&src, cfg, kernels, quant, bc)?, tok))
 }
 
 /// [`load_batched`] without the tokenizer.
@@ -344,10 +344,20 @@ pub fn load_batched_model(
     spec: &str,
     kernels: Arc<Kernels>,
     quant: Option<DType>,
-    mut bc: BatchConfig,
+    bc: BatchConfig,
 ) -> Result<BatchedModel> {
     let path = infer_models::load::resolve(spec)?;
     let (src, cfg) = infer_models::load::open(&path)?;
+    batched(&src, cfg, kernels, quant, bc)
+}
+
+fn batched(
+    src: &infer_models::source::Source,
+    cfg: ModelConfig,
+    kernels: Arc<Kernels>,
+    quant: Option<DType>,
+    mut bc: BatchConfig,
+) -> Result<BatchedModel> {
     bc.context = bc.context.min(cfg.max_position).max(1);
     // A step never holds more rows than the context has positions.
     bc.max_rows = bc.max_rows.min(bc.context);
@@ -358,6 +368,6 @@ pub fn load_batched_model(
         max_batch: bc.max_rows,
         progress: false,
     };
-    let graph = infer_models::load::load_graph(&src, cfg, &kernels, &opts)?;
+    let graph = infer_models::load::load_graph(src, cfg, &kernels, &opts)?;
     BatchedModel::new(graph, kernels, bc)
 }

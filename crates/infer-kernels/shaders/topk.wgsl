@@ -46,6 +46,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<u32>;
 @group(0) @binding(2) var<storage, read_write> scr: array<u32>;
 @group(0) @binding(3) var<storage, read_write> outp: array<u32>;
+// The same buffer as x, read 16 bytes at a time when off is a multiple of 4.
+@group(0) @binding(4) var<storage, read> x4: array<vec4<u32>>;
 
 const NONE: u32 = 0xffffffffu;
 const MAX_K: u32 = 256u;
@@ -104,9 +106,24 @@ fn insert(key: u32, id: u32, k: u32) {
     cnt = min(cnt + 1u, k);
 }
 
-// Stage 0 scan: this invocation's top k among its items with key > floor. Items come in
-// increasing index order, so an equal key never displaces an entry: a float compare with
-// the larger of floor and the list's last key (as a float) rejects almost every item (and
+// Items i .. i + 3 (i a multiple of 4) as f32 bits; those at or past end read as NaN.
+fn load4(i: u32, end: u32) -> vec4<u32> {
+    if (p.off % 4u == 0u && i + 3u < end) {
+        return x4[(p.off + i) / 4u];
+    }
+    var v = vec4<u32>(0x7fc00000u);
+    for (var c = 0u; c < 4u; c++) {
+        if (i + c < end) {
+            v[c] = x[p.off + i + c];
+        }
+    }
+    return v;
+}
+
+// Stage 0 scan: this invocation's top k among its items with key > floor, the items
+// first + 256 j + c (c < 4) below end, read 4 at a time. Items come in increasing index
+// order, so an equal key never displaces an entry: a float compare of the 4 with the
+// larger of floor and the list's last key (as a float) rejects almost every unit (and
 // NaN), the exact key compare decides the rest.
 fn scan(first: u32, end: u32, k: u32, floor: u32) {
     cnt = 0u;
@@ -115,15 +132,17 @@ fn scan(first: u32, end: u32, k: u32, floor: u32) {
     if (floor != 0u) {
         lo = bitcast<f32>(bits_of(floor));
     }
-    for (var i = first; i < end; i += 64u) {
-        let bits = x[p.off + i];
-        if (bitcast<f32>(bits) >= lo) {
-            let key = key_of(bits);
-            if (key > kth) {
-                insert(key, i, k);
-                if (cnt == k) {
-                    kth = max(floor, keys[k - 1u]);
-                    lo = bitcast<f32>(bits_of(kth));
+    for (var i = first; i < end; i += 256u) {
+        let v = load4(i, end);
+        if (any(bitcast<vec4<f32>>(v) >= vec4<f32>(lo))) {
+            for (var c = 0u; c < 4u; c++) {
+                let key = key_of(v[c]);
+                if (key > kth) {
+                    insert(key, i + c, k);
+                    if (cnt == k) {
+                        kth = max(floor, keys[k - 1u]);
+                        lo = bitcast<f32>(bits_of(kth));
+                    }
                 }
             }
         }
@@ -218,7 +237,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             tau = 0u;
         }
         // 1. This invocation's top r, to workgroup memory.
-        scan(start + li, min(end, start + 64u * p.sample), r, 0u);
+        scan(start + 4u * li, min(end, start + 64u * p.sample), r, 0u);
         for (var q = 0u; q < r; q++) {
             rep_key[li * r + q] = select(0u, keys[q], q < cnt);
             rep_id[li * r + q] = select(NONE, ids[q], q < cnt);
@@ -238,7 +257,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         }
         let t = workgroupUniformLoad(&tau);
         // 2. This invocation's top k among items with key >= tau.
-        scan(start + li, end, k, max(t, 1u) - 1u);
+        scan(start + 4u * li, end, k, max(t, 1u) - 1u);
         write_list(wg.x * 64u + li, k);
         if (p.stage == 2u) {
             // One workgroup: its 64 lists merged in the same dispatch.

@@ -1014,7 +1014,7 @@ impl Kernels {
             sample: u32s(if k <= 64 { items.div_ceil(4) } else { items }),
             _pad: 0,
         };
-        let bind = [x.buffer(), scratch.buffer(), out.buffer()];
+        let bind = [x.buffer(), scratch.buffer(), out.buffer(), x.buffer()];
         if threads == 64 {
             return Ok(vec![self.dispatch(
                 "topk",

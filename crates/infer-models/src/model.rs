@@ -54,4 +54,11 @@ pub trait Model: Send {
     fn truncate(&mut self, pos: usize);
     /// Runs `tokens` (appended at the current position) and returns what `out` asks for.
     fn forward(&mut self, tokens: &[u32], out: Output) -> Result<crate::model::StepOut>;
+    /// The marginal cost of one more row in a short step (speculative verification),
+    /// relative to a one-token step: a fixed figure per adapter type, for the speculative
+    /// k controller. The default, 0.1, is a bandwidth-bound GPU's (reading the weights once
+    /// serves every row).
+    fn row_cost(&self) -> f64 {
+        0.1
+    }
 }

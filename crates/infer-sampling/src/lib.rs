@@ -17,8 +17,8 @@ pub mod spec;
 
 pub use lookup::PromptLookup;
 pub use spec::{
-    BlockOut, Draft, DraftK, DraftModel, Drafter, KControl, accept, check_draft_tokenizer,
-    generate_speculative, verify,
+    BlockOut, Draft, DraftK, DraftModel, Drafter, KControl, StepCost, accept,
+    check_draft_tokenizer, generate_speculative, verify,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -15,10 +15,14 @@ pub struct PromptLookup {
 }
 
 impl PromptLookup {
+    /// Matches n-grams of `max_ngram` down to 2 tokens (1 when `max_ngram` is 1): one
+    /// matching token is a weak signal (on the bench's repeat-a-paragraph prompt, falling
+    /// back to it drafted 78 tokens for 45 accepted, against 70 for 44 without it).
     pub fn new(max_ngram: usize) -> PromptLookup {
+        let max_ngram = max_ngram.max(1);
         PromptLookup {
-            max_ngram: max_ngram.max(1),
-            min_ngram: 1,
+            max_ngram,
+            min_ngram: max_ngram.min(2),
         }
     }
 
@@ -71,10 +75,18 @@ mod tests {
         let ctx = [1, 5, 6, 7, 8, 9, 2, 5, 6];
         assert_eq!(pl.lookup(&ctx, 3), vec![7, 8, 9]);
         assert_eq!(pl.lookup(&ctx, 10), vec![7, 8, 9, 2, 5, 6]);
-        // Falls back to a 1-gram; nothing matches at all: no draft.
-        assert_eq!(pl.lookup(&[4, 1, 3, 9, 1], 2), vec![3, 9]);
+        // No 1-gram fallback from n = 2 (unless asked for); nothing matches: no draft.
+        assert!(pl.lookup(&[4, 1, 3, 9, 1], 2).is_empty());
+        let one = PromptLookup {
+            max_ngram: 2,
+            min_ngram: 1,
+        };
+        assert_eq!(one.lookup(&[4, 1, 3, 9, 1], 2), vec![3, 9]);
         assert!(pl.lookup(&[1, 2, 3], 4).is_empty());
         // The most recent occurrence wins.
-        assert_eq!(pl.lookup(&[7, 1, 7, 2, 7], 1), vec![2]);
+        assert_eq!(PromptLookup::new(1).lookup(&[7, 1, 7, 2, 7], 1), vec![2]);
+        // A longer match wins over a more recent shorter one.
+        let pl3 = PromptLookup::new(3);
+        assert_eq!(pl3.lookup(&[1, 2, 3, 4, 2, 3, 5, 1, 2, 3], 1), vec![4]);
     }
 }

@@ -91,6 +91,12 @@ pub struct BatchedModel {
 }
 
 impl BatchedModel {
+    /// The marginal cost of a row, as [`infer_models::Model::row_cost`] (for the
+    /// speculative k controller).
+    pub fn row_cost(&self) -> f64 {
+        infer_models::row_cost(&self.kernels)
+    }
+
     /// Wraps a loaded graph (from `infer_models::load::load_graph` with `max_batch` =
     /// `bc.max_rows` and `context` = `bc.context`, so its activations hold every row and its
     /// rope table covers every position).

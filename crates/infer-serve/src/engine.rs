@@ -19,7 +19,9 @@ use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use infer_models::{MAX_VERIFY, Tokenizer};
-use infer_sampling::{BlockOut, Draft, DraftK, KControl, PromptLookup, Sampler, SamplingParams};
+use infer_sampling::{
+    BlockOut, Draft, DraftK, KControl, PromptLookup, Sampler, SamplingParams, StepCost,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::mpsc::UnboundedSender;
@@ -304,7 +306,13 @@ impl Engine {
             }
             let spec = req.spec.map(|o| Spec {
                 lookup: PromptLookup::new(o.ngram),
-                ctl: KControl::new(o.k),
+                ctl: KControl::new(
+                    o.k,
+                    StepCost {
+                        row: self.model.row_cost(),
+                        draft: 0.0,
+                    },
+                ),
                 // Acceptance draws use their own stream, seeded from the request's seed.
                 rng: StdRng::seed_from_u64(req.params.seed ^ 0x9e37_79b9_7f4a_7c15),
             });

@@ -148,6 +148,33 @@ struct AttentionGpu {
     _pad: [u32; 3],
 }
 
+/// The attention variants [`Kernels::attention`] chooses between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// attention_lane.wgsl: one invocation per (token, head), no barriers.
+    Lane,
+    /// attention.wgsl: a workgroup per (head, token), tiles in workgroup memory.
+    Tiled,
+    /// attention_split.wgsl + attention_split_merge.wgsl: split over the KV length.
+    Split,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct SplitGpu {
+    n_heads: u32,
+    n_kv: u32,
+    head_dim: u32,
+    capacity: u32,
+    n_tokens: u32,
+    window: u32,
+    scale: f32,
+    softcap: f32,
+    chunk: u32,
+    n_chunks: u32,
+    _pad: [u32; 2],
+}
+
 impl Kernels {
     /// `y[y_off + r] = sum_c w[r, c] x[x_off + c]`; `w` is `(n, k)` in any weight dtype.
     /// The result is bit-identical to [`Kernels::matvec_batched`]'s for the same row of x.
@@ -764,9 +791,8 @@ impl Kernels {
     }
 
     /// Causal grouped-query attention of `q` over the caches into `out`
-    /// (both `(n_tokens, n_heads, head_dim)`), token t at position `pos[0] + t`: the
-    /// one-invocation-per-row kernel on CPU adapters when head_dim % 4 == 0, the tiled
-    /// workgroup kernel otherwise.
+    /// (both `(n_tokens, n_heads, head_dim)`), token t at position `pos[0] + t`, by the
+    /// variant [`Kernels::attention_kernel`] picks.
     pub fn attention(
         &self,
         q: &Tensor,
@@ -776,12 +802,133 @@ impl Kernels {
         pos: &Tensor,
         a: &AttentionParams,
     ) -> Result<Vec<Dispatch>> {
-        let cpu = self.dev.info.device_type == wgpu::DeviceType::Cpu;
-        if cpu && a.head_dim.is_multiple_of(4) {
-            self.attention_lane(q, k_cache, v_cache, out, pos, a)
-        } else {
-            self.attention_tiled(q, k_cache, v_cache, out, pos, a)
+        match self.attention_kernel(a) {
+            AttentionKernel::Lane => self.attention_lane(q, k_cache, v_cache, out, pos, a),
+            AttentionKernel::Tiled => self.attention_tiled(q, k_cache, v_cache, out, pos, a),
+            AttentionKernel::Split => {
+                let chunk = Self::attention_split_chunk(a.capacity);
+                self.attention_split(q, k_cache, v_cache, out, pos, a, chunk)
+            }
         }
+    }
+
+    /// The variant [`Kernels::attention`] runs for `a`:
+    /// - steps of at most [`Kernels::SPLIT_MAX_TOKENS`] tokens (decode, speculative
+    ///   verification) on GPUs whose cache holds more than one chunk: split over the KV
+    ///   length (one workgroup per head would leave most of a GPU idle at long contexts);
+    /// - other steps on GPUs: tiled;
+    /// - CPU adapters: lane (head_dim % 4 == 0), else tiled.
+    ///
+    /// `INFER_ATTENTION=split|lane|tiled` overrides it (for tests and measurements): split
+    /// still only for steps of at most [`Kernels::SPLIT_MAX_TOKENS`] tokens (its scratch
+    /// grows with the tokens), lane only where head_dim % 4 == 0.
+    pub fn attention_kernel(&self, a: &AttentionParams) -> AttentionKernel {
+        let few = a.n_tokens <= Self::SPLIT_MAX_TOKENS;
+        let lane_ok = a.head_dim.is_multiple_of(4);
+        match std::env::var("INFER_ATTENTION").as_deref() {
+            Ok("split") if few => return AttentionKernel::Split,
+            Ok("lane") if lane_ok => return AttentionKernel::Lane,
+            Ok("tiled") => return AttentionKernel::Tiled,
+            _ => {}
+        }
+        let cpu = self.dev.info.device_type == wgpu::DeviceType::Cpu;
+        if cpu {
+            if lane_ok {
+                AttentionKernel::Lane
+            } else {
+                AttentionKernel::Tiled
+            }
+        } else if few && a.capacity > Self::attention_split_chunk(a.capacity) {
+            AttentionKernel::Split
+        } else {
+            AttentionKernel::Tiled
+        }
+    }
+
+    /// Most tokens of a step [`Kernels::attention`] runs split over the KV length.
+    pub const SPLIT_MAX_TOKENS: usize = 8;
+
+    /// Positions per chunk of [`Kernels::attention_split`] for a cache of `capacity`:
+    /// 128 (a 4096-long context is 32 workgroups per head), 256 past 16384 positions so
+    /// the merge stays short. Not yet measured on a GPU.
+    pub fn attention_split_chunk(capacity: usize) -> usize {
+        if capacity > 16384 { 256 } else { 128 }
+    }
+
+    /// f32 elements of the scratch [`Kernels::attention_split`] allocates: per (token,
+    /// head, chunk) a max, a sum and head_dim partial outputs.
+    pub fn attention_split_scratch_len(a: &AttentionParams, chunk: usize) -> usize {
+        a.n_tokens * a.n_heads * a.capacity.div_ceil(chunk) * (a.head_dim + 2)
+    }
+
+    /// [`Kernels::attention`] split over the KV length (flash-decoding): a workgroup per
+    /// (chunk of `chunk` positions, head, token) writes a partial softmax into a scratch
+    /// buffer allocated here, once per dispatch (attention_split.wgsl), then a workgroup
+    /// per (head, token) merges the chunks (attention_split_merge.wgsl). The grid covers
+    /// the capacity; chunks past the current position return at once. `chunk` must be a
+    /// positive multiple of 64.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_split(
+        &self,
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        out: &Tensor,
+        pos: &Tensor,
+        a: &AttentionParams,
+        chunk: usize,
+    ) -> Result<Vec<Dispatch>> {
+        let base = self.attention_params(q, k_cache, v_cache, out, pos, a)?;
+        if chunk == 0 || !chunk.is_multiple_of(64) {
+            return Err(KernelError::Shape {
+                kernel: "attention_split",
+                reason: format!("chunk {chunk} is not a positive multiple of 64"),
+            });
+        }
+        let n_chunks = a.capacity.div_ceil(chunk).max(1);
+        let params = SplitGpu {
+            n_heads: base.n_heads,
+            n_kv: base.n_kv,
+            head_dim: base.head_dim,
+            capacity: base.capacity,
+            n_tokens: base.n_tokens,
+            window: base.window,
+            scale: base.scale,
+            softcap: base.softcap,
+            chunk: u32s(chunk),
+            n_chunks: u32s(n_chunks),
+            _pad: [0; 2],
+        };
+        let scratch = Tensor::zeros(
+            &self.dev,
+            "attention_split scratch",
+            &[Self::attention_split_scratch_len(a, chunk).max(1)],
+            DType::F32,
+        )?;
+        Ok(vec![
+            self.dispatch(
+                "attention_split",
+                None,
+                &params,
+                &[
+                    pos.buffer(),
+                    q.buffer(),
+                    k_cache.buffer(),
+                    v_cache.buffer(),
+                    scratch.buffer(),
+                    q.buffer(),
+                    k_cache.buffer(),
+                ],
+                [u32s(n_chunks), u32s(a.n_heads), u32s(a.n_tokens)],
+            )?,
+            self.dispatch(
+                "attention_split_merge",
+                None,
+                &params,
+                &[pos.buffer(), scratch.buffer(), out.buffer()],
+                [u32s(a.n_heads), u32s(a.n_tokens), 1],
+            )?,
+        ])
     }
 
     /// [`Kernels::attention`] with one invocation per (token, head) and no barriers

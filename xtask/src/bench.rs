@@ -216,7 +216,8 @@ fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
 }
 
 /// Decode attention (one token) of the SmolLM2-135M shape (9 heads over 3 KV heads,
-/// head_dim 64, a 4096-position cache) at contexts 512 and 4096, by every variant.
+/// head_dim 64, a 4096-position cache) at contexts 512 and 4096, by every variant (the
+/// split ones with the chunk `attention` would use).
 fn attention_rows(dev: &Arc<Device>, k: &Kernels, runs: usize) -> Result<Vec<Value>> {
     let (nh, nkv, hd, cap) = (9usize, 3usize, 64usize, 4096usize);
     let cache: Vec<f32> = (0..nkv * cap * hd)
@@ -237,7 +238,7 @@ fn attention_rows(dev: &Arc<Device>, k: &Kernels, runs: usize) -> Result<Vec<Val
         softcap: 0.0,
         window: 0,
     };
-    let chunk = Kernels::attention_split_chunk(cap);
+    let chunk = k.attention_split_chunk(cap);
     let mut rows = Vec::new();
     for ctx in [512usize, 4096] {
         let pos = Tensor::upload(
@@ -260,7 +261,14 @@ fn attention_rows(dev: &Arc<Device>, k: &Kernels, runs: usize) -> Result<Vec<Val
                 "attention_split",
                 k.attention_split(&q, &kc, &vc, &out, &pos, &a, chunk)?,
             ),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            k.attention_split_sg_supported()
+                .then(|| k.attention_split_sg(&q, &kc, &vc, &out, &pos, &a, chunk))
+                .transpose()?
+                .map(|d| ("attention_split_sg", d)),
+        ) {
             let t = time_gpu(dev, runs, &record_dispatches(&d))?;
             // K and V rows read once per KV head.
             let gbs = (2 * nkv * ctx * hd * 4) as f64 / t / 1e9;

@@ -3,10 +3,10 @@
 // layer's KV caches (n_kv, capacity, head_dim); token t at position pos[0] + t sees
 // positions lo..=pos[0] + t, lo > 0 with a sliding window; scores scaled and optionally
 // soft-capped; query head h reads KV head h / (n_heads / n_kv)), but the positions are cut
-// into chunks of `chunk` (a multiple of 64) and each (chunk, head, token) gets its own
+// into chunks of `chunk` and each (chunk, head, token) gets its own
 // workgroup, so a long context spreads over many workgroups instead of one per head.
-// A workgroup runs attention.wgsl's online softmax over the tiles of 64 positions of its
-// chunk and writes the chunk's partial result to `part`, row r = (t * n_heads + h) *
+// A workgroup runs attention.wgsl's online softmax over tiles of (up to) 64 positions of
+// its chunk and writes the chunk's partial result to `part`, row r = (t * n_heads + h) *
 // n_chunks + c: part[2r] = running max m, part[2r + 1] = sum l of exp(s - m), and
 // part[2 R + r * head_dim + i] = sum of exp(s - m) v[i] (unnormalised), R = n_tokens *
 // n_heads * n_chunks. A chunk wholly outside lo..=pos[0] + t writes nothing and returns at

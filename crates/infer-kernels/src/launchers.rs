@@ -157,6 +157,9 @@ pub enum AttentionKernel {
     Tiled,
     /// attention_split.wgsl + attention_split_merge.wgsl: split over the KV length.
     Split,
+    /// attention_split_sg.wgsl + attention_split_merge.wgsl: split over the KV length,
+    /// phase 1 laid out for CPU adapters (needs subgroups).
+    SplitSg,
 }
 
 #[repr(C)]
@@ -806,8 +809,12 @@ impl Kernels {
             AttentionKernel::Lane => self.attention_lane(q, k_cache, v_cache, out, pos, a),
             AttentionKernel::Tiled => self.attention_tiled(q, k_cache, v_cache, out, pos, a),
             AttentionKernel::Split => {
-                let chunk = Self::attention_split_chunk(a.capacity);
+                let chunk = self.attention_split_chunk(a.capacity);
                 self.attention_split(q, k_cache, v_cache, out, pos, a, chunk)
+            }
+            AttentionKernel::SplitSg => {
+                let chunk = self.attention_split_chunk(a.capacity);
+                self.attention_split_sg(q, k_cache, v_cache, out, pos, a, chunk)
             }
         }
     }
@@ -816,29 +823,36 @@ impl Kernels {
     /// - steps of at most [`Kernels::SPLIT_MAX_TOKENS`] tokens (decode, speculative
     ///   verification) on GPUs whose cache holds more than one chunk: split over the KV
     ///   length (one workgroup per head would leave most of a GPU idle at long contexts);
-    /// - other steps on GPUs: tiled;
-    /// - CPU adapters: lane (head_dim % 4 == 0), else tiled.
+    ///   other steps on GPUs: tiled;
+    /// - on CPU adapters, the same short steps: split with the subgroup phase 1 where the
+    ///   adapter allows it (on lavapipe 2-4x faster than lane at 128-4096 positions: lane
+    ///   keeps all of head_dim per invocation and spills); other steps: lane
+    ///   (head_dim % 4 == 0), else tiled.
     ///
-    /// `INFER_ATTENTION=split|lane|tiled` overrides it (for tests and measurements): split
-    /// still only for steps of at most [`Kernels::SPLIT_MAX_TOKENS`] tokens (its scratch
-    /// grows with the tokens), lane only where head_dim % 4 == 0.
+    /// `INFER_ATTENTION=split|split_sg|lane|tiled` overrides it (for tests and
+    /// measurements) where the variant can run: split only for steps of at most
+    /// [`Kernels::SPLIT_MAX_TOKENS`] tokens (its scratch grows with the tokens), split_sg
+    /// and lane only where head_dim % 4 == 0, split_sg only with subgroups.
     pub fn attention_kernel(&self, a: &AttentionParams) -> AttentionKernel {
         let few = a.n_tokens <= Self::SPLIT_MAX_TOKENS;
         let lane_ok = a.head_dim.is_multiple_of(4);
+        let sg_ok = few && lane_ok && self.attention_split_sg_supported();
         match std::env::var("INFER_ATTENTION").as_deref() {
             Ok("split") if few => return AttentionKernel::Split,
+            Ok("split_sg") if sg_ok => return AttentionKernel::SplitSg,
             Ok("lane") if lane_ok => return AttentionKernel::Lane,
             Ok("tiled") => return AttentionKernel::Tiled,
             _ => {}
         }
-        let cpu = self.dev.info.device_type == wgpu::DeviceType::Cpu;
-        if cpu {
-            if lane_ok {
+        if self.dev.info.device_type == wgpu::DeviceType::Cpu {
+            if sg_ok {
+                AttentionKernel::SplitSg
+            } else if lane_ok {
                 AttentionKernel::Lane
             } else {
                 AttentionKernel::Tiled
             }
-        } else if few && a.capacity > Self::attention_split_chunk(a.capacity) {
+        } else if few && a.capacity > self.attention_split_chunk(a.capacity) {
             AttentionKernel::Split
         } else {
             AttentionKernel::Tiled
@@ -848,11 +862,16 @@ impl Kernels {
     /// Most tokens of a step [`Kernels::attention`] runs split over the KV length.
     pub const SPLIT_MAX_TOKENS: usize = 8;
 
-    /// Positions per chunk of [`Kernels::attention_split`] for a cache of `capacity`:
-    /// 128 (a 4096-long context is 32 workgroups per head), 256 past 16384 positions so
-    /// the merge stays short. Not yet measured on a GPU.
-    pub fn attention_split_chunk(capacity: usize) -> usize {
-        if capacity > 16384 { 256 } else { 128 }
+    /// Positions per chunk of the split kernels for a cache of `capacity`. On GPUs 128 (a
+    /// 4096-long context is 32 workgroups per head), 256 past 16384 positions so the merge
+    /// stays short; not yet measured on a GPU. On CPU adapters 256 (on lavapipe 32-128 were
+    /// slower: more workgroups and partials for the same work).
+    pub fn attention_split_chunk(&self, capacity: usize) -> usize {
+        if self.dev.info.device_type == wgpu::DeviceType::Cpu || capacity > 16384 {
+            256
+        } else {
+            128
+        }
     }
 
     /// f32 elements of the scratch [`Kernels::attention_split`] allocates: per (token,
@@ -865,8 +884,7 @@ impl Kernels {
     /// (chunk of `chunk` positions, head, token) writes a partial softmax into a scratch
     /// buffer allocated here, once per dispatch (attention_split.wgsl), then a workgroup
     /// per (head, token) merges the chunks (attention_split_merge.wgsl). The grid covers
-    /// the capacity; chunks past the current position return at once. `chunk` must be a
-    /// positive multiple of 64.
+    /// the capacity; chunks past the current position return at once. `chunk` > 0.
     #[allow(clippy::too_many_arguments)]
     pub fn attention_split(
         &self,
@@ -878,11 +896,63 @@ impl Kernels {
         a: &AttentionParams,
         chunk: usize,
     ) -> Result<Vec<Dispatch>> {
+        self.split(q, k_cache, v_cache, out, pos, a, chunk, false)
+    }
+
+    /// Whether [`Kernels::attention_split_sg`] runs here: the adapter has subgroups of at
+    /// least 8 invocations (its workgroup of 8 is then one subgroup).
+    pub fn attention_split_sg_supported(&self) -> bool {
+        let c = &self.dev.caps;
+        c.subgroup && c.subgroup_min_size >= 8
+    }
+
+    /// [`Kernels::attention_split`] with the phase 1 made for CPU adapters
+    /// (attention_split_sg.wgsl: 8 invocations across head_dim, scores by `subgroupAdd`, no
+    /// barriers). Needs [`Kernels::attention_split_sg_supported`] and head_dim % 4 == 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_split_sg(
+        &self,
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        out: &Tensor,
+        pos: &Tensor,
+        a: &AttentionParams,
+        chunk: usize,
+    ) -> Result<Vec<Dispatch>> {
+        if !self.attention_split_sg_supported() || !a.head_dim.is_multiple_of(4) {
+            return Err(KernelError::Shape {
+                kernel: "attention_split_sg",
+                reason: format!(
+                    "needs subgroups of >= 8 invocations (adapter: {}..={}, feature {}) and \
+                     head_dim % 4 == 0 (head_dim {})",
+                    self.dev.caps.subgroup_min_size,
+                    self.dev.caps.subgroup_max_size,
+                    self.dev.caps.subgroup,
+                    a.head_dim
+                ),
+            });
+        }
+        self.split(q, k_cache, v_cache, out, pos, a, chunk, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn split(
+        &self,
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        out: &Tensor,
+        pos: &Tensor,
+        a: &AttentionParams,
+        chunk: usize,
+        sg: bool,
+    ) -> Result<Vec<Dispatch>> {
         let base = self.attention_params(q, k_cache, v_cache, out, pos, a)?;
-        if chunk == 0 || !chunk.is_multiple_of(64) {
+        if chunk == 0 {
             return Err(KernelError::Shape {
                 kernel: "attention_split",
-                reason: format!("chunk {chunk} is not a positive multiple of 64"),
+                reason: "chunk 0".into(),
             });
         }
         let n_chunks = a.capacity.div_ceil(chunk).max(1);
@@ -905,22 +975,22 @@ impl Kernels {
             &[Self::attention_split_scratch_len(a, chunk).max(1)],
             DType::F32,
         )?;
+        let grid = [u32s(n_chunks), u32s(a.n_heads), u32s(a.n_tokens)];
+        let bind = [
+            pos.buffer(),
+            q.buffer(),
+            k_cache.buffer(),
+            v_cache.buffer(),
+            scratch.buffer(),
+            q.buffer(),
+            k_cache.buffer(),
+        ];
         Ok(vec![
-            self.dispatch(
-                "attention_split",
-                None,
-                &params,
-                &[
-                    pos.buffer(),
-                    q.buffer(),
-                    k_cache.buffer(),
-                    v_cache.buffer(),
-                    scratch.buffer(),
-                    q.buffer(),
-                    k_cache.buffer(),
-                ],
-                [u32s(n_chunks), u32s(a.n_heads), u32s(a.n_tokens)],
-            )?,
+            if sg {
+                self.dispatch("attention_split_sg", None, &params, &bind[..5], grid)?
+            } else {
+                self.dispatch("attention_split", None, &params, &bind, grid)?
+            },
             self.dispatch(
                 "attention_split_merge",
                 None,

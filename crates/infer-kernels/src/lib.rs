@@ -88,6 +88,7 @@ pub const SHADERS: &[Shader] = &[
     shader!("attention_lane", false),
     shader!("attention_split", false),
     shader!("attention_split_merge", false),
+    shader!("attention_split_sg", false),
     shader!("argmax", false),
     shader!("softcap", false),
     shader!("topk", false),

@@ -209,9 +209,77 @@ fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
             matmul.push(json!({"kernel": kernel, "dtype": dt.name(), "m": m, "n": n, "k": kk, "ms": t * 1e3, "gflop_s": gf, "ratio_to_fma": gf / fma_gflops}));
         }
     }
+    let attention = attention_rows(dev, &k, runs)?;
     Ok(
-        json!({"copy_gb_s": copy_gbs, "fma_gflop_s": fma_gflops, "matvec": matvec, "matmul": matmul}),
+        json!({"copy_gb_s": copy_gbs, "fma_gflop_s": fma_gflops, "matvec": matvec, "matmul": matmul, "attention": attention}),
     )
+}
+
+/// Decode attention (one token) of the SmolLM2-135M shape (9 heads over 3 KV heads,
+/// head_dim 64, a 4096-position cache) at contexts 512 and 4096, by every variant (the
+/// split ones with the chunk `attention` would use).
+fn attention_rows(dev: &Arc<Device>, k: &Kernels, runs: usize) -> Result<Vec<Value>> {
+    let (nh, nkv, hd, cap) = (9usize, 3usize, 64usize, 4096usize);
+    let cache: Vec<f32> = (0..nkv * cap * hd)
+        .map(|i| ((i * 7919 % 2003) as f32 / 1001.0) - 1.0)
+        .collect();
+    let kc = Tensor::from_f32(dev, "k cache", &[nkv, cap, hd], &cache)?;
+    let vc = Tensor::from_f32(dev, "v cache", &[nkv, cap, hd], &cache)?;
+    let qs: Vec<f32> = (0..nh * hd).map(|i| (i as f32 * 0.37).sin()).collect();
+    let q = Tensor::from_f32(dev, "q", &[1, nh, hd], &qs)?;
+    let out = Tensor::zeros(dev, "out", &[1, nh, hd], DType::F32)?;
+    let a = infer_kernels::AttentionParams {
+        n_tokens: 1,
+        n_heads: nh,
+        n_kv: nkv,
+        head_dim: hd,
+        capacity: cap,
+        scale: 0.125,
+        softcap: 0.0,
+        window: 0,
+    };
+    let chunk = k.attention_split_chunk(cap);
+    let mut rows = Vec::new();
+    for ctx in [512usize, 4096] {
+        let pos = Tensor::upload(
+            dev,
+            "pos",
+            &[1],
+            DType::U32,
+            &(ctx as u32 - 1).to_le_bytes(),
+        )?;
+        for (kernel, d) in [
+            (
+                "attention_lane",
+                k.attention_lane(&q, &kc, &vc, &out, &pos, &a)?,
+            ),
+            (
+                "attention (tiled)",
+                k.attention_tiled(&q, &kc, &vc, &out, &pos, &a)?,
+            ),
+            (
+                "attention_split",
+                k.attention_split(&q, &kc, &vc, &out, &pos, &a, chunk)?,
+            ),
+        ]
+        .into_iter()
+        .chain(
+            k.attention_split_sg_supported()
+                .then(|| k.attention_split_sg(&q, &kc, &vc, &out, &pos, &a, chunk))
+                .transpose()?
+                .map(|d| ("attention_split_sg", d)),
+        ) {
+            let t = time_gpu(dev, runs, &record_dispatches(&d))?;
+            // K and V rows read once per KV head.
+            let gbs = (2 * nkv * ctx * hd * 4) as f64 / t / 1e9;
+            eprintln!(
+                "  {kernel} h{nh} kv{nkv} d{hd} ctx{ctx}: {:.3} ms, {gbs:.2} GB/s of K+V",
+                t * 1e3
+            );
+            rows.push(json!({"kernel": kernel, "heads": nh, "kv_heads": nkv, "head_dim": hd, "context": ctx, "chunk": chunk, "ms": t * 1e3, "gb_s": gbs}));
+        }
+    }
+    Ok(rows)
 }
 
 fn run_infer(infer: &Path, args: &[&str]) -> Result<Value> {
@@ -475,6 +543,20 @@ fn markdown(doc: &Value) -> String {
                 f(&m["ms"]),
                 f(&m["gflop_s"]),
                 f(&m["ratio_to_fma"])
+            );
+        }
+        let att = roof["attention"].as_array().into_iter().flatten();
+        s += "\n| decode attention (1 token) | heads / kv heads x head_dim | context | ms | GB/s of K+V |\n|---|---|---|---|---|\n";
+        for m in att {
+            s += &format!(
+                "| {} | {} / {} x {} | {} | {:.3} | {:.2} |\n",
+                m["kernel"].as_str().unwrap_or(""),
+                m["heads"],
+                m["kv_heads"],
+                m["head_dim"],
+                m["context"],
+                f(&m["ms"]),
+                f(&m["gb_s"])
             );
         }
         s += "\n| model form | prefill 128 tok/s | prefill 512 tok/s | decode tok/s (128 ctx) | decode tok/s (512 ctx) | TTFT cold ms | TTFT warm ms (128) | GPU tensors MiB | weights MB | decode GB/s of weights (x copy) | prefill GFLOP/s at 512 (x FMA) |\n|---|---|---|---|---|---|---|---|---|---|---|\n";

@@ -148,6 +148,36 @@ struct AttentionGpu {
     _pad: [u32; 3],
 }
 
+/// The attention variants [`Kernels::attention`] chooses between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// attention_lane.wgsl: one invocation per (token, head), no barriers.
+    Lane,
+    /// attention.wgsl: a workgroup per (head, token), tiles in workgroup memory.
+    Tiled,
+    /// attention_split.wgsl + attention_split_merge.wgsl: split over the KV length.
+    Split,
+    /// attention_split_sg.wgsl + attention_split_merge.wgsl: split over the KV length,
+    /// phase 1 laid out for CPU adapters (needs subgroups).
+    SplitSg,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct SplitGpu {
+    n_heads: u32,
+    n_kv: u32,
+    head_dim: u32,
+    capacity: u32,
+    n_tokens: u32,
+    window: u32,
+    scale: f32,
+    softcap: f32,
+    chunk: u32,
+    n_chunks: u32,
+    _pad: [u32; 2],
+}
+
 impl Kernels {
     /// `y[y_off + r] = sum_c w[r, c] x[x_off + c]`; `w` is `(n, k)` in any weight dtype.
     /// The result is bit-identical to [`Kernels::matvec_batched`]'s for the same row of x.
@@ -764,9 +794,8 @@ impl Kernels {
     }
 
     /// Causal grouped-query attention of `q` over the caches into `out`
-    /// (both `(n_tokens, n_heads, head_dim)`), token t at position `pos[0] + t`: the
-    /// one-invocation-per-row kernel on CPU adapters when head_dim % 4 == 0, the tiled
-    /// workgroup kernel otherwise.
+    /// (both `(n_tokens, n_heads, head_dim)`), token t at position `pos[0] + t`, by the
+    /// variant [`Kernels::attention_kernel`] picks.
     pub fn attention(
         &self,
         q: &Tensor,
@@ -776,12 +805,201 @@ impl Kernels {
         pos: &Tensor,
         a: &AttentionParams,
     ) -> Result<Vec<Dispatch>> {
-        let cpu = self.dev.info.device_type == wgpu::DeviceType::Cpu;
-        if cpu && a.head_dim.is_multiple_of(4) {
-            self.attention_lane(q, k_cache, v_cache, out, pos, a)
-        } else {
-            self.attention_tiled(q, k_cache, v_cache, out, pos, a)
+        match self.attention_kernel(a) {
+            AttentionKernel::Lane => self.attention_lane(q, k_cache, v_cache, out, pos, a),
+            AttentionKernel::Tiled => self.attention_tiled(q, k_cache, v_cache, out, pos, a),
+            AttentionKernel::Split => {
+                let chunk = self.attention_split_chunk(a.capacity);
+                self.attention_split(q, k_cache, v_cache, out, pos, a, chunk)
+            }
+            AttentionKernel::SplitSg => {
+                let chunk = self.attention_split_chunk(a.capacity);
+                self.attention_split_sg(q, k_cache, v_cache, out, pos, a, chunk)
+            }
         }
+    }
+
+    /// The variant [`Kernels::attention`] runs for `a`:
+    /// - steps of at most [`Kernels::SPLIT_MAX_TOKENS`] tokens (decode, speculative
+    ///   verification) on GPUs whose cache holds more than one chunk: split over the KV
+    ///   length (one workgroup per head would leave most of a GPU idle at long contexts);
+    ///   other steps on GPUs: tiled;
+    /// - on CPU adapters, the same short steps: split with the subgroup phase 1 where the
+    ///   adapter allows it (lavapipe, SmolLM2's 9 x 64 heads, on a busy 2-core machine:
+    ///   0.21 / 1.0 / 6.2 ms against lane's 0.37 / 1.1 / 12.2 ms at 128 / 512 / 4096
+    ///   positions; lane keeps all of head_dim per invocation); other steps: lane
+    ///   (head_dim % 4 == 0), else tiled.
+    ///
+    /// `INFER_ATTENTION=split|split_sg|lane|tiled` overrides it (for tests and
+    /// measurements) where the variant can run: split only for steps of at most
+    /// [`Kernels::SPLIT_MAX_TOKENS`] tokens (its scratch grows with the tokens), split_sg
+    /// and lane only where head_dim % 4 == 0, split_sg only with subgroups.
+    pub fn attention_kernel(&self, a: &AttentionParams) -> AttentionKernel {
+        let few = a.n_tokens <= Self::SPLIT_MAX_TOKENS;
+        let lane_ok = a.head_dim.is_multiple_of(4);
+        let sg_ok = few && lane_ok && self.attention_split_sg_supported();
+        match std::env::var("INFER_ATTENTION").as_deref() {
+            Ok("split") if few => return AttentionKernel::Split,
+            Ok("split_sg") if sg_ok => return AttentionKernel::SplitSg,
+            Ok("lane") if lane_ok => return AttentionKernel::Lane,
+            Ok("tiled") => return AttentionKernel::Tiled,
+            _ => {}
+        }
+        if self.dev.info.device_type == wgpu::DeviceType::Cpu {
+            if sg_ok {
+                AttentionKernel::SplitSg
+            } else if lane_ok {
+                AttentionKernel::Lane
+            } else {
+                AttentionKernel::Tiled
+            }
+        } else if few && a.capacity > self.attention_split_chunk(a.capacity) {
+            AttentionKernel::Split
+        } else {
+            AttentionKernel::Tiled
+        }
+    }
+
+    /// Most tokens of a step [`Kernels::attention`] runs split over the KV length.
+    pub const SPLIT_MAX_TOKENS: usize = 8;
+
+    /// Positions per chunk of the split kernels for a cache of `capacity`. On GPUs 128 (a
+    /// 4096-long context is 32 workgroups per head), 256 past 16384 positions so the merge
+    /// stays short; not yet measured on a GPU. On CPU adapters 256 (on lavapipe 32-128 were
+    /// slower: more workgroups and partials for the same work).
+    pub fn attention_split_chunk(&self, capacity: usize) -> usize {
+        if self.dev.info.device_type == wgpu::DeviceType::Cpu || capacity > 16384 {
+            256
+        } else {
+            128
+        }
+    }
+
+    /// f32 elements of the scratch [`Kernels::attention_split`] allocates: per (token,
+    /// head, chunk) a max, a sum and head_dim partial outputs.
+    pub fn attention_split_scratch_len(a: &AttentionParams, chunk: usize) -> usize {
+        a.n_tokens * a.n_heads * a.capacity.div_ceil(chunk) * (a.head_dim + 2)
+    }
+
+    /// [`Kernels::attention`] split over the KV length (flash-decoding): a workgroup per
+    /// (chunk of `chunk` positions, head, token) writes a partial softmax into a scratch
+    /// buffer allocated here, once per dispatch (attention_split.wgsl), then a workgroup
+    /// per (head, token) merges the chunks (attention_split_merge.wgsl). The grid covers
+    /// the capacity; chunks past the current position return at once. `chunk` > 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_split(
+        &self,
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        out: &Tensor,
+        pos: &Tensor,
+        a: &AttentionParams,
+        chunk: usize,
+    ) -> Result<Vec<Dispatch>> {
+        self.split(q, k_cache, v_cache, out, pos, a, chunk, false)
+    }
+
+    /// Whether [`Kernels::attention_split_sg`] runs here: the adapter has subgroups of at
+    /// least 8 invocations (its workgroup of 8 is then one subgroup).
+    pub fn attention_split_sg_supported(&self) -> bool {
+        let c = &self.dev.caps;
+        c.subgroup && c.subgroup_min_size >= 8
+    }
+
+    /// [`Kernels::attention_split`] with the phase 1 made for CPU adapters
+    /// (attention_split_sg.wgsl: 8 invocations across head_dim, scores by `subgroupAdd`, no
+    /// barriers). Needs [`Kernels::attention_split_sg_supported`] and head_dim % 4 == 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_split_sg(
+        &self,
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        out: &Tensor,
+        pos: &Tensor,
+        a: &AttentionParams,
+        chunk: usize,
+    ) -> Result<Vec<Dispatch>> {
+        if !self.attention_split_sg_supported() || !a.head_dim.is_multiple_of(4) {
+            return Err(KernelError::Shape {
+                kernel: "attention_split_sg",
+                reason: format!(
+                    "needs subgroups of >= 8 invocations (adapter: {}..={}, feature {}) and \
+                     head_dim % 4 == 0 (head_dim {})",
+                    self.dev.caps.subgroup_min_size,
+                    self.dev.caps.subgroup_max_size,
+                    self.dev.caps.subgroup,
+                    a.head_dim
+                ),
+            });
+        }
+        self.split(q, k_cache, v_cache, out, pos, a, chunk, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn split(
+        &self,
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        out: &Tensor,
+        pos: &Tensor,
+        a: &AttentionParams,
+        chunk: usize,
+        sg: bool,
+    ) -> Result<Vec<Dispatch>> {
+        let base = self.attention_params(q, k_cache, v_cache, out, pos, a)?;
+        if chunk == 0 {
+            return Err(KernelError::Shape {
+                kernel: "attention_split",
+                reason: "chunk 0".into(),
+            });
+        }
+        let n_chunks = a.capacity.div_ceil(chunk).max(1);
+        let params = SplitGpu {
+            n_heads: base.n_heads,
+            n_kv: base.n_kv,
+            head_dim: base.head_dim,
+            capacity: base.capacity,
+            n_tokens: base.n_tokens,
+            window: base.window,
+            scale: base.scale,
+            softcap: base.softcap,
+            chunk: u32s(chunk),
+            n_chunks: u32s(n_chunks),
+            _pad: [0; 2],
+        };
+        let scratch = Tensor::zeros(
+            &self.dev,
+            "attention_split scratch",
+            &[Self::attention_split_scratch_len(a, chunk).max(1)],
+            DType::F32,
+        )?;
+        let grid = [u32s(n_chunks), u32s(a.n_heads), u32s(a.n_tokens)];
+        let bind = [
+            pos.buffer(),
+            q.buffer(),
+            k_cache.buffer(),
+            v_cache.buffer(),
+            scratch.buffer(),
+            q.buffer(),
+            k_cache.buffer(),
+        ];
+        Ok(vec![
+            if sg {
+                self.dispatch("attention_split_sg", None, &params, &bind[..5], grid)?
+            } else {
+                self.dispatch("attention_split", None, &params, &bind, grid)?
+            },
+            self.dispatch(
+                "attention_split_merge",
+                None,
+                &params,
+                &[pos.buffer(), scratch.buffer(), out.buffer()],
+                [u32s(a.n_heads), u32s(a.n_tokens), 1],
+            )?,
+        ])
     }
 
     /// [`Kernels::attention`] with one invocation per (token, head) and no barriers

@@ -29,7 +29,7 @@ use wgpu::util::DeviceExt;
 
 mod launchers;
 
-pub use launchers::{AttentionParams, GeluMode, Glu, PagedParams, RopeMode};
+pub use launchers::{AttentionKernel, AttentionParams, GeluMode, Glu, PagedParams, RopeMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -86,6 +86,9 @@ pub const SHADERS: &[Shader] = &[
     shader!("kv_write", false),
     shader!("attention", false),
     shader!("attention_lane", false),
+    shader!("attention_split", false),
+    shader!("attention_split_merge", false),
+    shader!("attention_split_sg", false),
     shader!("argmax", false),
     shader!("softcap", false),
     shader!("topk", false),

@@ -814,6 +814,131 @@ fn kv_write_then_attention_and_attention_lane_prefill_and_decode() {
 }
 
 #[test]
+fn attention_split_attention_split_sg_and_attention_split_merge_over_chunk_edges() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(19);
+    // (n_heads, n_kv, head_dim, capacity, chunk, contexts (positions seen by the last
+    // token), n_tokens, softcap, window). One dispatch per case, built once for the
+    // capacity and replayed at every context, longest first, so stale partials of longer
+    // contexts sit in the scratch.
+    type Case = (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        &'static [usize],
+        usize,
+        f32,
+        usize,
+    );
+    let cases: &[Case] = &[
+        (9, 3, 64, 512, 64, &[512, 200, 65, 64, 63, 1], 1, 0.0, 0),
+        (8, 1, 128, 300, 64, &[300, 129, 128, 127, 4], 4, 0.0, 0),
+        (
+            2,
+            2,
+            256,
+            260,
+            128,
+            &[260, 256, 129, 128, 127, 3],
+            3,
+            0.0,
+            0,
+        ),
+        (5, 1, 80, 700, 128, &[700, 257, 2], 2, 30.0, 0),
+        (4, 2, 20, 200, 64, &[200, 66, 1], 1, 0.0, 0),
+        (6, 3, 6, 150, 64, &[150, 64, 3], 3, 0.0, 0),
+        (4, 4, 64, 400, 64, &[400, 130, 65, 20], 2, 0.0, 70),
+        (4, 2, 64, 400, 128, &[400, 129, 2], 4, 50.0, 64),
+        (3, 1, 32, 64, 64, &[64, 63, 1], 1, 0.0, 0),
+        (9, 3, 64, 1000, 96, &[1000, 193, 97, 96, 95], 8, 0.0, 0),
+        (8, 2, 256, 600, 256, &[600, 513, 512, 257, 1], 1, 20.0, 300),
+    ];
+    for &(nh, nkv, hd, cap, chunk, contexts, nt, softcap, window) in cases {
+        let kc = rand_vec(&mut rng, nkv * cap * hd, 1.0);
+        let vc = rand_vec(&mut rng, nkv * cap * hd, 1.0);
+        let q = rand_vec(&mut rng, nt * nh * hd, 2.0);
+        let kct = f32_tensor(k, "kc", &[nkv, cap, hd], &kc);
+        let vct = f32_tensor(k, "vc", &[nkv, cap, hd], &vc);
+        let qt = f32_tensor(k, "q", &[nt, nh, hd], &q);
+        let pos = ids_tensor(k, "pos", &[0]);
+        let out = zeros(k, "out", &[nt, nh, hd]);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let ap = AttentionParams {
+            n_tokens: nt,
+            n_heads: nh,
+            n_kv: nkv,
+            head_dim: hd,
+            capacity: cap,
+            scale,
+            softcap,
+            window,
+        };
+        let mut variants = vec![(
+            "attention_split",
+            k.attention_split(&qt, &kct, &vct, &out, &pos, &ap, chunk)
+                .unwrap(),
+        )];
+        let sg = k.attention_split_sg(&qt, &kct, &vct, &out, &pos, &ap, chunk);
+        if k.attention_split_sg_supported() && hd % 4 == 0 {
+            variants.push(("attention_split_sg", sg.unwrap()));
+        } else {
+            assert!(
+                sg.is_err(),
+                "attention_split_sg without subgroups or hd % 4"
+            );
+        }
+        for (name, d) in &variants {
+            assert_eq!(d.len(), 2);
+            for &ctx in contexts {
+                let pos0 = ctx.saturating_sub(nt);
+                k.dev
+                    .queue
+                    .write_buffer(pos.buffer(), 0, bytemuck::bytes_of(&(pos0 as u32)));
+                k.run(d).unwrap();
+                let shape = AttentionShape {
+                    n_tokens: nt,
+                    n_heads: nh,
+                    n_kv: nkv,
+                    head_dim: hd,
+                    capacity: cap,
+                    pos0,
+                    scale,
+                    softcap,
+                    window,
+                };
+                let want = r::attention(&q, &kc, &vc, &shape);
+                assert_close(
+                    &format!(
+                        "{name} h{nh} kv{nkv} d{hd} cap{cap} chunk{chunk} pos{pos0} t{nt} \
+                         softcap{softcap} window{window}"
+                    ),
+                    &out.read_f32(&k.dev).unwrap(),
+                    &want,
+                    2e-5,
+                    1e-4,
+                );
+            }
+        }
+    }
+    // A chunk holds at least one position.
+    let t = zeros(k, "t", &[4 * 64]);
+    let pos = ids_tensor(k, "pos", &[0]);
+    let ap = AttentionParams {
+        n_tokens: 1,
+        n_heads: 1,
+        n_kv: 1,
+        head_dim: 64,
+        capacity: 4,
+        scale: 1.0,
+        softcap: 0.0,
+        window: 0,
+    };
+    assert!(k.attention_split(&t, &t, &t, &t, &pos, &ap, 0).is_err());
+}
+
+#[test]
 fn argmax_ties_offsets_and_vocab_sizes() {
     let Some(k) = kernels() else { return };
     let mut rng = StdRng::seed_from_u64(10);

@@ -1,0 +1,140 @@
+// attention_split: phase 1 of split-KV decode attention (flash-decoding). The same maths as
+// attention.wgsl (causal grouped-query attention of q (n_tokens, n_heads, head_dim) over a
+// layer's KV caches (n_kv, capacity, head_dim); token t at position pos[0] + t sees
+// positions lo..=pos[0] + t, lo > 0 with a sliding window; scores scaled and optionally
+// soft-capped; query head h reads KV head h / (n_heads / n_kv)), but the positions are cut
+// into chunks of `chunk` and each (chunk, head, token) gets its own
+// workgroup, so a long context spreads over many workgroups instead of one per head.
+// A workgroup runs attention.wgsl's online softmax over tiles of (up to) 64 positions of
+// its chunk and writes the chunk's partial result to `part`, row r = (t * n_heads + h) *
+// n_chunks + c: part[2r] = running max m, part[2r + 1] = sum l of exp(s - m), and
+// part[2 R + r * head_dim + i] = sum of exp(s - m) v[i] (unnormalised), R = n_tokens *
+// n_heads * n_chunks. A chunk wholly outside lo..=pos[0] + t writes nothing and returns at
+// once (the grid covers the capacity; the position is only known on the GPU):
+// attention_split_merge.wgsl reads only the chunks that hold seen positions.
+// Each invocation scores one position of a tile (K read 16 bytes at a time when
+// head_dim % 4 == 0) and owns output dimensions li, li + 64, li + 128, li + 192
+// (head_dim <= 256).
+// Dispatch: (n_chunks, n_heads, n_tokens), n_chunks = ceil(capacity / chunk).
+struct Params {
+    n_heads: u32,
+    n_kv: u32,
+    head_dim: u32,
+    capacity: u32,
+    n_tokens: u32,
+    window: u32,
+    scale: f32,
+    softcap: f32,
+    chunk: u32,
+    n_chunks: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> pos: array<u32>;
+@group(0) @binding(2) var<storage, read> q: array<f32>;
+@group(0) @binding(3) var<storage, read> kc: array<f32>;
+@group(0) @binding(4) var<storage, read> vc: array<f32>;
+@group(0) @binding(5) var<storage, read_write> part: array<f32>;
+// The same buffers as q and kc, read 16 bytes at a time.
+@group(0) @binding(6) var<storage, read> q4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> kc4: array<vec4<f32>>;
+
+const WG: u32 = 64u;
+const NEG: f32 = -3.0e38;
+
+var<workgroup> qs: array<f32, 256>;
+var<workgroup> sc: array<f32, WG>;
+var<workgroup> pw: array<f32, WG>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let c = wg.x;
+    let h = wg.y;
+    let t = wg.z;
+    let d = p.head_dim;
+    let at = pos[0] + t;
+    var lo = 0u;
+    if (p.window > 0u && at + 1u > p.window) {
+        lo = at + 1u - p.window;
+    }
+    // This chunk's seen positions: first ..= last (the same for the whole workgroup).
+    let first = max(c * p.chunk, lo);
+    let last = min(c * p.chunk + p.chunk - 1u, at);
+    if (first > last) {
+        return;
+    }
+    let kvh = h / (p.n_heads / p.n_kv);
+    let qbase = (t * p.n_heads + h) * d;
+    for (var i = li; i < d; i += WG) {
+        qs[i] = q[qbase + i];
+    }
+    let cbase = kvh * p.capacity;
+    var m = NEG;
+    var l = 0.0;
+    var acc = vec4<f32>(0.0);
+    workgroupBarrier();
+    for (var j0 = first; j0 <= last; j0 += WG) {
+        let j = j0 + li;
+        var s = NEG;
+        if (j <= last) {
+            let kb = (cbase + j) * d;
+            var dotv = 0.0;
+            if (d % 4u == 0u) {
+                var acc4 = vec4<f32>(0.0);
+                for (var i = 0u; i < d / 4u; i++) {
+                    acc4 += q4[qbase / 4u + i] * kc4[kb / 4u + i];
+                }
+                dotv = acc4.x + acc4.y + acc4.z + acc4.w;
+            } else {
+                for (var i = 0u; i < d; i++) {
+                    dotv += qs[i] * kc[kb + i];
+                }
+            }
+            s = dotv * p.scale;
+            if (p.softcap > 0.0) {
+                let u = clamp(s / p.softcap, -15.0, 15.0);
+                s = p.softcap * (1.0 - 2.0 / (exp(2.0 * u) + 1.0));
+            }
+        }
+        sc[li] = s;
+        workgroupBarrier();
+        let cnt = min(WG, last + 1u - j0);
+        var tmax = m;
+        for (var jj = 0u; jj < cnt; jj++) {
+            tmax = max(tmax, sc[jj]);
+        }
+        // Each invocation exponentiates its own score once.
+        pw[li] = select(0.0, exp(s - tmax), li < cnt);
+        workgroupBarrier();
+        let corr = exp(m - tmax);
+        l *= corr;
+        acc *= corr;
+        for (var jj = 0u; jj < cnt; jj++) {
+            let pj = pw[jj];
+            l += pj;
+            let vb = (cbase + j0 + jj) * d;
+            for (var e = 0u; e < 4u; e++) {
+                let i = li + e * WG;
+                if (i < d) {
+                    acc[e] += pj * vc[vb + i];
+                }
+            }
+        }
+        m = tmax;
+        workgroupBarrier();
+    }
+    let r = (t * p.n_heads + h) * p.n_chunks + c;
+    if (li == 0u) {
+        part[2u * r] = m;
+        part[2u * r + 1u] = l;
+    }
+    let abase = 2u * p.n_tokens * p.n_heads * p.n_chunks + r * d;
+    for (var e = 0u; e < 4u; e++) {
+        let i = li + e * WG;
+        if (i < d) {
+            part[abase + i] = acc[e];
+        }
+    }
+}

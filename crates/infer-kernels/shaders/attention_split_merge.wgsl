@@ -1,0 +1,71 @@
+// attention_split_merge: phase 2 of split-KV decode attention. Merges the per-chunk
+// partials attention_split.wgsl wrote to `part` (same Params, same layout: for row
+// r = (t * n_heads + h) * n_chunks + c, m = part[2r], l = part[2r + 1], unnormalised output
+// at part[2 R + r * head_dim ..], R = n_tokens * n_heads * n_chunks) with the log-sum-exp
+// rule: M = max m_c, out[i] = sum_c exp(m_c - M) acc_c[i] / sum_c exp(m_c - M) l_c, over
+// exactly the chunks that hold positions token t sees (lo / chunk ..= (pos[0] + t) / chunk),
+// i.e. the chunks phase 1 wrote this step.
+// One workgroup of 64 per (head, token); invocation li owns dimensions li, li + 64, ...
+// Dispatch: (n_heads, n_tokens, 1).
+struct Params {
+    n_heads: u32,
+    n_kv: u32,
+    head_dim: u32,
+    capacity: u32,
+    n_tokens: u32,
+    window: u32,
+    scale: f32,
+    softcap: f32,
+    chunk: u32,
+    n_chunks: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> pos: array<u32>;
+@group(0) @binding(2) var<storage, read> part: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+const WG: u32 = 64u;
+const NEG: f32 = -3.0e38;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let h = wg.x;
+    let t = wg.y;
+    let d = p.head_dim;
+    let at = pos[0] + t;
+    var lo = 0u;
+    if (p.window > 0u && at + 1u > p.window) {
+        lo = at + 1u - p.window;
+    }
+    let c0 = lo / p.chunk;
+    let c1 = min(at / p.chunk, p.n_chunks - 1u);
+    let r0 = (t * p.n_heads + h) * p.n_chunks;
+    var mx = NEG;
+    for (var c = c0; c <= c1; c++) {
+        mx = max(mx, part[2u * (r0 + c)]);
+    }
+    var l = 0.0;
+    var acc = vec4<f32>(0.0);
+    let abase = 2u * p.n_tokens * p.n_heads * p.n_chunks;
+    for (var c = c0; c <= c1; c++) {
+        let w = exp(part[2u * (r0 + c)] - mx);
+        l += w * part[2u * (r0 + c) + 1u];
+        let cb = abase + (r0 + c) * d;
+        for (var e = 0u; e < 4u; e++) {
+            let i = li + e * WG;
+            if (i < d) {
+                acc[e] += w * part[cb + i];
+            }
+        }
+    }
+    let obase = (t * p.n_heads + h) * d;
+    for (var e = 0u; e < 4u; e++) {
+        let i = li + e * WG;
+        if (i < d) {
+            out[obase + i] = acc[e] / l;
+        }
+    }
+}

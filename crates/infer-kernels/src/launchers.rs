@@ -1562,3 +1562,188 @@ impl Kernels {
         )?])
     }
 }
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct RopeKvGpu {
+    n_heads: u32,
+    n_kv: u32,
+    head_dim: u32,
+    half: u32,
+    mode: u32,
+    n_tokens: u32,
+    max_pos: u32,
+    capacity: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PagedRopeKvGpu {
+    n_heads: u32,
+    n_kv: u32,
+    head_dim: u32,
+    half: u32,
+    mode: u32,
+    n_rows: u32,
+    max_pos: u32,
+    block_size: u32,
+    max_blocks: u32,
+    n_slots: u32,
+    n_seqs: u32,
+    _pad: u32,
+}
+
+/// The half-width of the rope table `cs` (`(positions, 2 * half)` f32) for heads of
+/// `head_dim`, checked.
+fn rope_half(kernel: &'static str, cs: &Tensor, head_dim: usize) -> Result<usize> {
+    need_f32(kernel, cs, 2)?;
+    let half = cs.cols() / 2;
+    if half == 0 || 2 * half > head_dim || !cs.cols().is_multiple_of(2) {
+        return Err(KernelError::Shape {
+            kernel,
+            reason: format!("table {:?} does not fit head_dim {head_dim}", cs.shape),
+        });
+    }
+    Ok(half)
+}
+
+fn rope_mode(mode: RopeMode) -> u32 {
+    match mode {
+        RopeMode::RotateHalf => 0,
+        RopeMode::Interleaved => 1,
+    }
+}
+
+/// Storage buffers [`Kernels::paged_rope_kv`] binds (more than WebGPU's default limit of 8).
+const PAGED_ROPE_KV_BUFFERS: u32 = 9;
+
+impl Kernels {
+    /// [`Kernels::rope`] on `q` (`(n_tokens, n_heads, head_dim)`, in place) and on `k`, and
+    /// [`Kernels::kv_write`] of the rotated `k` and of `v` (`(n_tokens, n_kv, head_dim)`)
+    /// into the caches (`(n_kv, capacity, head_dim)`), in one dispatch with the same
+    /// arithmetic. `k` itself is left unrotated. Token t at position `pos[0] + t`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_kv(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        cs: &Tensor,
+        pos: &Tensor,
+        mode: RopeMode,
+        n_tokens: usize,
+        n_heads: usize,
+        n_kv: usize,
+        head_dim: usize,
+        capacity: usize,
+    ) -> Result<Vec<Dispatch>> {
+        let half = rope_half("rope_kv", cs, head_dim)?;
+        need_f32("rope_kv", q, n_tokens * n_heads * head_dim)?;
+        need_f32("rope_kv", k, n_tokens * n_kv * head_dim)?;
+        need_f32("rope_kv", v, n_tokens * n_kv * head_dim)?;
+        need_f32("rope_kv", k_cache, n_kv * capacity * head_dim)?;
+        need_f32("rope_kv", v_cache, n_kv * capacity * head_dim)?;
+        need_len("rope_kv", pos, 1)?;
+        let params = RopeKvGpu {
+            n_heads: u32s(n_heads),
+            n_kv: u32s(n_kv),
+            head_dim: u32s(head_dim),
+            half: u32s(half),
+            mode: rope_mode(mode),
+            n_tokens: u32s(n_tokens),
+            max_pos: u32s(cs.rows()),
+            capacity: u32s(capacity),
+        };
+        let width = (n_heads * half).max(n_kv * head_dim);
+        Ok(vec![self.dispatch(
+            "rope_kv",
+            None,
+            &params,
+            &[
+                pos.buffer(),
+                cs.buffer(),
+                q.buffer(),
+                k.buffer(),
+                v.buffer(),
+                k_cache.buffer(),
+                v_cache.buffer(),
+            ],
+            [u32s(width.div_ceil(64)), u32s(n_tokens), 1],
+        )?])
+    }
+
+    /// Whether the adapter binds enough storage buffers for [`Kernels::paged_rope_kv`].
+    pub fn paged_rope_kv_fits(&self) -> bool {
+        self.dev.limits.max_storage_buffers_per_shader_stage >= PAGED_ROPE_KV_BUFFERS
+    }
+
+    /// [`Kernels::rope_rows`] on `q` (`(n_rows, n_heads, head_dim)`, in place) and on `k`, and
+    /// [`Kernels::paged_kv_write`] of the rotated `k` and of `v` (`(n_rows, n_kv,
+    /// head_dim)`), in one dispatch with the same arithmetic; `k` itself is left unrotated.
+    /// Needs [`Kernels::paged_rope_kv_fits`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn paged_rope_kv(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        cs: &Tensor,
+        mode: RopeMode,
+        pos: &Tensor,
+        seq: &Tensor,
+        table: &Tensor,
+        a: &PagedParams,
+    ) -> Result<Vec<Dispatch>> {
+        let kernel = "paged_rope_kv";
+        self.paged_check(kernel, pos, seq, table, [k_cache, v_cache], a)?;
+        let half = rope_half(kernel, cs, a.head_dim)?;
+        need_f32(kernel, q, a.n_rows * a.n_heads * a.head_dim)?;
+        need_f32(kernel, k, a.n_rows * a.n_kv * a.head_dim)?;
+        need_f32(kernel, v, a.n_rows * a.n_kv * a.head_dim)?;
+        if !self.paged_rope_kv_fits() {
+            return Err(KernelError::Shape {
+                kernel,
+                reason: format!(
+                    "the adapter binds {} storage buffers per stage, {PAGED_ROPE_KV_BUFFERS} needed",
+                    self.dev.limits.max_storage_buffers_per_shader_stage
+                ),
+            });
+        }
+        let params = PagedRopeKvGpu {
+            n_heads: u32s(a.n_heads),
+            n_kv: u32s(a.n_kv),
+            head_dim: u32s(a.head_dim),
+            half: u32s(half),
+            mode: rope_mode(mode),
+            n_rows: u32s(a.n_rows),
+            max_pos: u32s(cs.rows()),
+            block_size: u32s(a.block_size),
+            max_blocks: u32s(a.max_blocks),
+            n_slots: u32s(a.n_blocks * a.block_size),
+            n_seqs: u32s(a.n_seqs),
+            _pad: 0,
+        };
+        let width = (a.n_heads * half).max(a.n_kv * a.head_dim);
+        Ok(vec![self.dispatch(
+            kernel,
+            None,
+            &params,
+            &[
+                pos.buffer(),
+                seq.buffer(),
+                table.buffer(),
+                cs.buffer(),
+                q.buffer(),
+                k.buffer(),
+                v.buffer(),
+                k_cache.buffer(),
+                v_cache.buffer(),
+            ],
+            [u32s(width.div_ceil(64)), u32s(a.n_rows.max(1)), 1],
+        )?])
+    }
+}

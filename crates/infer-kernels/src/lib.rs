@@ -95,6 +95,8 @@ pub const SHADERS: &[Shader] = &[
     shader!("rope_rows", false),
     shader!("paged_kv_write", false),
     shader!("paged_attention", false),
+    shader!("rope_kv", false),
+    shader!("paged_rope_kv", false),
 ];
 
 /// Default of [`Kernels::matvec_tokens`].

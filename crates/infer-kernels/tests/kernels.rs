@@ -1362,3 +1362,282 @@ fn paged_kv_write_then_paged_attention_over_shuffled_blocks() {
 fn qt_rows(k: &Kernels, q: &[f32], row0: usize, n: usize, width: usize) -> Tensor {
     f32_tensor(k, "q1", &[n, width], &q[row0 * width..(row0 + n) * width])
 }
+
+/// The positions `pos0..pos0 + n` as u32.
+fn positions(pos0: usize, n: usize) -> Vec<u32> {
+    (pos0..pos0 + n).map(|p| p as u32).collect()
+}
+
+/// The fused rope + kv_write gives the same bits as rope on q, rope on k and kv_write (q,
+/// both caches; k is left as it was), and matches the CPU reference: both pairings, partial
+/// rotary, n_kv < n_heads, head_dim not a multiple of 64, several tokens, positions past the
+/// capacity (dropped) and past the table (clamped row).
+#[test]
+fn rope_kv_equals_rope_then_kv_write_and_the_reference() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(23);
+    // (n_tokens, n_heads, n_kv, head_dim, rotary dims, pos0, capacity, table positions)
+    for (nt, nh, nkv, hd, rot, pos0, cap, max_pos) in [
+        (
+            1usize, 1usize, 1usize, 2usize, 2usize, 0usize, 4usize, 4usize,
+        ),
+        (3, 9, 3, 64, 64, 37, 50, 60),
+        (7, 4, 2, 96, 32, 5, 20, 20),
+        (5, 6, 6, 80, 80, 0, 5, 8),
+        (67, 4, 1, 48, 16, 2, 80, 80),
+        (3, 8, 2, 128, 128, 48, 50, 50),
+        (4, 2, 2, 8, 6, 10, 30, 12),
+    ] {
+        for mode in [RopeMode::RotateHalf, RopeMode::Interleaved] {
+            let what = format!("{mode:?} t{nt} h{nh} kv{nkv} d{hd} rot{rot} pos{pos0} cap{cap}");
+            let q = rand_vec(&mut rng, nt * nh * hd, 2.0);
+            let kn = rand_vec(&mut rng, nt * nkv * hd, 2.0);
+            let vn = rand_vec(&mut rng, nt * nkv * hd, 2.0);
+            let kc0 = rand_vec(&mut rng, nkv * cap * hd, 1.0);
+            let vc0 = rand_vec(&mut rng, nkv * cap * hd, 1.0);
+            let inv = r::rope_inv_freq(rot, 10000.0, RopeScaling::None);
+            let cs = r::rope_table(&inv, max_pos, 1.0);
+            let cst = f32_tensor(k, "cs", &[max_pos, rot], &cs);
+            let pos = ids_tensor(k, "pos", &[pos0 as u32]);
+            let tensors = || {
+                (
+                    f32_tensor(k, "q", &[nt, nh, hd], &q),
+                    f32_tensor(k, "k", &[nt, nkv, hd], &kn),
+                    f32_tensor(k, "v", &[nt, nkv, hd], &vn),
+                    f32_tensor(k, "kc", &[nkv, cap, hd], &kc0),
+                    f32_tensor(k, "vc", &[nkv, cap, hd], &vc0),
+                )
+            };
+            let (q1, k1, v1, kc1, vc1) = tensors();
+            let g = k
+                .rope_kv(
+                    &q1, &k1, &v1, &kc1, &vc1, &cst, &pos, mode, nt, nh, nkv, hd, cap,
+                )
+                .unwrap();
+            assert_eq!(g.len(), 1, "{what}: one dispatch");
+            k.run(&g).unwrap();
+            let (q2, k2, v2, kc2, vc2) = tensors();
+            let mut g = k.rope(&q2, &cst, &pos, nt, nh, hd, mode).unwrap();
+            g.extend(k.rope(&k2, &cst, &pos, nt, nkv, hd, mode).unwrap());
+            g.extend(
+                k.kv_write(&k2, &v2, &kc2, &vc2, &pos, nt, nkv, hd, cap)
+                    .unwrap(),
+            );
+            k.run(&g).unwrap();
+            assert!(
+                bits(k, &q1) == bits(k, &q2),
+                "rope_kv q {what}: not bit-identical"
+            );
+            assert!(
+                bits(k, &kc1) == bits(k, &kc2),
+                "rope_kv K {what}: not bit-identical"
+            );
+            assert!(
+                bits(k, &vc1) == bits(k, &vc2),
+                "rope_kv V {what}: not bit-identical"
+            );
+            assert_eq!(
+                k1.read_f32(&k.dev).unwrap(),
+                kn,
+                "rope_kv {what}: k was written"
+            );
+            if pos0 + nt > max_pos {
+                continue; // clamped table rows: the reference has no such positions
+            }
+            // The reference: rope on q and k, then the rows within the capacity written.
+            let p = positions(pos0, nt);
+            let (mut wq, mut wk) = (q.clone(), kn.clone());
+            r::rope_rows(&mut wq, &p, nh, hd, &cs, rot / 2, mode);
+            r::rope_rows(&mut wk, &p, nkv, hd, &cs, rot / 2, mode);
+            let (mut wkc, mut wvc) = (kc0.clone(), vc0.clone());
+            let fit = nt.min(cap.saturating_sub(pos0));
+            r::kv_write(&mut wkc, &mut wvc, &wk, &vn, fit, nkv, hd, cap, pos0);
+            for (name, t, want) in [("q", &q1, &wq), ("K", &kc1, &wkc), ("V", &vc1, &wvc)] {
+                let got = t.read_f32(&k.dev).unwrap();
+                assert_close(&format!("rope_kv {name} {what}"), &got, want, 1e-5, 1e-5);
+            }
+        }
+    }
+    let t = zeros(k, "t", &[64]);
+    let cs = zeros(k, "cs", &[4, 6]);
+    let pos = ids_tensor(k, "pos", &[0]);
+    let mode = RopeMode::RotateHalf;
+    assert!(
+        k.rope_kv(&t, &t, &t, &t, &t, &cs, &pos, mode, 1, 1, 1, 4, 4)
+            .is_err(),
+        "a table wider than head_dim"
+    );
+    assert!(
+        k.rope_kv(&t, &t, &t, &t, &t, &cs, &pos, mode, 1, 1, 1, 8, 9)
+            .is_err(),
+        "caches too short"
+    );
+}
+
+/// The fused rope_rows + paged_kv_write gives the same bits as rope_rows on q and k and
+/// paged_kv_write, and matches the CPU reference, over shuffled blocks and rows of several
+/// sequences at their own positions; a row's result does not depend on the other rows.
+#[test]
+fn paged_rope_kv_equals_rope_rows_then_paged_kv_write_and_the_reference() {
+    use infer_kernels::PagedParams;
+    let Some(k) = kernels() else { return };
+    if !k.paged_rope_kv_fits() {
+        eprintln!("SKIP paged_rope_kv: the adapter binds too few storage buffers");
+        assert!(std::env::var("CI").is_err(), "CI=true: nothing is skipped");
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(24);
+    // (n_heads, n_kv, head_dim, rotary dims, block_size, sequences' (start, new rows))
+    for (nh, nkv, hd, rot, bs, seqs) in [
+        (
+            1usize,
+            1usize,
+            2usize,
+            2usize,
+            1usize,
+            vec![(0usize, 1usize)],
+        ),
+        (9, 3, 64, 64, 16, vec![(17, 1), (0, 33), (3, 2), (100, 1)]),
+        (4, 2, 96, 32, 7, vec![(50, 3), (0, 1)]),
+        (6, 6, 80, 80, 16, vec![(31, 1), (32, 1), (5, 4)]),
+        (8, 1, 128, 128, 16, vec![(0, 20), (5, 1), (40, 1)]),
+    ] {
+        let n_seqs = seqs.len();
+        let max_blocks = seqs.iter().map(|s| (s.0 + s.1).div_ceil(bs)).max().unwrap();
+        let n_blocks = n_seqs * max_blocks + 3;
+        let mut ids: Vec<u32> = (0..n_blocks as u32).collect();
+        for i in (1..ids.len()).rev() {
+            ids.swap(i, rng.random_range(0..=i));
+        }
+        let table: Vec<u32> = ids[..n_seqs * max_blocks].to_vec();
+        let (mut pos, mut seq) = (vec![], vec![]);
+        for (s, &(start, n)) in seqs.iter().enumerate() {
+            pos.extend(positions(start, n));
+            seq.extend(std::iter::repeat_n(s as u32, n));
+        }
+        let rows = pos.len();
+        let slots = n_blocks * bs;
+        let max_pos = 160;
+        let q = rand_vec(&mut rng, rows * nh * hd, 2.0);
+        let kn = rand_vec(&mut rng, rows * nkv * hd, 2.0);
+        let vn = rand_vec(&mut rng, rows * nkv * hd, 2.0);
+        let kc0 = rand_vec(&mut rng, slots * nkv * hd, 1.0);
+        let vc0 = rand_vec(&mut rng, slots * nkv * hd, 1.0);
+        let inv = r::rope_inv_freq(rot, 10000.0, RopeScaling::None);
+        let cs = r::rope_table(&inv, max_pos, 1.0);
+        let cst = f32_tensor(k, "cs", &[max_pos, rot], &cs);
+        let (post, seqt, tablet) = (
+            ids_tensor(k, "pos", &pos),
+            ids_tensor(k, "seq", &seq),
+            ids_tensor(k, "table", &table),
+        );
+        let a = PagedParams {
+            n_rows: rows,
+            n_heads: nh,
+            n_kv: nkv,
+            head_dim: hd,
+            block_size: bs,
+            n_blocks,
+            n_seqs,
+            max_blocks,
+            scale: 1.0,
+            softcap: 0.0,
+            window: 0,
+        };
+        for mode in [RopeMode::RotateHalf, RopeMode::Interleaved] {
+            let what = format!("{mode:?} h{nh} kv{nkv} d{hd} rot{rot} bs{bs} seqs{seqs:?}");
+            let tensors = || {
+                (
+                    f32_tensor(k, "q", &[rows, nh, hd], &q),
+                    f32_tensor(k, "k", &[rows, nkv, hd], &kn),
+                    f32_tensor(k, "v", &[rows, nkv, hd], &vn),
+                    f32_tensor(k, "kc", &[slots, nkv, hd], &kc0),
+                    f32_tensor(k, "vc", &[slots, nkv, hd], &vc0),
+                )
+            };
+            let (q1, k1, v1, kc1, vc1) = tensors();
+            let g = k
+                .paged_rope_kv(
+                    &q1, &k1, &v1, &kc1, &vc1, &cst, mode, &post, &seqt, &tablet, &a,
+                )
+                .unwrap();
+            assert_eq!(g.len(), 1, "{what}: one dispatch");
+            k.run(&g).unwrap();
+            let (q2, k2, v2, kc2, vc2) = tensors();
+            let mut g = k.rope_rows(&q2, &cst, &post, rows, nh, hd, mode).unwrap();
+            g.extend(k.rope_rows(&k2, &cst, &post, rows, nkv, hd, mode).unwrap());
+            g.extend(
+                k.paged_kv_write(&k2, &v2, &kc2, &vc2, &post, &seqt, &tablet, &a)
+                    .unwrap(),
+            );
+            k.run(&g).unwrap();
+            let q_bits = bits(k, &q1);
+            assert!(
+                q_bits == bits(k, &q2),
+                "paged_rope_kv q {what}: not bit-identical"
+            );
+            assert!(
+                bits(k, &kc1) == bits(k, &kc2),
+                "paged_rope_kv K {what}: not bit-identical"
+            );
+            assert!(
+                bits(k, &vc1) == bits(k, &vc2),
+                "paged_rope_kv V {what}: not bit-identical"
+            );
+            assert_eq!(
+                k1.read_f32(&k.dev).unwrap(),
+                kn,
+                "paged_rope_kv {what}: k was written"
+            );
+            let (mut wq, mut wk) = (q.clone(), kn.clone());
+            r::rope_rows(&mut wq, &pos, nh, hd, &cs, rot / 2, mode);
+            r::rope_rows(&mut wk, &pos, nkv, hd, &cs, rot / 2, mode);
+            let (mut wkc, mut wvc) = (kc0.clone(), vc0.clone());
+            let shape = r::PagedShape {
+                pos: &pos,
+                seq: &seq,
+                table: &table,
+                max_blocks,
+                block_size: bs,
+                n_kv: nkv,
+                head_dim: hd,
+            };
+            r::paged_kv_write(&mut wkc, &mut wvc, &wk, &vn, &shape);
+            for (name, t, want) in [("q", &q1, &wq), ("K", &kc1, &wkc), ("V", &vc1, &wvc)] {
+                let got = t.read_f32(&k.dev).unwrap();
+                assert_close(
+                    &format!("paged_rope_kv {name} {what}"),
+                    &got,
+                    want,
+                    1e-5,
+                    1e-5,
+                );
+            }
+            // Batch invariance: the last sequence's rows alone rotate q to the same bits.
+            let (start, n) = *seqs.last().unwrap();
+            let one = PagedParams { n_rows: n, ..a };
+            let row0 = rows - n;
+            let q_one = qt_rows(k, &q, row0, n, nh * hd);
+            let (k_one, v_one) = (
+                qt_rows(k, &kn, row0, n, nkv * hd),
+                qt_rows(k, &vn, row0, n, nkv * hd),
+            );
+            let (_, _, _, kc3, vc3) = tensors();
+            let (p1, s1) = (
+                ids_tensor(k, "pos1", &positions(start, n)),
+                ids_tensor(k, "seq1", &vec![(n_seqs - 1) as u32; n]),
+            );
+            k.run(
+                &k.paged_rope_kv(
+                    &q_one, &k_one, &v_one, &kc3, &vc3, &cst, mode, &p1, &s1, &tablet, &one,
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            assert!(
+                bits(k, &q_one) == q_bits[row0 * nh * hd..],
+                "paged_rope_kv {what}: the last sequence alone differs from batched"
+            );
+        }
+    }
+}

@@ -13,7 +13,7 @@
 //!     xn = rms_norm(x) * (1 + attn_norm)                    (n, hidden)
 //!     q, k, v = xn Wq^T, xn Wk^T, xn Wv^T                   (n, heads*hd), (n, kv*hd) x2
 //!     q, k = rope(q, k) at positions pos..pos+n
-//!     k_cache, v_cache[pos..pos+n] = k, v                   (kv, capacity, hd)
+//!     k_cache, v_cache[pos..pos+n] = k, v                   (kv, capacity, hd) [fused rope_kv]
 //!     a = attention(q, caches; scale, softcap, window)      (n, heads*hd)
 //!     o = a Wo^T                                            (n, hidden)
 //!     [o = rms_norm(o) * (1 + post_attn_norm)]              Gemma 2
@@ -182,7 +182,7 @@ impl Graph for Gemma {
         let (k, n) = (s.k, s.n);
         let a = &self.acts;
         let c = &self.cfg;
-        let (h, hd, nh, nkv) = (c.hidden, c.head_dim, c.n_heads, c.n_kv_heads);
+        let (h, hd) = (c.hidden, c.head_dim);
         let (eps, off) = (c.rms_eps, self.norm_offset);
         let mut spec = AttnSpec::of(c);
         spec.scale = 1.0 / c.ext.query_pre_attn_scalar.unwrap_or(hd as f32).sqrt();
@@ -195,10 +195,9 @@ impl Graph for Gemma {
             g.extend(s.linear(&a.xn, &l.wq, &a.q)?);
             g.extend(s.linear(&a.xn, &l.wk, &a.k)?);
             g.extend(s.linear(&a.xn, &l.wv, &a.v)?);
-            g.extend(s.rope(&a.q, &self.rope_cs, nh, hd, c.rope_mode)?);
-            g.extend(s.rope(&a.k, &self.rope_cs, nkv, hd, c.rope_mode)?);
             spec.window = l.window;
-            g.extend(s.attention(i, &a.q, &a.k, &a.v, &a.attn, &spec)?);
+            let (cs, mode) = (&self.rope_cs, c.rope_mode);
+            g.extend(s.rope_attention(i, &a.q, &a.k, &a.v, &a.attn, &spec, cs, mode)?);
             self.project_residual(s, &mut g, &a.attn, &l.wo, l.post_attn_norm.as_ref())?;
             g.extend(k.rms_norm(&a.x, &l.ffn_norm, &a.xn, n, h, eps, off)?);
             g.extend(s.glu(&a.xn, &l.gate, &l.up, &a.act, Glu::GeluTanh, &a.gate, &a.up)?);

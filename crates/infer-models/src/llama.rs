@@ -13,7 +13,7 @@
 //!     q, k, v = xn Wq^T (+bq), xn Wk^T, xn Wv^T    (n, heads*hd), (n, kv*hd), (n, kv*hd)
 //!     [q, k = rms_norm per head (Qwen3)]
 //!     q, k = rope(q, k) at positions pos..pos+n
-//!     k_cache, v_cache[pos..pos+n] = k, v          (kv, capacity, hd)
+//!     k_cache, v_cache[pos..pos+n] = k, v          (kv, capacity, hd)  [one fused rope_kv]
 //!     a = attention(q, k_cache, v_cache)           (n, heads*hd)
 //!     x += a Wo^T                                  (n, hidden)  [fused add]
 //!     xn = rms_norm(x) * ffn_norm
@@ -213,9 +213,8 @@ impl Graph for Llama {
                 }
                 _ => (&a.q, &a.k),
             };
-            g.extend(s.rope(q, &self.rope_cs, nh, hd, c.rope_mode)?);
-            g.extend(s.rope(kk, &self.rope_cs, nkv, hd, c.rope_mode)?);
-            g.extend(s.attention(i, q, kk, &a.v, &a.attn, &spec)?);
+            let (cs, mode) = (&self.rope_cs, c.rope_mode);
+            g.extend(s.rope_attention(i, q, kk, &a.v, &a.attn, &spec, cs, mode)?);
             match &l.bo {
                 Some(b) => {
                     g.extend(s.linear(&a.attn, &l.wo, &a.o)?);

@@ -19,7 +19,7 @@
 //!     xn = rms_norm(x) * attn_norm                 (n, hidden)
 //!     q, k, v = xn Wq^T, xn Wk^T, xn Wv^T          rows of qkv_proj: (n, heads*hd), (n, kv*hd) x2
 //!     q, k = rope(q, k) on the first rotary_dim dimensions of each head
-//!     k_cache, v_cache[pos..pos+n] = k, v          (kv, capacity, hd)
+//!     k_cache, v_cache[pos..pos+n] = k, v          (kv, capacity, hd)  [one fused rope_kv]
 //!     a = attention(q, caches; window)             (n, heads*hd)
 //!     x += a Wo^T                                  (n, hidden)
 //!     xn = rms_norm(x) * ffn_norm

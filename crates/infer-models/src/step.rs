@@ -9,8 +9,8 @@
 //!   with arithmetic that does not depend on the other rows, so a sequence gets the same
 //!   logits alone or beside others (batch invariance).
 //!
-//! A graph writes its layers with [`Step::linear`], [`Step::rope`] and [`Step::attention`];
-//! the step picks the kernels.
+//! A graph writes its layers with [`Step::linear`] and [`Step::rope_attention`] (or
+//! [`Step::attention`] without rotary embedding); the step picks the kernels.
 
 use infer_kernels::{AttentionParams, Dispatch, GeluMode, Glu, Kernels, PagedParams, RopeMode};
 use infer_tensor::{DType, Device, Tensor};
@@ -226,8 +226,9 @@ impl<'a> Step<'a> {
         Ok(g)
     }
 
-    /// Rotary embedding of `(n, heads, head_dim)` `x` at the rows' positions.
-    pub fn rope(
+    /// Rotary embedding of `(n, heads, head_dim)` `x` at the rows' positions (the unfused
+    /// path of [`Step::rope_attention`]).
+    fn rope(
         &self,
         x: &Tensor,
         cs: &Tensor,
@@ -246,8 +247,65 @@ impl<'a> Step<'a> {
         })
     }
 
+    /// Rotary embedding (table `cs`, pairing `mode`) of `q` in place and of `k`, the rotated
+    /// `k` and `v` written into layer `layer`'s cache, then [`Step::attention`]'s attention:
+    /// one fused dispatch (`rope_kv` / `paged_rope_kv`) before the attention kernel instead
+    /// of rope on q, rope on k and the cache write, with the same values. Afterwards `k`
+    /// holds unspecified values (the fused kernels leave it unrotated; the fallback, for
+    /// adapters that bind too few storage buffers for `paged_rope_kv`, rotates it in place).
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_attention(
+        &self,
+        layer: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+        a: &AttnSpec,
+        cs: &Tensor,
+        mode: RopeMode,
+    ) -> Result<Vec<Dispatch>> {
+        let kr = self.k;
+        let mut g = Vec::new();
+        match self.kv {
+            Kv::Contiguous(io) => {
+                let (kc, vc) = &io.kv[layer];
+                g.extend(kr.rope_kv(
+                    q,
+                    k,
+                    v,
+                    kc,
+                    vc,
+                    cs,
+                    &io.positions,
+                    mode,
+                    self.n,
+                    a.n_heads,
+                    a.n_kv,
+                    a.head_dim,
+                    io.capacity,
+                )?);
+            }
+            Kv::Paged(pk) if kr.paged_rope_kv_fits() => {
+                let pp = self.paged_params(pk, a);
+                let (kp, vp) = (&pk.k_pages[layer], &pk.v_pages[layer]);
+                g.extend(
+                    kr.paged_rope_kv(q, k, v, kp, vp, cs, mode, &pk.pos, &pk.seq, &pk.table, &pp)?,
+                );
+            }
+            Kv::Paged(_) => {
+                g.extend(self.rope(q, cs, a.n_heads, a.head_dim, mode)?);
+                g.extend(self.rope(k, cs, a.n_kv, a.head_dim, mode)?);
+                g.extend(self.write_kv(layer, k, v, a)?);
+            }
+        }
+        g.extend(self.attend(layer, q, out, a)?);
+        Ok(g)
+    }
+
     /// Writes the rows' `k`, `v` into layer `layer`'s cache and attends `q` over it
-    /// (causal, with the spec's scale, soft-cap and window) into `out`.
+    /// (causal, with the spec's scale, soft-cap and window) into `out` (no rotary embedding:
+    /// [`Step::rope_attention`] is the same with one).
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
@@ -258,12 +316,39 @@ impl<'a> Step<'a> {
         out: &Tensor,
         a: &AttnSpec,
     ) -> Result<Vec<Dispatch>> {
-        let kr = self.k;
-        let mut g = Vec::new();
-        match self.kv {
+        let mut g = self.write_kv(layer, k, v, a)?;
+        g.extend(self.attend(layer, q, out, a)?);
+        Ok(g)
+    }
+
+    fn paged_params(&self, pk: &PagedKv, a: &AttnSpec) -> PagedParams {
+        PagedParams {
+            n_rows: self.n,
+            n_heads: a.n_heads,
+            n_kv: a.n_kv,
+            head_dim: a.head_dim,
+            block_size: pk.block_size,
+            n_blocks: pk.n_blocks,
+            n_seqs: pk.max_seqs,
+            max_blocks: pk.max_blocks,
+            scale: a.scale,
+            softcap: a.softcap,
+            window: a.window,
+        }
+    }
+
+    /// Writes the rows' `k`, `v` into layer `layer`'s cache.
+    fn write_kv(
+        &self,
+        layer: usize,
+        k: &Tensor,
+        v: &Tensor,
+        a: &AttnSpec,
+    ) -> Result<Vec<Dispatch>> {
+        Ok(match self.kv {
             Kv::Contiguous(io) => {
                 let (kc, vc) = &io.kv[layer];
-                g.extend(kr.kv_write(
+                self.k.kv_write(
                     k,
                     v,
                     kc,
@@ -273,7 +358,29 @@ impl<'a> Step<'a> {
                     a.n_kv,
                     a.head_dim,
                     io.capacity,
-                )?);
+                )?
+            }
+            Kv::Paged(pk) => {
+                let pp = self.paged_params(pk, a);
+                let (kp, vp) = (&pk.k_pages[layer], &pk.v_pages[layer]);
+                self.k
+                    .paged_kv_write(k, v, kp, vp, &pk.pos, &pk.seq, &pk.table, &pp)?
+            }
+        })
+    }
+
+    /// Attends `q` over layer `layer`'s cache (holding this step's rows) into `out`.
+    fn attend(
+        &self,
+        layer: usize,
+        q: &Tensor,
+        out: &Tensor,
+        a: &AttnSpec,
+    ) -> Result<Vec<Dispatch>> {
+        let kr = self.k;
+        Ok(match self.kv {
+            Kv::Contiguous(io) => {
+                let (kc, vc) = &io.kv[layer];
                 let p = AttentionParams {
                     n_tokens: self.n,
                     n_heads: a.n_heads,
@@ -284,27 +391,13 @@ impl<'a> Step<'a> {
                     softcap: a.softcap,
                     window: a.window,
                 };
-                g.extend(kr.attention(q, kc, vc, out, &io.positions, &p)?);
+                kr.attention(q, kc, vc, out, &io.positions, &p)?
             }
             Kv::Paged(pk) => {
-                let pp = PagedParams {
-                    n_rows: self.n,
-                    n_heads: a.n_heads,
-                    n_kv: a.n_kv,
-                    head_dim: a.head_dim,
-                    block_size: pk.block_size,
-                    n_blocks: pk.n_blocks,
-                    n_seqs: pk.max_seqs,
-                    max_blocks: pk.max_blocks,
-                    scale: a.scale,
-                    softcap: a.softcap,
-                    window: a.window,
-                };
+                let pp = self.paged_params(pk, a);
                 let (kp, vp) = (&pk.k_pages[layer], &pk.v_pages[layer]);
-                g.extend(kr.paged_kv_write(k, v, kp, vp, &pk.pos, &pk.seq, &pk.table, &pp)?);
-                g.extend(kr.paged_attention(q, kp, vp, out, &pk.pos, &pk.seq, &pk.table, &pp)?);
+                kr.paged_attention(q, kp, vp, out, &pk.pos, &pk.seq, &pk.table, &pp)?
             }
-        }
-        Ok(g)
+        })
     }
 }

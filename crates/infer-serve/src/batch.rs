@@ -5,8 +5,8 @@
 //!
 //! ```text
 //! x = the architecture's body over the rows          (N, hidden), final normed
-//!     (linear layers: matvec_batched, row by row; rope at pos[r];
-//!      k, v written to slot(seq[r], pos[r]) of the layer's pages; paged attention)
+//!     (linear layers: matvec_batched, row by row; one paged_rope_kv: q, k rotated at
+//!      pos[r], k, v written to slot(seq[r], pos[r]) of the layer's pages; paged attention)
 //! xo[i] = xn[out_row[i]]                             buffer copies, (n_out, hidden)
 //! logits = xo W_out^T  [soft-capped]                 (n_out, vocab)
 //! token[i] = argmax(logits[i])                       only ids come back for greedy rows

@@ -20,13 +20,15 @@
 //               an empty pair (0, NONE) when shorter than k.
 //   stage 1: one workgroup merges the T = p.threads sorted lists of the scratch (stage 0's
 //            output): invocation l merges lists l, l + 64, ... (each up to its first entry
-//            that does not make the top k) into list T + l; after a storage barrier,
-//            invocation 0 merges those 64 lists (64-way, k steps) into out[0 .. 2k] as
-//            (value bits, index).
+//            that does not make the top k) into list T + l; then the final merge of those
+//            64 lists into out[0 .. 2k] as (value bits, index): after a storage barrier,
+//            invocations 0..7 each merge 8 of them (8-way) into lists T + 64 .. T + 71,
+//            and after another, invocation 0 merges those 8.
 //   stage 2: T = 64 (one stage-0 workgroup, e.g. any vocabulary up to 65536 on CPU
-//            adapters): stage 0, a storage barrier, then invocation 0 merges the 64 lists
-//            into out, in one dispatch (a dispatch costs ~0.1 ms on lavapipe).
-// Bindings: 0 params, 1 x (f32 bits, read), 2 the scratch, 3 out (u32 pairs).
+//            adapters): stage 0, then the final merge of its 64 lists (through lists
+//            64 .. 71), in one dispatch (a dispatch costs ~0.1 ms on lavapipe).
+// Bindings: 0 params, 1 x (f32 bits, read), 2 the scratch, 3 out (u32 pairs), 4 x again
+// (vec4 loads).
 // Workgroup size 64. Dispatch: stage 2 (1, 1, 1) when T = 64; else stage 0 (T / 64, 1, 1),
 // T = 64 * ceil(n / (64 m)), then stage 1 (1, 1, 1).
 struct Params {
@@ -179,10 +181,12 @@ fn write_list(list: u32, k: u32) {
     }
 }
 
-// Stage 1, invocation 0: the 64-way merge of lists first .. first + 63 into dst.
-var<private> pos: array<u32, 64>;
-var<private> hk: array<u32, 64>;
-var<private> hi: array<u32, 64>;
+// The final merge of 64 sorted lists, in two levels: invocations 0..7 each merge 8 of them
+// (8-way, k steps) into one of 8 lists after them in the scratch, then invocation 0 merges
+// those 8 into out: 16 k compares on the longest path instead of a 64-way merge's 64 k.
+var<private> pos: array<u32, 8>;
+var<private> hk: array<u32, 8>;
+var<private> hi: array<u32, 8>;
 
 fn head(first: u32, l: u32, k: u32) {
     if (pos[l] < k) {
@@ -195,34 +199,55 @@ fn head(first: u32, l: u32, k: u32) {
     }
 }
 
-fn merge_final(first: u32, count: u32, k: u32) {
-    for (var l = 0u; l < 64u; l++) {
+// Merges the 8 sorted lists first .. first + 7 of the scratch: the best k into list `dst`
+// of the scratch (ended by an empty pair when shorter), or into out (dst = NONE: value bits
+// and index, missing slots as (bits(-f32::MAX), NONE)).
+fn merge8(first: u32, k: u32, dst: u32) {
+    for (var l = 0u; l < 8u; l++) {
         pos[l] = 0u;
-        if (l < count) {
-            head(first, l, k);
-        } else {
-            hk[l] = 0u;
-            hi[l] = NONE;
-        }
+        head(first, l, k);
     }
     for (var r = 0u; r < k; r++) {
         var b = 0u;
-        for (var l = 1u; l < 64u; l++) {
+        for (var l = 1u; l < 8u; l++) {
             if (before(hk[l], hi[l], hk[b], hi[b])) {
                 b = l;
             }
         }
         if (hk[b] == 0u) {
+            if (dst != NONE) {
+                scr[2u * (dst * k + r)] = 0u;
+                scr[2u * (dst * k + r) + 1u] = NONE;
+                return;
+            }
             for (var q = r; q < k; q++) {
                 outp[2u * q] = bitcast<u32>(-3.4028235e38);
                 outp[2u * q + 1u] = NONE;
             }
             return;
         }
-        outp[2u * r] = bits_of(hk[b]);
-        outp[2u * r + 1u] = hi[b];
+        if (dst != NONE) {
+            scr[2u * (dst * k + r)] = hk[b];
+            scr[2u * (dst * k + r) + 1u] = hi[b];
+        } else {
+            outp[2u * r] = bits_of(hk[b]);
+            outp[2u * r + 1u] = hi[b];
+        }
         pos[b]++;
         head(first, b, k);
+    }
+}
+
+// Every invocation calls this after writing list first + li (li < 64) of the scratch;
+// lists first + 64 .. first + 71 are free.
+fn merge_final(first: u32, li: u32, k: u32) {
+    storageBarrier();
+    if (li < 8u) {
+        merge8(first + 8u * li, k, first + 64u + li);
+    }
+    storageBarrier();
+    if (li == 0u) {
+        merge8(first + 64u, k, NONE);
     }
 }
 
@@ -261,18 +286,12 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         write_list(wg.x * 64u + li, k);
         if (p.stage == 2u) {
             // One workgroup: its 64 lists merged in the same dispatch.
-            storageBarrier();
-            if (li == 0u) {
-                merge_final(0u, 64u, k);
-            }
+            merge_final(0u, li, k);
         }
         return;
     }
     cnt = 0u;
     merge_lists(li, 64u, p.threads, k);
     write_list(p.threads + li, k);
-    storageBarrier();
-    if (li == 0u) {
-        merge_final(p.threads, 64u, k);
-    }
+    merge_final(p.threads, li, k);
 }

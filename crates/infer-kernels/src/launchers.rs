@@ -1178,7 +1178,7 @@ impl Kernels {
     /// (on any adapter).
     pub fn topk_scratch_len(n: usize, k: usize) -> usize {
         let threads = Self::topk_threads(n, Self::topk_items(k, false));
-        2 * k * (threads + 64)
+        2 * k * (threads + 72)
     }
 
     /// The `k` largest of `x[x_off .. x_off + n]`, best first (larger value in

@@ -10,11 +10,13 @@
 // so almost every item costs one integer compare.
 //
 //   stage 0: workgroup w owns items [w*64*m, (w+1)*64*m) (< n); invocation l of it scans
-//            items w*64*m + l + 64*j, j < m (lanes read neighbouring words), twice:
+//            items w*64*m + 4l + 256j + c, c < 4 (lanes read neighbouring 16-byte units),
+//            twice:
 //            1. its own top r = ceil(k / 64) items among its first p.sample (<= m) items;
-//               the 64*r of them (distinct items) go to workgroup memory; the k-th best
-//               of those is a lower bound tau on the k-th best item of the workgroup (k
-//               distinct items are >= it), found by ranking (two barriers, the only ones);
+//               the k-th best of those 64*r (distinct) items is a lower bound tau on the
+//               k-th best item of the workgroup (k distinct items are >= it): when
+//               64*r = k the least of them (one atomic max of complements), else found
+//               by ranking them in workgroup memory (two barriers);
 //            2. its top k among the items with key >= tau, written as the sorted list
 //               g = w*64 + l of the scratch: (key, index) pairs from scr[2*g*k], ended by
 //               an empty pair (0, NONE) when shorter than k.
@@ -63,6 +65,9 @@ var<private> cnt: u32;
 var<workgroup> rep_key: array<u32, 256>;
 var<workgroup> rep_id: array<u32, 256>;
 var<workgroup> tau: u32;
+// When k is a multiple of 64: the complement of the threshold (a max of complements, so
+// the zero-initialised variable needs no set-up).
+var<workgroup> tau_inv: atomic<u32>;
 
 // The order-preserving key of f32 bits (0 for NaN).
 fn key_of(bits: u32) -> u32 {
@@ -261,26 +266,36 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         if (li == 0u) {
             tau = 0u;
         }
-        // 1. This invocation's top r, to workgroup memory.
+        // 1. This invocation's top r.
         scan(start + 4u * li, min(end, start + 64u * p.sample), r, 0u);
-        for (var q = 0u; q < r; q++) {
-            rep_key[li * r + q] = select(0u, keys[q], q < cnt);
-            rep_id[li * r + q] = select(NONE, ids[q], q < cnt);
-        }
-        workgroupBarrier();
-        // The representative of rank k - 1 (if there are k) is the threshold.
-        for (var q = 0u; q < cnt; q++) {
-            let a = keys[q];
-            let ai = ids[q];
-            var rank = 0u;
-            for (var o = 0u; o < 64u * r; o++) {
-                rank += u32(before(rep_key[o], rep_id[o], a, ai));
+        var t = 0u;
+        if (64u * r == k) {
+            // Exactly k representatives: the threshold is the least of them (0 when an
+            // invocation has fewer than r), found with one atomic instead of ranking.
+            atomicMax(&tau_inv, ~select(0u, keys[r - 1u], cnt == r));
+            workgroupBarrier();
+            t = ~atomicLoad(&tau_inv);
+        } else {
+            // To workgroup memory; the representative of rank k - 1 (if there are k) is
+            // the threshold.
+            for (var q = 0u; q < r; q++) {
+                rep_key[li * r + q] = select(0u, keys[q], q < cnt);
+                rep_id[li * r + q] = select(NONE, ids[q], q < cnt);
             }
-            if (rank == k - 1u) {
-                tau = a;
+            workgroupBarrier();
+            for (var q = 0u; q < cnt; q++) {
+                let a = keys[q];
+                let ai = ids[q];
+                var rank = 0u;
+                for (var o = 0u; o < 64u * r; o++) {
+                    rank += u32(before(rep_key[o], rep_id[o], a, ai));
+                }
+                if (rank == k - 1u) {
+                    tau = a;
+                }
             }
+            t = workgroupUniformLoad(&tau);
         }
-        let t = workgroupUniformLoad(&tau);
         // 2. This invocation's top k among items with key >= tau.
         scan(start + 4u * li, end, k, max(t, 1u) - 1u);
         write_list(wg.x * 64u + li, k);

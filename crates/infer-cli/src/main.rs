@@ -114,7 +114,7 @@ struct SpecArgs {
     /// Re-encode the draft's weights on load (e.g. q4_0).
     #[arg(long = "draft-quant")]
     draft_quant: Option<String>,
-    /// Tokens drafted per step (1..=15); default: adapted from the acceptance rate.
+    /// Tokens drafted per step (1..=15); default: chosen each step from the acceptance rate and the adapter's cost of a verification row.
     #[arg(long = "draft-tokens")]
     draft_tokens: Option<usize>,
     /// Speculative decoding by prompt lookup: draft what followed the last N tokens earlier

@@ -7,23 +7,7 @@
 // i.e. the chunks phase 1 wrote this step.
 // One workgroup of 64 per (head, token); invocation li owns dimensions li, li + 64, ...
 // Dispatch: (n_heads, n_tokens, 1).
-struct Params {
-    n_heads: u32,
-    n_kv: u32,
-    head_dim: u32,
-    capacity: u32,
-    n_tokens: u32,
-    window: u32,
-    scale: f32,
-    softcap: f32,
-    chunk: u32,
-    n_chunks: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> pos: array<u32>;
+// Params, bindings 0 (p) and 1 (pos): common/attention_split_params.wgsl.
 @group(0) @binding(2) var<storage, read> part: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 

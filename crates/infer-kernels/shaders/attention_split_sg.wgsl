@@ -9,23 +9,7 @@
 // at least 8 invocations (so the workgroup is one subgroup), and head_dim % 4 == 0
 // (<= 256). No workgroup memory, no barriers.
 // Dispatch: (n_chunks, n_heads, n_tokens), n_chunks = ceil(capacity / chunk).
-struct Params {
-    n_heads: u32,
-    n_kv: u32,
-    head_dim: u32,
-    capacity: u32,
-    n_tokens: u32,
-    window: u32,
-    scale: f32,
-    softcap: f32,
-    chunk: u32,
-    n_chunks: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> pos: array<u32>;
+// Params, bindings 0 (p) and 1 (pos): common/attention_split_params.wgsl.
 @group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> kc: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> vc: array<vec4<f32>>;

@@ -38,6 +38,7 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> kc: array<f32>;
 @group(0) @binding(9) var<storage, read_write> vc: array<f32>;
 
+// rope_q, rope_k: common/rope_kv.wgsl.
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let t = gid.y;
@@ -47,19 +48,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let cs_row = min(pos[t], p.max_pos - 1u) * p.half;
     if (j < p.n_heads * p.half) {
-        let i = j % p.half;
-        let c = cs[cs_row + i];
-        let base = (t * p.n_heads + j / p.half) * p.head_dim;
-        var ia = base + i;
-        var ib = base + i + p.half;
-        if (p.mode == 1u) {
-            ia = base + 2u * i;
-            ib = ia + 1u;
-        }
-        let xa = q[ia];
-        let xb = q[ib];
-        q[ia] = xa * c.x - xb * c.y;
-        q[ib] = xb * c.x + xa * c.y;
+        rope_q(t, j, cs_row);
     }
     if (j >= p.n_kv * p.head_dim) {
         return;
@@ -76,28 +65,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let h = j / p.head_dim;
     let d = j % p.head_dim;
     let base = (t * p.n_kv + h) * p.head_dim;
-    var kd = k[base + d];
-    if (d < 2u * p.half) {
-        // The pair (ia, ib) holding d, and whether d is its second element.
-        var i = d % p.half;
-        var second = d >= p.half;
-        var ia = base + i;
-        var ib = base + i + p.half;
-        if (p.mode == 1u) {
-            i = d / 2u;
-            second = (d & 1u) == 1u;
-            ia = base + 2u * i;
-            ib = ia + 1u;
-        }
-        let c = cs[cs_row + i];
-        let xa = k[ia];
-        let xb = k[ib];
-        if (second) {
-            kd = xb * c.x + xa * c.y;
-        } else {
-            kd = xa * c.x - xb * c.y;
-        }
-    }
+    let kd = rope_k(base, d, cs_row);
     let dst = (slot * p.n_kv + h) * p.head_dim + d;
     kc[dst] = kd;
     vc[dst] = v[base + d];

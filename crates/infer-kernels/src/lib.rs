@@ -56,23 +56,30 @@ pub struct Shader {
     pub source: &'static str,
     /// Whether a `weights_<dtype>` snippet is prepended (the kernel reads weights).
     pub weights: bool,
+    /// Snippets of `shaders/common/` the kernel shares with others (declarations and
+    /// functions), prepended in order.
+    pub common: &'static [&'static str],
 }
 
 macro_rules! shader {
     ($name:literal, $weights:expr) => {
+        shader!($name, $weights, [])
+    };
+    ($name:literal, $weights:expr, [$($common:literal),*]) => {
         Shader {
             name: $name,
             source: include_str!(concat!("../shaders/", $name, ".wgsl")),
             weights: $weights,
+            common: &[$(include_str!(concat!("../shaders/common/", $common, ".wgsl"))),*],
         }
     };
 }
 
 /// Every kernel in `shaders/`.
 pub const SHADERS: &[Shader] = &[
-    shader!("matvec", true),
-    shader!("matvec_glu", true),
-    shader!("matvec_coalesced", true),
+    shader!("matvec", true, ["matvec_io"]),
+    shader!("matvec_glu", true, ["matvec_io"]),
+    shader!("matvec_coalesced", true, ["matvec_io"]),
     shader!("matmul", true),
     shader!("embedding", true),
     shader!("rms_norm", false),
@@ -86,24 +93,23 @@ pub const SHADERS: &[Shader] = &[
     shader!("kv_write", false),
     shader!("attention", false),
     shader!("attention_lane", false),
-    shader!("attention_split", false),
-    shader!("attention_split_merge", false),
-    shader!("attention_split_sg", false),
+    shader!("attention_split", false, ["attention_split_params"]),
+    shader!("attention_split_merge", false, ["attention_split_params"]),
+    shader!("attention_split_sg", false, ["attention_split_params"]),
     shader!("argmax", false),
     shader!("softcap", false),
     shader!("topk", false),
     shader!("rope_rows", false),
     shader!("paged_kv_write", false),
     shader!("paged_attention", false),
-    shader!("rope_kv", false),
-    shader!("paged_rope_kv", false),
+    shader!("rope_kv", false, ["rope_kv"]),
+    shader!("paged_rope_kv", false, ["rope_kv"]),
 ];
 
 /// Default of [`Kernels::matvec_tokens`].
 const MATVEC_TOKENS: u32 = 4;
 
 const NIBBLES: &str = include_str!("../shaders/common/nibbles.wgsl");
-const MATVEC_IO: &str = include_str!("../shaders/common/matvec_io.wgsl");
 
 /// The snippet giving weight access for `dtype`.
 pub fn weights_snippet(dtype: DType) -> Option<&'static str> {
@@ -118,12 +124,13 @@ pub fn weights_snippet(dtype: DType) -> Option<&'static str> {
     })
 }
 
-/// The full WGSL of a kernel: for weight kernels, the dtype's snippet is prepended
-/// (matvec_glu, which reads a second weight `wu`, also gets the snippet's functions renamed
-/// `*_up` and reading `wu`), and for the matvec kernels `common/matvec_io.wgsl`.
+/// The full WGSL of a kernel: its `common` snippets prepended, and before them, for weight
+/// kernels, the dtype's snippet and `common/nibbles.wgsl` (matvec_glu, which reads a
+/// second weight `wu`, also gets the snippet's functions renamed `*_up` and reading `wu`).
 pub fn shader_source(shader: &Shader, dtype: Option<DType>) -> Option<String> {
+    let common = shader.common.join("\n");
     match (shader.weights, dtype) {
-        (false, None) => Some(shader.source.to_string()),
+        (false, None) => Some(format!("{common}\n{}", shader.source)),
         (true, Some(d)) => {
             let snippet = weights_snippet(d)?;
             let up = if shader.name == "matvec_glu" {
@@ -131,13 +138,8 @@ pub fn shader_source(shader: &Shader, dtype: Option<DType>) -> Option<String> {
             } else {
                 String::new()
             };
-            let io = if shader.name.starts_with("matvec") {
-                MATVEC_IO
-            } else {
-                ""
-            };
             Some(format!(
-                "{snippet}\n{up}\n{NIBBLES}\n{io}\n{}",
+                "{snippet}\n{up}\n{NIBBLES}\n{common}\n{}",
                 shader.source
             ))
         }

@@ -34,12 +34,7 @@ struct Params {
 @group(0) @binding(6) var<storage, read> q4: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> kc4: array<vec4<f32>>;
 
-const WG: u32 = 64u;
-const NEG: f32 = -3.0e38;
-
-var<workgroup> qs: array<f32, 256>;
-var<workgroup> sc: array<f32, WG>;
-var<workgroup> pw: array<f32, WG>;
+// WG, attend_tiles: common/attention_tiles.wgsl.
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -49,68 +44,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let at = pos[0] + t;
     let kvh = h / (p.n_heads / p.n_kv);
     let qbase = (t * p.n_heads + h) * d;
-    for (var i = li; i < d; i += WG) {
-        qs[i] = q[qbase + i];
-    }
     var lo = 0u;
     if (p.window > 0u && at + 1u > p.window) {
         lo = at + 1u - p.window;
     }
-    let cbase = kvh * p.capacity;
-    var m = NEG;
-    var l = 0.0;
-    var acc = vec4<f32>(0.0);
-    workgroupBarrier();
-    for (var j0 = lo; j0 <= at; j0 += WG) {
-        let j = j0 + li;
-        var s = NEG;
-        if (j <= at) {
-            let kb = (cbase + j) * d;
-            var dotv = 0.0;
-            if (d % 4u == 0u) {
-                var acc4 = vec4<f32>(0.0);
-                for (var i = 0u; i < d / 4u; i++) {
-                    acc4 += q4[qbase / 4u + i] * kc4[kb / 4u + i];
-                }
-                dotv = acc4.x + acc4.y + acc4.z + acc4.w;
-            } else {
-                for (var i = 0u; i < d; i++) {
-                    dotv += qs[i] * kc[kb + i];
-                }
-            }
-            s = dotv * p.scale;
-            if (p.softcap > 0.0) {
-                let u = clamp(s / p.softcap, -15.0, 15.0);
-                s = p.softcap * (1.0 - 2.0 / (exp(2.0 * u) + 1.0));
-            }
-        }
-        sc[li] = s;
-        workgroupBarrier();
-        let cnt = min(WG, at + 1u - j0);
-        var tmax = m;
-        for (var jj = 0u; jj < cnt; jj++) {
-            tmax = max(tmax, sc[jj]);
-        }
-        // Each invocation exponentiates its own score once.
-        pw[li] = select(0.0, exp(s - tmax), li < cnt);
-        workgroupBarrier();
-        let corr = exp(m - tmax);
-        l *= corr;
-        acc *= corr;
-        for (var jj = 0u; jj < cnt; jj++) {
-            let pj = pw[jj];
-            l += pj;
-            let vb = (cbase + j0 + jj) * d;
-            for (var e = 0u; e < 4u; e++) {
-                let i = li + e * WG;
-                if (i < d) {
-                    acc[e] += pj * vc[vb + i];
-                }
-            }
-        }
-        m = tmax;
-        workgroupBarrier();
-    }
+    let o = attend_tiles(li, qbase, kvh * p.capacity, lo, at);
+    let acc = o.acc;
+    let l = o.l;
     for (var e = 0u; e < 4u; e++) {
         let i = li + e * WG;
         if (i < d) {

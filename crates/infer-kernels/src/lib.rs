@@ -91,9 +91,13 @@ pub const SHADERS: &[Shader] = &[
     shader!("mul", false),
     shader!("rope", false),
     shader!("kv_write", false),
-    shader!("attention", false),
+    shader!("attention", false, ["attention_tiles"]),
     shader!("attention_lane", false),
-    shader!("attention_split", false, ["attention_split_params"]),
+    shader!(
+        "attention_split",
+        false,
+        ["attention_split_params", "attention_tiles"]
+    ),
     shader!("attention_split_merge", false, ["attention_split_params"]),
     shader!("attention_split_sg", false, ["attention_split_params"]),
     shader!("argmax", false),

@@ -49,26 +49,57 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Seconds per repetition of `record` (median of `runs` command buffers, each repeating it
-/// enough times to last >= 20 ms; wall clock from submit to the end of the wait).
-fn time_gpu(dev: &Device, runs: usize, record: &dyn Fn(&mut wgpu::CommandEncoder)) -> Result<f64> {
-    let once = |reps: usize| -> Result<f64> {
-        let mut enc = dev.device.create_command_encoder(&Default::default());
-        for _ in 0..reps {
-            record(&mut enc);
-        }
-        let t = Instant::now();
-        dev.queue.submit([enc.finish()]);
-        dev.wait()?;
-        Ok(t.elapsed().as_secs_f64())
-    };
-    once(1)?;
+/// Repetitions of `record` one command buffer needs to last >= 20 ms (after a warm-up).
+fn calibrate(dev: &Device, record: &dyn Fn(&mut wgpu::CommandEncoder)) -> Result<usize> {
+    sample(dev, 1, record)?;
     let mut reps = 1;
-    while reps < 4096 && once(reps)? < 0.02 {
+    while reps < 4096 && sample(dev, reps, record)? * (reps as f64) < 0.02 {
         reps *= 2;
     }
-    let v: Result<Vec<f64>> = (0..runs).map(|_| Ok(once(reps)? / reps as f64)).collect();
+    Ok(reps)
+}
+
+/// Seconds per repetition of `record` over one command buffer of `reps` (wall clock from
+/// submit to the end of the wait).
+fn sample(dev: &Device, reps: usize, record: &dyn Fn(&mut wgpu::CommandEncoder)) -> Result<f64> {
+    let mut enc = dev.device.create_command_encoder(&Default::default());
+    for _ in 0..reps {
+        record(&mut enc);
+    }
+    let t = Instant::now();
+    dev.queue.submit([enc.finish()]);
+    dev.wait()?;
+    Ok(t.elapsed().as_secs_f64() / reps as f64)
+}
+
+/// Seconds per repetition of `record` (median of `runs` command buffers, each repeating it
+/// enough times to last >= 20 ms).
+fn time_gpu(dev: &Device, runs: usize, record: &dyn Fn(&mut wgpu::CommandEncoder)) -> Result<f64> {
+    let reps = calibrate(dev, record)?;
+    let v: Result<Vec<f64>> = (0..runs).map(|_| sample(dev, reps, record)).collect();
     Ok(median(v?))
+}
+
+/// A kernel timed against a baseline in alternation (`runs` pairs, the baseline sample
+/// right before each kernel sample), so the host's drift over the run moves both: the
+/// kernel's median seconds per repetition and the median over pairs of baseline seconds
+/// over kernel seconds (the kernel's throughput relative to the baseline's, for equal
+/// work).
+fn time_paired(
+    dev: &Device,
+    runs: usize,
+    base: &dyn Fn(&mut wgpu::CommandEncoder),
+    kernel: &dyn Fn(&mut wgpu::CommandEncoder),
+) -> Result<(f64, f64)> {
+    let (rb, rk) = (calibrate(dev, base)?, calibrate(dev, kernel)?);
+    let (mut tk, mut ratio) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let b = sample(dev, rb, base)?;
+        let k = sample(dev, rk, kernel)?;
+        tk.push(k);
+        ratio.push(b / k);
+    }
+    Ok((median(tk), median(ratio)))
 }
 
 fn record_dispatches(d: &[infer_kernels::Dispatch]) -> impl Fn(&mut wgpu::CommandEncoder) + '_ {
@@ -117,9 +148,8 @@ fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
         mk(wgpu::BufferUsages::COPY_SRC),
         mk(wgpu::BufferUsages::COPY_DST),
     );
-    let t = time_gpu(dev, runs, &|enc| {
-        enc.copy_buffer_to_buffer(&a, 0, &b, 0, size)
-    })?;
+    let copy = |enc: &mut wgpu::CommandEncoder| enc.copy_buffer_to_buffer(&a, 0, &b, 0, size);
+    let t = time_gpu(dev, runs, &copy)?;
     let copy_gbs = 2.0 * size as f64 / t / 1e9;
     eprintln!("  copy: {copy_gbs:.2} GB/s (read + write)");
 
@@ -150,12 +180,13 @@ fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
             resource: out.buffer().as_entire_binding(),
         }],
     });
-    let t = time_gpu(dev, runs, &|enc| {
+    let fma = |enc: &mut wgpu::CommandEncoder| {
         let mut pass = enc.begin_compute_pass(&Default::default());
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bg, &[]);
         pass.dispatch_workgroups(groups, 1, 1);
-    })?;
+    };
+    let t = time_gpu(dev, runs, &fma)?;
     let fma_gflops = groups as f64 * 64.0 * 65536.0 / t / 1e9;
     eprintln!("  fma: {fma_gflops:.1} GFLOP/s");
 
@@ -175,14 +206,15 @@ fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
             let x = Tensor::from_f32(dev, "x", &[kk], &w[..kk])?;
             let y = Tensor::zeros(dev, "y", &[n], DType::F32)?;
             let d = k.matvec(&wt, &x, 0, &y, 0)?;
-            let t = time_gpu(dev, runs, &record_dispatches(&d))?;
+            let (t, per_copy) = time_paired(dev, runs, &copy, &record_dispatches(&d))?;
             let gbs = bytes.len() as f64 / t / 1e9;
             let gws = (n * kk) as f64 / t / 1e9;
+            // Bytes read over the copy's bytes read + written, per unit of time.
+            let ratio = per_copy * bytes.len() as f64 / (2 * size) as f64;
             eprintln!(
-                "  matvec {dt} {n}x{kk}: {gbs:.2} GB/s, {gws:.2} G weights/s, {:.3} of copy",
-                gbs / copy_gbs
+                "  matvec {dt} {n}x{kk}: {gbs:.2} GB/s, {gws:.2} G weights/s, {ratio:.3} of copy"
             );
-            matvec.push(json!({"dtype": dt.name(), "n": n, "k": kk, "ms": t * 1e3, "gb_s": gbs, "gweights_s": gws, "ratio_to_copy": gbs / copy_gbs}));
+            matvec.push(json!({"dtype": dt.name(), "n": n, "k": kk, "ms": t * 1e3, "gb_s": gbs, "gweights_s": gws, "ratio_to_copy": ratio}));
         }
     }
     let mut matmul = Vec::new();
@@ -200,13 +232,12 @@ fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
             ("matmul (tiled)", k.matmul(&x, m, &wt, &y)?),
             ("linear (as chosen for prefill)", k.linear(&x, m, &wt, &y)?),
         ] {
-            let t = time_gpu(dev, runs, &record_dispatches(&d))?;
+            let (t, per_fma) = time_paired(dev, runs, &fma, &record_dispatches(&d))?;
             let gf = 2.0 * (m * n * kk) as f64 / t / 1e9;
-            eprintln!(
-                "  {kernel} {dt} m{m} n{n} k{kk}: {gf:.2} GFLOP/s, {:.3} of FMA",
-                gf / fma_gflops
-            );
-            matmul.push(json!({"kernel": kernel, "dtype": dt.name(), "m": m, "n": n, "k": kk, "ms": t * 1e3, "gflop_s": gf, "ratio_to_fma": gf / fma_gflops}));
+            // FLOPs over the FMA kernel's FLOPs, per unit of time.
+            let ratio = per_fma * 2.0 * (m * n * kk) as f64 / (groups as f64 * 64.0 * 65536.0);
+            eprintln!("  {kernel} {dt} m{m} n{n} k{kk}: {gf:.2} GFLOP/s, {ratio:.3} of FMA");
+            matmul.push(json!({"kernel": kernel, "dtype": dt.name(), "m": m, "n": n, "k": kk, "ms": t * 1e3, "gflop_s": gf, "ratio_to_fma": ratio}));
         }
     }
     let attention = attention_rows(dev, &k, runs)?;
@@ -518,7 +549,9 @@ fn markdown(doc: &Value) -> String {
             r["driver"].as_str().unwrap_or("")
         );
         s += &format!(
-            "Baselines measured in the same run: buffer copy **{copy:.2} GB/s** (read + write), FMA throughput **{fma:.1} GFLOP/s**.\n\n"
+            "Baselines measured in the same run: buffer copy **{copy:.2} GB/s** (read + write), FMA throughput **{fma:.1} GFLOP/s**. \
+The kernel rows' \"x copy\" and \"x FMA\" are medians over runs of the kernel's throughput over the baseline's, each \
+baseline sample taken right before the kernel's, so the host's drift moves both.\n\n"
         );
         s += "| kernel | dtype | shape | ms | GB/s | G weights/s | x copy |\n|---|---|---|---|---|---|---|\n";
         for m in roof["matvec"].as_array().into_iter().flatten() {

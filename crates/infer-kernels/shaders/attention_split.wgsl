@@ -34,10 +34,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let t = wg.z;
     let d = p.head_dim;
     let at = pos[0] + t;
-    var lo = 0u;
-    if (p.window > 0u && at + 1u > p.window) {
-        lo = at + 1u - p.window;
-    }
+    let lo = first_seen(t);
     // This chunk's seen positions: first ..= last (the same for the whole workgroup).
     let first = max(c * p.chunk, lo);
     let last = min(c * p.chunk + p.chunk - 1u, at);

@@ -20,10 +20,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let t = wg.y;
     let d = p.head_dim;
     let at = pos[0] + t;
-    var lo = 0u;
-    if (p.window > 0u && at + 1u > p.window) {
-        lo = at + 1u - p.window;
-    }
+    let lo = first_seen(t);
     let c0 = lo / p.chunk;
     let c1 = min(at / p.chunk, p.n_chunks - 1u);
     let r0 = (t * p.n_heads + h) * p.n_chunks;

@@ -24,10 +24,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let t = wg.z;
     let d4 = p.head_dim / 4u;
     let at = pos[0] + t;
-    var lo = 0u;
-    if (p.window > 0u && at + 1u > p.window) {
-        lo = at + 1u - p.window;
-    }
+    let lo = first_seen(t);
     let first = max(c * p.chunk, lo);
     let last = min(c * p.chunk + p.chunk - 1u, at);
     if (first > last) {

@@ -1,5 +1,6 @@
 // What the split-KV attention kernels share (attention_split, attention_split_sg,
-// attention_split_merge): their parameters, and bindings 0 (them) and 1 (pos).
+// attention_split_merge): their parameters, bindings 0 (them) and 1 (pos), and the first
+// position token t sees.
 struct Params {
     n_heads: u32,
     n_kv: u32,
@@ -17,3 +18,12 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> pos: array<u32>;
+
+// The first position token t (at position pos[0] + t) sees: 0, or past a sliding window.
+fn first_seen(t: u32) -> u32 {
+    let at = pos[0] + t;
+    if (p.window > 0u && at + 1u > p.window) {
+        return at + 1u - p.window;
+    }
+    return 0u;
+}

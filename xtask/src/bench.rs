@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 struct Opts {
     backend: Option<String>,
     model: Option<String>,
+    infer: Option<String>,
     quick: bool,
 }
 
@@ -28,6 +29,7 @@ fn parse(args: &[String]) -> Result<Opts> {
     let mut o = Opts {
         backend: None,
         model: None,
+        infer: None,
         quick: false,
     };
     let mut it = args.iter();
@@ -35,9 +37,10 @@ fn parse(args: &[String]) -> Result<Opts> {
         match a.as_str() {
             "--backend" => o.backend = Some(it.next().context("--backend needs a value")?.clone()),
             "--model" => o.model = Some(it.next().context("--model needs a value")?.clone()),
+            "--infer" => o.infer = Some(it.next().context("--infer needs a value")?.clone()),
             "--quick" => o.quick = true,
             other => bail!(
-                "cargo xtask bench: unknown argument {other}\n\nusage: cargo xtask bench [--backend vulkan|metal|dx12|gl] [--model PATH] [--quick]"
+                "cargo xtask bench: unknown argument {other}\n\nusage: cargo xtask bench [--backend vulkan|metal|dx12|gl] [--model PATH] [--infer BIN] [--quick]"
             ),
         }
     }
@@ -385,7 +388,10 @@ fn commit(root: &Path) -> String {
         .current_dir(root)
         .output()
         .ok()
+        .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        // A copy of the tree without .git (a lent GPU machine) says which commit it is.
+        .or_else(|| std::env::var("INFER_COMMIT").ok())
         .unwrap_or_default()
 }
 
@@ -394,8 +400,14 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         return bench_serve(root, &args[1..]);
     }
     let o = parse(args)?;
-    build_infer(root)?;
-    let infer = root.join("target/release/infer");
+    // `--infer BIN` runs a prebuilt binary (a machine without a Rust toolchain); else build it.
+    let infer = match &o.infer {
+        Some(bin) => std::path::PathBuf::from(bin),
+        None => {
+            build_infer(root)?;
+            root.join("target/release/infer")
+        }
+    };
     let model = match &o.model {
         Some(m) => m.clone(),
         None => crate::model::fetch_default_model(root)?

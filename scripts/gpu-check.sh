@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Correctness tests and benchmarks on a lent GPU machine that has no Rust toolchain and no
+# network: everything it runs was built here and travels in .dev/ (see scripts/gpu-bundle.sh).
+#
+#   scripts/gpu-check.sh tests   # every test binary that needs no SmolLM2 weights
+#   scripts/gpu-check.sh bench   # the rest of the tests, cargo xtask bench, variants, serving
+#
+# The tests run with CI=true (a missing adapter or fixture fails loudly). Logs and results go
+# to $OUT. Each step has its own time limit and a failure does not stop the steps after it.
+set -u
+OUT=${OUT:-/tmp/gpu-out}
+mkdir -p "$OUT"
+phase=${1:-all}
+root=$(pwd)
+summary="$OUT/summary-$phase.txt"
+: >"$summary"
+note() { echo "$*" | tee -a "$summary"; }
+
+# Vulkan loader (the image has the NVIDIA driver but no loader).
+if ! ldconfig -p | grep -q libvulkan.so.1; then
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
+if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
+  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+fi
+export INFER_BACKEND=vulkan CI=true RUST_BACKTRACE=1
+
+# Binaries and tests bake in /work/main (CARGO_MANIFEST_DIR) and read ../shared/models.
+if [ "$root" != /work/main ]; then
+  mkdir -p /work
+  [ -e /work/main ] || ln -s "$root" /work/main
+fi
+mkdir -p /work/shared/models
+[ -d /work/shared/models/stories260K ] || cp -r .dev/stories260K /work/shared/models/
+if [ ! -x target/release/infer ] || [ .dev/bundle.tar.xz -nt target/release/infer ]; then
+  tar -xJf .dev/bundle.tar.xz
+fi
+gguf=models/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ "$phase" != tests ] && [ ! -f "$gguf" ]; then
+  if [ -f .dev/model.part1 ] && [ -f .dev/model.part2 ]; then
+    mkdir -p models
+    cat .dev/model.part1 .dev/model.part2 >"$gguf"
+  fi
+fi
+if [ -f "$gguf" ] && ! sha256sum -c .dev/model.sha256 >/dev/null 2>&1; then
+  note "MODEL CHECKSUM MISMATCH"
+  rm -f "$gguf"
+fi
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee -a "$summary"
+target/release/infer devices 2>&1 | tee -a "$summary"
+
+# One test binary: name, time limit, extra environment.
+run_test() {
+  local name=$1 limit=$2
+  shift 2
+  local bin
+  bin=$(ls target/release/deps/"$name"-* 2>/dev/null | grep -v '\.d$' | head -1)
+  if [ -z "$bin" ]; then
+    note "test $name: MISSING BINARY"
+    return
+  fi
+  local log="$OUT/test-$name${TAG:-}.log" t0=$SECONDS
+  env "$@" timeout "$limit" "$bin" --test-threads=8 >"$log" 2>&1
+  local rc=$?
+  note "test $name${TAG:-} rc=$rc $((SECONDS - t0))s $(grep -E '^test result' "$log" | awk '{p+=$4; f+=$6; i+=$8} END {print "passed="p" failed="f" ignored="i}')"
+  grep -E '^test .* FAILED|panicked' "$log" | head -20 >>"$summary"
+}
+
+if [ "$phase" = tests ] || [ "$phase" = all ]; then
+  for t in ${GPU_CHECK_TESTS:-tensor infer_tensor kernels shaders infer_kernels archs llama tokenizer \
+    infer_models distribution topk infer_sampling infer_serve}; do
+    run_test "$t" 300
+  done
+  # The CPU-adapter kernel choices, on this GPU too.
+  if [ -z "${GPU_CHECK_TESTS:-}" ]; then
+    TAG=-rows-splitsg run_test archs 300 INFER_MATVEC=rows INFER_ATTENTION=split_sg
+    TAG=-lane run_test archs 300 INFER_ATTENTION=lane
+  fi
+fi
+
+if [ "$phase" = bench ] || [ "$phase" = all ]; then
+  for t in gguf spec batch cli e2e; do
+    run_test "$t" 300
+  done
+  if [ ! -f "$gguf" ]; then
+    note "no SmolLM2 weights: benchmarks skipped"
+    exit 1
+  fi
+  inf=target/release/infer
+  timeout 60 $inf run --model "$gguf" --max-tokens 12 --chat --prompt "What is the capital of France?" >"$OUT/paris.txt" 2>&1
+  note "capital of France: $(head -c 300 "$OUT/paris.txt" | tr '\n' ' ')"
+  t0=$SECONDS
+  INFER_COMMIT=${INFER_COMMIT:-} timeout 420 target/release/xtask bench --backend vulkan --infer "$inf" --model "$gguf" \
+    >"$OUT/xtask-bench.log" 2>&1
+  note "xtask bench rc=$? $((SECONDS - t0))s"
+  cp BENCHMARKS.md "$OUT/BENCHMARKS-gpu.md" 2>/dev/null
+  cp bench/results.json "$OUT/results-gpu.json" 2>/dev/null
+  # Kernel choices on this GPU: decode and prefill with each matvec / attention variant.
+  for v in "INFER_MATVEC=coalesced" "INFER_MATVEC=rows" "INFER_ATTENTION=split" "INFER_ATTENTION=tiled" \
+    "INFER_ATTENTION=lane"; do
+    env "$v" timeout 60 $inf bench --json --model "$gguf" --prompt-tokens 128 --prompt-tokens 512 \
+      --gen-tokens 64 --runs 3 >"$OUT/variant.json" 2>>"$OUT/variants.err"
+    note "variant $v: $(tail -1 "$OUT/variant.json" | head -c 600)"
+  done
+  # Speculation: adaptive k, and fixed k, prompt lookup n=2.
+  for k in "" "--draft-tokens 4" "--draft-tokens 8"; do
+    timeout 90 $inf bench --json --model "$gguf" --prompt-tokens 16 --gen-tokens 64 --runs 5 \
+      --prompt-lookup 2 $k >"$OUT/pld.json" 2>>"$OUT/variants.err"
+    note "prompt lookup $k: $(tail -1 "$OUT/pld.json" | grep -o '"speculative".*' | head -c 700)"
+  done
+  INFER_PROFILE=1 timeout 60 $inf run --model "$gguf" --max-tokens 8 --prompt "Hello" \
+    >"$OUT/profile.txt" 2>&1
+  t0=$SECONDS
+  timeout 240 $inf bench-serve --json --spawn "$gguf" --requests 16 >"$OUT/serve.json" 2>"$OUT/serve.err"
+  note "bench-serve rc=$? $((SECONDS - t0))s: $(tail -1 "$OUT/serve.json" | head -c 1500)"
+fi
+note "done $phase"

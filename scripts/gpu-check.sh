@@ -71,18 +71,18 @@ run_test() {
 if [ "$phase" = tests ] || [ "$phase" = all ]; then
   for t in ${GPU_CHECK_TESTS:-tensor infer_tensor kernels shaders infer_kernels archs llama tokenizer \
     infer_models distribution topk infer_sampling infer_serve}; do
-    run_test "$t" 300
+    run_test "$t" 150
   done
   # The CPU-adapter kernel choices, on this GPU too.
   if [ -z "${GPU_CHECK_TESTS:-}" ]; then
-    TAG=-rows-splitsg run_test archs 300 INFER_MATVEC=rows INFER_ATTENTION=split_sg
-    TAG=-lane run_test archs 300 INFER_ATTENTION=lane
+    TAG=-rows-splitsg run_test archs 150 INFER_MATVEC=rows INFER_ATTENTION=split_sg
+    TAG=-lane run_test archs 150 INFER_ATTENTION=lane
   fi
 fi
 
 if [ "$phase" = bench ] || [ "$phase" = all ]; then
   for t in gguf spec batch cli e2e; do
-    run_test "$t" 300
+    run_test "$t" 150
   done
   if [ ! -f "$gguf" ]; then
     note "no SmolLM2 weights: benchmarks skipped"

@@ -135,8 +135,10 @@ fn load4(i: u32, end: u32) -> vec4<u32> {
 fn scan(first: u32, end: u32, k: u32, floor: u32) {
     cnt = 0u;
     var kth = floor;
+    // Keys below -inf's (0x007fffff) are NaN bit patterns as floats: a NaN bound would
+    // reject every item (seen on NVIDIA when the threshold is -inf), so those get -inf.
     var lo = bitcast<f32>(0xff800000u); // -inf
-    if (floor != 0u) {
+    if (floor > 0x007fffffu) {
         lo = bitcast<f32>(bits_of(floor));
     }
     for (var i = first; i < end; i += 256u) {

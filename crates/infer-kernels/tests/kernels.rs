@@ -344,8 +344,8 @@ fn bits(k: &Kernels, t: &Tensor) -> Vec<u32> {
 }
 
 /// The fused gate/up/activation pass gives the same bits as two matvecs and the swiglu
-/// (or gelu and mul) kernels, for every dtype, activation and token count, split weights
-/// included; and matches the CPU reference.
+/// (or gelu and mul) kernels of the same (CPU) layout, for every dtype, activation and token
+/// count, split weights included; and matches the CPU reference.
 #[test]
 fn matvec_glu_equals_the_unfused_kernels_every_dtype() {
     let Some(k) = kernels() else { return };
@@ -376,11 +376,23 @@ fn matvec_glu_equals_the_unfused_kernels_every_dtype() {
                 };
                 d.extend(k.matvec_glu(&wg, &wu, &xt, m, &fused, act).unwrap());
                 k.run(&d).unwrap();
-                assert_eq!(
-                    bits(k, &fused),
-                    bits(k, &unfused),
-                    "matvec_glu {dtype} {act:?} m={m}: fused != unfused"
-                );
+                if k.matvec_coalesced_default() {
+                    // matvec_batched runs the coalesced layout here (a GPU, or forced), whose
+                    // sums go in another order than matvec_glu's: equal up to rounding.
+                    assert_close(
+                        &format!("matvec_glu {dtype} {act:?} m={m} against the unfused"),
+                        &fused.read_f32(&k.dev).unwrap(),
+                        &unfused.read_f32(&k.dev).unwrap(),
+                        1e-5,
+                        1e-5,
+                    );
+                } else {
+                    assert_eq!(
+                        bits(k, &fused),
+                        bits(k, &unfused),
+                        "matvec_glu {dtype} {act:?} m={m}: fused != unfused"
+                    );
+                }
                 let want: Vec<f32> = gv
                     .iter()
                     .zip(&uv)

@@ -4,7 +4,9 @@
 use bytemuck::{Pod, Zeroable};
 use infer_tensor::{DType, Layout, Tensor, wgpu};
 
-use crate::{Dispatch, KernelError, Kernels, Result, grid1, need_f32, need_len};
+use crate::{
+    COALESCED_LINEAR_ROWS, Dispatch, KernelError, Kernels, Result, grid1, need_f32, need_len,
+};
 
 pub use infer_tensor::reference::{GeluMode, RopeMode};
 
@@ -224,7 +226,16 @@ impl Kernels {
 
     /// Whether [`Kernels::linear`] runs matvec (rather than the tiled matmul) for `m` rows
     /// of `w`.
+    ///
+    /// On the GPU layout (coalesced) up to [`COALESCED_LINEAR_ROWS`] rows: a verification
+    /// step of a few rows is latency-bound, and the coalesced matvec's m x n / 4 workgroups
+    /// (each matrix read again from cache per row) keep the chip busy where the tiled
+    /// matmul's few tiles leave it idle. On an H200, with matmul, prompt lookup's 2-9 row
+    /// steps cost ~7 one-row steps each and speculation ran at 0.55-0.88x plain decode.
     pub fn linear_uses_matvec(&self, m: usize, w: &Tensor) -> bool {
+        if self.coalesced {
+            return m <= COALESCED_LINEAR_ROWS;
+        }
         let cpu = self.dev.info.device_type == wgpu::DeviceType::Cpu;
         m == 1 || (cpu && (w.dtype.is_quantized() || m < 16))
     }

@@ -113,6 +113,10 @@ pub const SHADERS: &[Shader] = &[
 /// Default of [`Kernels::matvec_tokens`].
 const MATVEC_TOKENS: u32 = 4;
 
+/// Most rows [`Kernels::linear`] runs through the coalesced (GPU layout) matvec rather
+/// than the tiled matmul: speculative verification steps (at most 16 rows) included.
+pub const COALESCED_LINEAR_ROWS: usize = 16;
+
 const NIBBLES: &str = include_str!("../shaders/common/nibbles.wgsl");
 
 /// The snippet giving weight access for `dtype`.

@@ -23,6 +23,6 @@ cp -r ../shared/models/stories260K .dev/
 m=models/SmolLM2-135M-Instruct.Q4_1.gguf
 (sha256sum "$m") >.dev/model.sha256
 rm -f .dev/model.part*
-head -c 44000000 "$m" >.dev/model.part1
-tail -c +44000001 "$m" >.dev/model.part2
+head -c 42000000 "$m" >.dev/model.part1
+tail -c +42000001 "$m" >.dev/model.part2
 ls -la .dev

@@ -36,12 +36,13 @@ mkdir -p /work/shared/models
 if [ ! -x target/release/infer ] || [ .dev/bundle.tar.xz -nt target/release/infer ]; then
   tar -xJf .dev/bundle.tar.xz
 fi
+# The model travels in two calls (64 MiB each): a carried path not named by the next call
+# is removed there, so part 1 is moved into models/ (ignored, not carried) on arrival.
 gguf=models/SmolLM2-135M-Instruct.Q4_1.gguf
-if [ "$phase" != tests ] && [ ! -f "$gguf" ]; then
-  if [ -f .dev/model.part1 ] && [ -f .dev/model.part2 ]; then
-    mkdir -p models
-    cat .dev/model.part1 .dev/model.part2 >"$gguf"
-  fi
+mkdir -p models
+[ -f .dev/model.part1 ] && cp .dev/model.part1 models/part1
+if [ ! -f "$gguf" ] && [ -f models/part1 ] && [ -f .dev/model.part2 ]; then
+  cat models/part1 .dev/model.part2 >"$gguf"
 fi
 if [ -f "$gguf" ] && ! sha256sum -c .dev/model.sha256 >/dev/null 2>&1; then
   note "MODEL CHECKSUM MISMATCH"
@@ -61,15 +62,17 @@ run_test() {
     note "test $name: MISSING BINARY"
     return
   fi
-  local log="$OUT/test-$name${TAG:-}.log" t0=$SECONDS
+  local log="$OUT/tmp-test.log" t0=$SECONDS
   env "$@" timeout "$limit" "$bin" --test-threads=8 >"$log" 2>&1
   local rc=$?
+  { echo "=== $name${TAG:-} rc=$rc"; cat "$log"; } >>"$OUT/tests-$phase.log"
   note "test $name${TAG:-} rc=$rc $((SECONDS - t0))s $(grep -E '^test result' "$log" | awk '{p+=$4; f+=$6; i+=$8} END {print "passed="p" failed="f" ignored="i}')"
-  grep -E '^test .* FAILED|panicked' "$log" | head -20 >>"$summary"
+  grep -E -A3 '^test .* FAILED|panicked' "$log" | head -30 >>"$summary"
+  rm -f "$log"
 }
 
 if [ "$phase" = tests ] || [ "$phase" = all ]; then
-  for t in ${GPU_CHECK_TESTS:-tensor infer_tensor kernels shaders infer_kernels archs llama tokenizer \
+  for t in ${GPU_CHECK_TESTS:-tensor infer_tensor kernels shaders infer_kernels archs llama \
     infer_models distribution topk infer_sampling infer_serve}; do
     run_test "$t" 150
   done
@@ -81,7 +84,7 @@ if [ "$phase" = tests ] || [ "$phase" = all ]; then
 fi
 
 if [ "$phase" = bench ] || [ "$phase" = all ]; then
-  for t in gguf spec batch cli e2e; do
+  for t in tokenizer gguf spec batch cli e2e; do
     run_test "$t" 150
   done
   if [ ! -f "$gguf" ]; then
@@ -89,31 +92,37 @@ if [ "$phase" = bench ] || [ "$phase" = all ]; then
     exit 1
   fi
   inf=target/release/infer
-  timeout 60 $inf run --model "$gguf" --max-tokens 12 --chat --prompt "What is the capital of France?" >"$OUT/paris.txt" 2>&1
-  note "capital of France: $(head -c 300 "$OUT/paris.txt" | tr '\n' ' ')"
+  timeout 60 $inf run --model "$gguf" --max-tokens 12 --chat --prompt "What is the capital of France?" >"$OUT/tmp.txt" 2>&1
+  note "capital of France: $(head -c 300 "$OUT/tmp.txt" | tr '\n' ' ')"
   t0=$SECONDS
   INFER_COMMIT=${INFER_COMMIT:-} timeout 420 target/release/xtask bench --backend vulkan --infer "$inf" --model "$gguf" \
     >"$OUT/xtask-bench.log" 2>&1
   note "xtask bench rc=$? $((SECONDS - t0))s"
   cp BENCHMARKS.md "$OUT/BENCHMARKS-gpu.md" 2>/dev/null
   cp bench/results.json "$OUT/results-gpu.json" 2>/dev/null
-  # Kernel choices on this GPU: decode and prefill with each matvec / attention variant.
-  for v in "INFER_MATVEC=coalesced" "INFER_MATVEC=rows" "INFER_ATTENTION=split" "INFER_ATTENTION=tiled" \
-    "INFER_ATTENTION=lane"; do
-    env "$v" timeout 60 $inf bench --json --model "$gguf" --prompt-tokens 128 --prompt-tokens 512 \
-      --gen-tokens 64 --runs 3 >"$OUT/variant.json" 2>>"$OUT/variants.err"
-    note "variant $v: $(tail -1 "$OUT/variant.json" | head -c 600)"
+  mv "$OUT/xtask-bench.log" "$OUT/tmp-xtask.log"
+  cat "$OUT/tmp-xtask.log" >>"$OUT/bench.log" && rm -f "$OUT/tmp-xtask.log"
+  # Long context: decode at 2048 (flash-decoding), and the lane attention for contrast.
+  for v in "INFER_DEFAULTS=1" "INFER_ATTENTION=tiled"; do
+    env "$v" timeout 90 $inf bench --json --model "$gguf" --prompt-tokens 2048 --ctx-size 4096 \
+      --max-batch 512 --gen-tokens 64 --runs 3 >"$OUT/tmp.json" 2>>"$OUT/bench.log"
+    note "long context $v: $(tail -1 "$OUT/tmp.json" | grep -o '"prompt_2048".*' | head -c 300)"
   done
   # Speculation: adaptive k, and fixed k, prompt lookup n=2.
   for k in "" "--draft-tokens 4" "--draft-tokens 8"; do
     timeout 90 $inf bench --json --model "$gguf" --prompt-tokens 16 --gen-tokens 64 --runs 5 \
-      --prompt-lookup 2 $k >"$OUT/pld.json" 2>>"$OUT/variants.err"
-    note "prompt lookup $k: $(tail -1 "$OUT/pld.json" | grep -o '"speculative".*' | head -c 700)"
+      --prompt-lookup 2 $k >"$OUT/tmp.json" 2>>"$OUT/bench.log"
+    note "prompt lookup $k: $(tail -1 "$OUT/tmp.json" | grep -o '"speculative".*' | head -c 700)"
   done
-  INFER_PROFILE=1 timeout 60 $inf run --model "$gguf" --max-tokens 8 --prompt "Hello" \
+  # Per-kernel GPU time of decode steps, and of prompt lookup's verification steps.
+  INFER_PROFILE=1 timeout 60 $inf run --model "$gguf" --max-tokens 4 --prompt "Hello" \
     >"$OUT/profile.txt" 2>&1
+  INFER_PROFILE=1 timeout 60 $inf run --model "$gguf" --max-tokens 40 --prompt-lookup 2 --chat \
+    --prompt "Repeat exactly: the keeper wound the great clockwork, polished the brass lamp and lit the wick." \
+    >>"$OUT/profile.txt" 2>&1
   t0=$SECONDS
-  timeout 240 $inf bench-serve --json --spawn "$gguf" --requests 16 >"$OUT/serve.json" 2>"$OUT/serve.err"
+  timeout 240 $inf bench-serve --json --spawn "$gguf" --requests 16 >"$OUT/serve.json" 2>>"$OUT/bench.log"
   note "bench-serve rc=$? $((SECONDS - t0))s: $(tail -1 "$OUT/serve.json" | head -c 1500)"
 fi
+rm -f "$OUT"/tmp*
 note "done $phase"

@@ -52,32 +52,35 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Records `reps` repetitions of a benchmarked operation into an encoder (kernels: all in
+/// one compute pass, so a pass boundary is not counted per repetition).
+type Record<'a> = dyn Fn(&mut wgpu::CommandEncoder, usize) + 'a;
+
 /// Repetitions of `record` one command buffer needs to last >= 20 ms (after a warm-up).
-fn calibrate(dev: &Device, record: &dyn Fn(&mut wgpu::CommandEncoder)) -> Result<usize> {
+fn calibrate(dev: &Device, record: &Record) -> Result<usize> {
     sample(dev, 1, record)?;
     let mut reps = 1;
-    while reps < 4096 && sample(dev, reps, record)? * (reps as f64) < 0.02 {
+    while reps < 16384 && sample(dev, reps, record)? * (reps as f64) < 0.02 {
         reps *= 2;
     }
     Ok(reps)
 }
 
-/// Seconds per repetition of `record` over one command buffer of `reps` (wall clock from
-/// submit to the end of the wait).
-fn sample(dev: &Device, reps: usize, record: &dyn Fn(&mut wgpu::CommandEncoder)) -> Result<f64> {
+/// Seconds per repetition of `record` over one command buffer of `reps`: wall clock from
+/// submit to the end of the wait (the command buffer is finished before the clock starts).
+fn sample(dev: &Device, reps: usize, record: &Record) -> Result<f64> {
     let mut enc = dev.device.create_command_encoder(&Default::default());
-    for _ in 0..reps {
-        record(&mut enc);
-    }
+    record(&mut enc, reps);
+    let cb = enc.finish();
     let t = Instant::now();
-    dev.queue.submit([enc.finish()]);
+    dev.queue.submit([cb]);
     dev.wait()?;
     Ok(t.elapsed().as_secs_f64() / reps as f64)
 }
 
 /// Seconds per repetition of `record` (median of `runs` command buffers, each repeating it
 /// enough times to last >= 20 ms).
-fn time_gpu(dev: &Device, runs: usize, record: &dyn Fn(&mut wgpu::CommandEncoder)) -> Result<f64> {
+fn time_gpu(dev: &Device, runs: usize, record: &Record) -> Result<f64> {
     let reps = calibrate(dev, record)?;
     let v: Result<Vec<f64>> = (0..runs).map(|_| sample(dev, reps, record)).collect();
     Ok(median(v?))
@@ -88,12 +91,7 @@ fn time_gpu(dev: &Device, runs: usize, record: &dyn Fn(&mut wgpu::CommandEncoder
 /// kernel's median seconds per repetition and the median over pairs of baseline seconds
 /// over kernel seconds (the kernel's throughput relative to the baseline's, for equal
 /// work).
-fn time_paired(
-    dev: &Device,
-    runs: usize,
-    base: &dyn Fn(&mut wgpu::CommandEncoder),
-    kernel: &dyn Fn(&mut wgpu::CommandEncoder),
-) -> Result<(f64, f64)> {
+fn time_paired(dev: &Device, runs: usize, base: &Record, kernel: &Record) -> Result<(f64, f64)> {
     let (rb, rk) = (calibrate(dev, base)?, calibrate(dev, kernel)?);
     let (mut tk, mut ratio) = (Vec::new(), Vec::new());
     for _ in 0..runs {
@@ -105,11 +103,15 @@ fn time_paired(
     Ok((median(tk), median(ratio)))
 }
 
-fn record_dispatches(d: &[infer_kernels::Dispatch]) -> impl Fn(&mut wgpu::CommandEncoder) + '_ {
-    move |enc: &mut wgpu::CommandEncoder| {
+fn record_dispatches(
+    d: &[infer_kernels::Dispatch],
+) -> impl Fn(&mut wgpu::CommandEncoder, usize) + '_ {
+    move |enc: &mut wgpu::CommandEncoder, reps: usize| {
         let mut pass = enc.begin_compute_pass(&Default::default());
-        for x in d {
-            x.record(&mut pass);
+        for _ in 0..reps {
+            for x in d {
+                x.record(&mut pass);
+            }
         }
     }
 }
@@ -137,8 +139,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
     let runs = if quick { 3 } else { 7 };
     let k = Kernels::new(dev.clone());
-    // Copy: 64 MiB buffer to buffer; GB/s counts bytes read + written.
-    let size = 64u64 << 20;
+    // Copy: buffer to buffer, 64 MiB on CPU adapters (past any cache), 1 GiB on GPUs (a
+    // copy of 64 MiB lasts ~30 µs on an H200: too short to fill the chip); GB/s counts bytes
+    // read + written.
+    let cpu = dev.info.device_type == wgpu::DeviceType::Cpu;
+    let size = if cpu { 64u64 << 20 } else { 1u64 << 30 };
     let mk = |usage| {
         dev.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("bench copy"),
@@ -151,7 +156,11 @@ fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
         mk(wgpu::BufferUsages::COPY_SRC),
         mk(wgpu::BufferUsages::COPY_DST),
     );
-    let copy = |enc: &mut wgpu::CommandEncoder| enc.copy_buffer_to_buffer(&a, 0, &b, 0, size);
+    let copy = |enc: &mut wgpu::CommandEncoder, reps: usize| {
+        for _ in 0..reps {
+            enc.copy_buffer_to_buffer(&a, 0, &b, 0, size);
+        }
+    };
     let t = time_gpu(dev, runs, &copy)?;
     let copy_gbs = 2.0 * size as f64 / t / 1e9;
     eprintln!("  copy: {copy_gbs:.2} GB/s (read + write)");
@@ -173,7 +182,9 @@ fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
             compilation_options: Default::default(),
             cache: None,
         });
-    let groups = 256u32;
+    // Enough invocations to fill the adapter: 16384 on CPU adapters, 2^19 on GPUs (an H200
+    // holds 132 x 2048 resident invocations).
+    let groups = if cpu { 256u32 } else { 8192 };
     let out = Tensor::zeros(dev, "fma out", &[groups as usize * 64], DType::F32)?;
     let bg = dev.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some("bench fma"),
@@ -183,11 +194,13 @@ fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
             resource: out.buffer().as_entire_binding(),
         }],
     });
-    let fma = |enc: &mut wgpu::CommandEncoder| {
+    let fma = |enc: &mut wgpu::CommandEncoder, reps: usize| {
         let mut pass = enc.begin_compute_pass(&Default::default());
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(groups, 1, 1);
+        for _ in 0..reps {
+            pass.dispatch_workgroups(groups, 1, 1);
+        }
     };
     let t = time_gpu(dev, runs, &fma)?;
     let fma_gflops = groups as f64 * 64.0 * 65536.0 / t / 1e9;
@@ -382,7 +395,12 @@ fn build_infer(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The commit measured: env INFER_COMMIT where set (a copy of the tree on another machine,
+/// whose .git may be stale), else `git rev-parse`.
 fn commit(root: &Path) -> String {
+    if let Ok(c) = std::env::var("INFER_COMMIT") {
+        return c;
+    }
     Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .current_dir(root)
@@ -390,8 +408,6 @@ fn commit(root: &Path) -> String {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        // A copy of the tree without .git (a lent GPU machine) says which commit it is.
-        .or_else(|| std::env::var("INFER_COMMIT").ok())
         .unwrap_or_default()
 }
 

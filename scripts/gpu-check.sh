@@ -92,6 +92,11 @@ if [ "$phase" = bench ] || [ "$phase" = all ]; then
     exit 1
   fi
   inf=target/release/infer
+  # SM / memory clocks and utilisation through the benchmarks (decode steps are short
+  # dispatches: does the GPU leave its idle clocks?).
+  nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu,power.draw \
+    --format=csv,noheader -lms 500 >"$OUT/clocks.csv" 2>&1 &
+  smi=$!
   timeout 60 $inf run --model "$gguf" --max-tokens 12 --chat --prompt "What is the capital of France?" >"$OUT/tmp.txt" 2>&1
   note "capital of France: $(head -c 300 "$OUT/tmp.txt" | tr '\n' ' ')"
   t0=$SECONDS
@@ -121,8 +126,9 @@ if [ "$phase" = bench ] || [ "$phase" = all ]; then
     --prompt "Repeat exactly: the keeper wound the great clockwork, polished the brass lamp and lit the wick." \
     >>"$OUT/profile.txt" 2>&1
   t0=$SECONDS
-  timeout 240 $inf bench-serve --json --spawn "$gguf" --requests 16 >"$OUT/serve.json" 2>>"$OUT/bench.log"
-  note "bench-serve rc=$? $((SECONDS - t0))s: $(tail -1 "$OUT/serve.json" | head -c 1500)"
+  timeout 240 $inf bench-serve --json --spawn "$gguf" --requests 16 >"$OUT/tmp-serve.json" 2>>"$OUT/bench.log"
+  note "bench-serve rc=$? $((SECONDS - t0))s: $(tail -1 "$OUT/tmp-serve.json" | head -c 1500)"
+  kill $smi 2>/dev/null
 fi
 rm -f "$OUT"/tmp*
 note "done $phase"

@@ -1,52 +1,40 @@
-// matvec_coalesced: y[y_off + t * y_ld + r] = sum_c W[r, c] * x[x_off + t * k + c] (with
+// matvec_coalesced: y[y_off + t * y_ld + r] = sum_c W[r, c] * xn[x_off + t * k + c] (with
 // flag = 1: added to y), for the rows r of one weight part and the m tokens t: the matvec
-// laid out for GPUs. A workgroup of 64 lanes owns R = 4 consecutive rows of one token; lane
-// l walks the rows' 16-byte units l, l + 64, ... so neighbouring lanes read neighbouring
-// units (coalesced loads), each unit's x is loaded once for the R rows, and the 64 partial
-// sums of a row are added by a fixed tree in workgroup memory. Many small workgroups (n / 4
-// per token) fill a GPU where the one-lane-per-8-rows matvec (made for CPU adapters, where
-// barriers are expensive) would run a handful. Each lane's sums use the same per-unit
-// expression (w_raw, w_dot) as matvec, and the reduction order does not depend on m, so a
-// token's result is the same whatever else is in the batch.
+// laid out for GPUs. xn is x, or with norm = 1 the RMSNorm of x's row t computed here (each
+// workgroup reduces its token's sum of squares itself, as the rms_norm kernel does, and
+// scales x as it loads it), which saves the rms_norm dispatch before a projection.
+// A workgroup of 64 lanes owns R = 4 consecutive rows of one token; lane l walks the rows'
+// 16-byte units l, l + 64, ... so neighbouring lanes read neighbouring units (coalesced
+// loads), each unit's x is loaded once for the R rows, and the 64 partial sums of a row are
+// added by a fixed tree in workgroup memory. Many small workgroups (n / 4 per token) fill a
+// GPU where the one-lane-per-8-rows matvec (made for CPU adapters, where barriers are
+// expensive) would run a handful. Each lane's sums use the same per-unit expression (w_raw,
+// w_dot) as matvec, and the reduction order does not depend on m, so a token's result is
+// the same whatever else is in the batch.
 // Dispatch: (ceil(n / R), m, 1); at most 65535 workgroups per dimension.
-// Params, bindings 0-4 and xv: common/matvec_io.wgsl.
+// Params, bindings 0-4 and xv: common/matvec_io.wgsl; binding 5 (the norm weight), the
+// layout, x_unit and reduce_lanes: common/coalesced.wgsl.
 
-const LANES: u32 = 64u;
-const R: u32 = 4u;
-
-var<workgroup> part: array<f32, 256>;
+const NACC: u32 = R;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
     let r0 = wg.x * R;
     let t = wg.y;
     let x_off = p.x_off + t * p.k;
+    var inv = 1.0;
+    if (p.norm != 0u) {
+        inv = norm_inv(x_off, l);
+    }
     var acc: array<f32, R>;
     let nb = w_nb();
     for (var b = l; b < nb; b += LANES) {
-        var xs: array<vec4<f32>, WV>;
-        var x4s = vec4<f32>(0.0);
-        for (var j = 0u; j < WV; j++) {
-            xs[j] = xv(x_off, b * WB + 4u * j);
-            x4s += xs[j];
-        }
-        let xsum = x4s.x + x4s.y + x4s.z + x4s.w;
+        let xu = x_unit(x_off, b, inv);
         for (var r = 0u; r < R; r++) {
-            acc[r] += w_dot(w_raw(min(r0 + r, p.n - 1u), b), xs, xsum);
+            acc[r] += w_dot(w_raw(min(r0 + r, p.n - 1u), b), xu.xs, xu.sum);
         }
     }
-    for (var r = 0u; r < R; r++) {
-        part[r * LANES + l] = acc[r];
-    }
-    workgroupBarrier();
-    for (var s = LANES / 2u; s > 0u; s = s / 2u) {
-        if (l < s) {
-            for (var r = 0u; r < R; r++) {
-                part[r * LANES + l] += part[r * LANES + l + s];
-            }
-        }
-        workgroupBarrier();
-    }
+    reduce_lanes(acc, l);
     if (l < R && r0 + l < p.n) {
         let at = p.y_off + t * p.y_ld + r0 + l;
         let v = part[l * LANES];

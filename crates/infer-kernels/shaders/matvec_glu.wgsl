@@ -7,23 +7,12 @@
 // 2 * ROWS dot products; each row's sums are the same expression (w_raw, w_dot) as the
 // matvec kernel's, so the gate and up values equal matvec's bit for bit. No barriers.
 // Dispatch: (ceil(ceil(n / ROWS) / WG), m, 1).
-// Params, bindings 0-4 and xv: common/matvec_io.wgsl.
+// Params, bindings 0-4 and xv: common/matvec_io.wgsl; glu (the activation): common/glu.wgsl.
 // The up projection's part (same layout as w, the gate's).
 @group(0) @binding(5) var<storage, read> wu: array<vec4<u32>>;
 
 override WG: u32 = 64u;
 const ROWS: u32 = 8u;
-
-fn silu_mul(gv: f32, uv: f32) -> f32 {
-    return gv / (1.0 + exp(-gv)) * uv;
-}
-
-fn gelu_tanh_mul(v: f32, uv: f32) -> f32 {
-    let u = 0.7978845608028654 * (v + 0.044715 * v * v * v);
-    let th = 1.0 - 2.0 / (exp(2.0 * clamp(u, -15.0, 15.0)) + 1.0);
-    let a = 0.5 * v * (1.0 + th);
-    return a * uv;
-}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -52,13 +41,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     for (var r = 0u; r < ROWS; r++) {
         if (r0 + r < p.n) {
-            var v: f32;
-            if (p.flag == 0u) {
-                v = silu_mul(ag[r], au[r]);
-            } else {
-                v = gelu_tanh_mul(ag[r], au[r]);
-            }
-            y[p.y_off + t * p.y_ld + r0 + r] = v;
+            y[p.y_off + t * p.y_ld + r0 + r] = glu(ag[r], au[r]);
         }
     }
 }

@@ -53,8 +53,53 @@ struct MatvecParams {
     soff: u32,
     m: u32,
     y_ld: u32,
-    /// matvec: accumulate into y; matvec_glu: the activation (0 silu, 1 gelu tanh).
+    /// matvec: accumulate into y; the glu kernels: the activation (0 silu, 1 gelu tanh).
     flag: u32,
+    /// The coalesced kernels: 1 to fold an RMSNorm (`eps`, `w_offset`) into x.
+    norm: u32,
+    eps: f32,
+    w_offset: f32,
+    _pad: u32,
+}
+
+/// An RMSNorm folded into the input of a coalesced matvec ([`Kernels::matvec_coalesced_norm`],
+/// [`Kernels::matvec_glu_coalesced`]): each token's x is used as
+/// `x / sqrt(mean(x^2) + eps) * (offset + weight)`, with the [`Kernels::rms_norm`] kernel's
+/// arithmetic (the same sum of squares in the same order), so the values are its bits.
+#[derive(Clone, Copy, Debug)]
+pub struct Norm<'a> {
+    /// (k) f32.
+    pub weight: &'a Tensor,
+    pub eps: f32,
+    /// Added to the weight: 1 for Gemma checkpoints that store w of (1 + w), else 0.
+    pub offset: f32,
+}
+
+/// Gate and up weights of a glu kernel: the same shape, dtype and parts.
+fn same_layout(kernel: &'static str, wg: &Tensor, wu: &Tensor) -> Result<()> {
+    if wu.dtype != wg.dtype
+        || wu.shape != wg.shape
+        || wu.parts.len() != wg.parts.len()
+        || wu.parts.iter().zip(&wg.parts).any(|(a, b)| {
+            (a.rows, a.row_start, a.scale_offset) != (b.rows, b.row_start, b.scale_offset)
+        })
+    {
+        return Err(KernelError::Shape {
+            kernel,
+            reason: format!(
+                "gate {} {:?} {} and up {} {:?} {} differ in shape, dtype or layout",
+                wg.name, wg.shape, wg.dtype, wu.name, wu.shape, wu.dtype
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn glu_flag(act: Glu) -> u32 {
+    match act {
+        Glu::Silu => 0,
+        Glu::GeluTanh => 1,
+    }
 }
 
 #[repr(C)]
@@ -241,12 +286,12 @@ impl Kernels {
     }
 
     /// Whether the fused [`Kernels::matvec_glu`] is the faster way to run `m` tokens of
-    /// `dtype` gate and up weights through matvec: when matvec would run them one token per
-    /// invocation anyway (where token tiles are faster, two tiled matvecs and the
-    /// activation kernel are used instead).
+    /// `dtype` gate and up weights through matvec: always where matvec is coalesced (GPUs:
+    /// one dispatch instead of three, and dispatches dominate there); in the CPU layout when
+    /// matvec would run them one token per invocation anyway (where token tiles are faster,
+    /// two tiled matvecs and the activation kernel are used instead).
     pub fn glu_fused_faster(&self, dtype: DType, m: usize) -> bool {
-        // matvec_glu has the CPU layout; on GPUs the coalesced matvec wins.
-        !self.coalesced && self.matvec_plan(dtype, m) == [(1, 0, m)]
+        self.coalesced || self.matvec_plan(dtype, m) == [(1, 0, m)]
     }
 
     /// An MLP's gated activation in one pass over `m` tokens of `x` (`(m, k)`):
@@ -264,20 +309,9 @@ impl Kernels {
     ) -> Result<Vec<Dispatch>> {
         let dt = weight_dtype("matvec_glu", wg)?;
         let (n, k) = (wg.rows(), wg.cols());
-        if wu.dtype != wg.dtype
-            || wu.shape != wg.shape
-            || wu.parts.len() != wg.parts.len()
-            || wu.parts.iter().zip(&wg.parts).any(|(a, b)| {
-                (a.rows, a.row_start, a.scale_offset) != (b.rows, b.row_start, b.scale_offset)
-            })
-        {
-            return Err(KernelError::Shape {
-                kernel: "matvec_glu",
-                reason: format!(
-                    "gate {} {:?} {} and up {} {:?} {} differ in shape, dtype or layout",
-                    wg.name, wg.shape, wg.dtype, wu.name, wu.shape, wu.dtype
-                ),
-            });
+        same_layout("matvec_glu", wg, wu)?;
+        if self.coalesced && self.coalesced_fits(wg) {
+            return self.matvec_glu_coalesced(wg, wu, x, m, out, act, None);
         }
         need_f32("matvec_glu", x, m * k)?;
         need_f32("matvec_glu", out, m * n)?;
@@ -299,10 +333,8 @@ impl Kernels {
                     soff: u32s(pg.scale_offset),
                     m: u32s(m),
                     y_ld: u32s(n),
-                    flag: match act {
-                        Glu::Silu => 0,
-                        Glu::GeluTanh => 1,
-                    },
+                    flag: glu_flag(act),
+                    ..Zeroable::zeroed()
                 };
                 let threads = pg.rows.div_ceil(8);
                 self.dispatch(
@@ -334,19 +366,102 @@ impl Kernels {
         y_off: usize,
         acc: bool,
     ) -> Result<Vec<Dispatch>> {
-        let dt = weight_dtype("matvec_coalesced", w)?;
+        let flag = u32::from(acc);
+        self.coalesced(
+            "matvec_coalesced",
+            w,
+            None,
+            x,
+            x_off,
+            m,
+            y,
+            y_off,
+            flag,
+            None,
+        )
+    }
+
+    /// `y[t] = w xn[t]` over `m` tokens of `x` (`(m, k)`), `xn` = `norm` applied to `x`
+    /// (the RMSNorm computed inside the matvec instead of by a [`Kernels::rms_norm`]
+    /// dispatch before it): the GPU layout `matvec_coalesced`, with the bits of rms_norm
+    /// then [`Kernels::matvec_coalesced`]. Batch invariant.
+    pub fn matvec_coalesced_norm(
+        &self,
+        w: &Tensor,
+        x: &Tensor,
+        m: usize,
+        y: &Tensor,
+        norm: Norm<'_>,
+    ) -> Result<Vec<Dispatch>> {
+        let kernel = "matvec_coalesced";
+        self.coalesced(kernel, w, None, x, 0, m, y, 0, 0, Some(norm))
+    }
+
+    /// [`Kernels::matvec_glu`] with the GPU layout `matvec_glu_coalesced` (which matvec_glu
+    /// picks by itself where matvec is coalesced), optionally over `norm` applied to `x`
+    /// (see [`Kernels::matvec_coalesced_norm`]). The gate and up values are
+    /// [`Kernels::matvec_coalesced`]'s bits; batch invariant.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matvec_glu_coalesced(
+        &self,
+        wg: &Tensor,
+        wu: &Tensor,
+        x: &Tensor,
+        m: usize,
+        out: &Tensor,
+        act: Glu,
+        norm: Option<Norm<'_>>,
+    ) -> Result<Vec<Dispatch>> {
+        let kernel = "matvec_glu_coalesced";
+        same_layout(kernel, wg, wu)?;
+        self.coalesced(kernel, wg, Some(wu), x, 0, m, out, 0, glu_flag(act), norm)
+    }
+
+    /// Whether every part of `w` fits the coalesced kernels' grid (ceil(rows / 4) <= 65535).
+    fn coalesced_fits(&self, w: &Tensor) -> bool {
+        w.parts.iter().all(|pt| pt.rows.div_ceil(4) <= 65535)
+    }
+
+    /// Whether matvec over `w` runs the coalesced layout, which can take an RMSNorm of its
+    /// input ([`Kernels::matvec_coalesced_norm`], [`Kernels::matvec_glu_coalesced`]): on
+    /// GPUs (see [`Kernels::matvec_coalesced_default`]).
+    pub fn fuses_norm(&self, w: &Tensor) -> bool {
+        self.coalesced && self.coalesced_fits(w)
+    }
+
+    /// The coalesced kernels' dispatches: `kernel` over weight `w` (and `wu`, the glu's up
+    /// weight, in the same layout), one per part.
+    #[allow(clippy::too_many_arguments)]
+    fn coalesced(
+        &self,
+        kernel: &'static str,
+        w: &Tensor,
+        wu: Option<&Tensor>,
+        x: &Tensor,
+        x_off: usize,
+        m: usize,
+        y: &Tensor,
+        y_off: usize,
+        flag: u32,
+        norm: Option<Norm<'_>>,
+    ) -> Result<Vec<Dispatch>> {
+        let dt = weight_dtype(kernel, w)?;
         let (n, k) = (w.rows(), w.cols());
-        need_f32("matvec_coalesced", x, x_off + m * k)?;
-        need_f32("matvec_coalesced", y, y_off + m * n)?;
-        if m == 0 || m > 65535 || w.parts.iter().any(|pt| pt.rows.div_ceil(4) > 65535) {
+        need_f32(kernel, x, x_off + m * k)?;
+        need_f32(kernel, y, y_off + m * n)?;
+        if let Some(nm) = norm {
+            need_f32(kernel, nm.weight, k)?;
+        }
+        if m == 0 || m > 65535 || !self.coalesced_fits(w) {
             return Err(KernelError::Shape {
-                kernel: "matvec_coalesced",
+                kernel,
                 reason: format!("{m} tokens (1..=65535) of {n} rows (at most 262140 per part)"),
             });
         }
         w.parts
             .iter()
-            .map(|part| {
+            .enumerate()
+            .map(|(i, part)| {
                 let params = MatvecParams {
                     n: u32s(part.rows),
                     k: u32s(k),
@@ -355,13 +470,23 @@ impl Kernels {
                     soff: u32s(part.scale_offset),
                     m: u32s(m),
                     y_ld: u32s(n),
-                    flag: u32::from(acc),
+                    flag,
+                    norm: u32::from(norm.is_some()),
+                    eps: norm.map_or(0.0, |nm| nm.eps),
+                    w_offset: norm.map_or(0.0, |nm| nm.offset),
+                    _pad: 0,
                 };
+                // Without a norm, x stands in for the norm weight (never read).
+                let nw = norm.map_or(x.buffer(), |nm| nm.weight.buffer());
+                let mut buffers = vec![&part.buffer, x.buffer(), y.buffer(), x.buffer(), nw];
+                if let Some(wu) = wu {
+                    buffers.push(&wu.parts[i].buffer);
+                }
                 self.dispatch(
-                    "matvec_coalesced",
+                    kernel,
                     Some(dt),
                     &params,
-                    &[&part.buffer, x.buffer(), y.buffer(), x.buffer()],
+                    &buffers,
                     [u32s(part.rows.div_ceil(4)), u32s(m), 1],
                 )
             })
@@ -389,7 +514,7 @@ impl Kernels {
                 reason: format!("{m} tokens (1..=65535)"),
             });
         }
-        if self.coalesced && w.parts.iter().all(|pt| pt.rows.div_ceil(4) <= 65535) {
+        if self.coalesced && self.coalesced_fits(w) {
             return self.matvec_coalesced(w, x, x_off, m, y, y_off, acc);
         }
         self.matvec_plan(dt, m)
@@ -405,6 +530,7 @@ impl Kernels {
                         m: u32s(count),
                         y_ld: u32s(n),
                         flag: u32::from(acc),
+                        ..Zeroable::zeroed()
                     };
                     let threads = part.rows.div_ceil(8);
                     self.dispatch_tok(

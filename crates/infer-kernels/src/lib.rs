@@ -29,7 +29,7 @@ use wgpu::util::DeviceExt;
 
 mod launchers;
 
-pub use launchers::{AttentionKernel, AttentionParams, GeluMode, Glu, PagedParams, RopeMode};
+pub use launchers::{AttentionKernel, AttentionParams, GeluMode, Glu, Norm, PagedParams, RopeMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -78,8 +78,13 @@ macro_rules! shader {
 /// Every kernel in `shaders/`.
 pub const SHADERS: &[Shader] = &[
     shader!("matvec", true, ["matvec_io"]),
-    shader!("matvec_glu", true, ["matvec_io"]),
-    shader!("matvec_coalesced", true, ["matvec_io"]),
+    shader!("matvec_glu", true, ["matvec_io", "glu"]),
+    shader!("matvec_coalesced", true, ["matvec_io", "coalesced"]),
+    shader!(
+        "matvec_glu_coalesced",
+        true,
+        ["matvec_io", "coalesced", "glu"]
+    ),
     shader!("matmul", true),
     shader!("embedding", true),
     shader!("rms_norm", false),
@@ -133,15 +138,15 @@ pub fn weights_snippet(dtype: DType) -> Option<&'static str> {
 }
 
 /// The full WGSL of a kernel: its `common` snippets prepended, and before them, for weight
-/// kernels, the dtype's snippet and `common/nibbles.wgsl` (matvec_glu, which reads a
-/// second weight `wu`, also gets the snippet's functions renamed `*_up` and reading `wu`).
+/// kernels, the dtype's snippet and `common/nibbles.wgsl` (the glu kernels, which read a
+/// second weight `wu`, also get the snippet's functions renamed `*_up` and reading `wu`).
 pub fn shader_source(shader: &Shader, dtype: Option<DType>) -> Option<String> {
     let common = shader.common.join("\n");
     match (shader.weights, dtype) {
         (false, None) => Some(format!("{common}\n{}", shader.source)),
         (true, Some(d)) => {
             let snippet = weights_snippet(d)?;
-            let up = if shader.name == "matvec_glu" {
+            let up = if shader.name.starts_with("matvec_glu") {
                 second_weight(snippet)
             } else {
                 String::new()

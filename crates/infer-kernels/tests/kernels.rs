@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use infer_kernels::{AttentionParams, GeluMode, Kernels, RopeMode};
+use infer_kernels::{AttentionParams, GeluMode, Glu, Kernels, Norm, RopeMode};
 use infer_tensor::reference::{self as r, AttentionShape, RopeScaling};
 use infer_tensor::{DType, Tensor, device::test_device};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -344,7 +344,7 @@ fn bits(k: &Kernels, t: &Tensor) -> Vec<u32> {
 }
 
 /// The fused gate/up/activation pass gives the same bits as two matvecs and the swiglu
-/// (or gelu and mul) kernels of the same (CPU) layout, for every dtype, activation and token
+/// (or gelu and mul) kernels of the same layout, for every dtype, activation and token
 /// count, split weights included; and matches the CPU reference.
 #[test]
 fn matvec_glu_equals_the_unfused_kernels_every_dtype() {
@@ -376,23 +376,11 @@ fn matvec_glu_equals_the_unfused_kernels_every_dtype() {
                 };
                 d.extend(k.matvec_glu(&wg, &wu, &xt, m, &fused, act).unwrap());
                 k.run(&d).unwrap();
-                if k.matvec_coalesced_default() {
-                    // matvec_batched runs the coalesced layout here (a GPU, or forced), whose
-                    // sums go in another order than matvec_glu's: equal up to rounding.
-                    assert_close(
-                        &format!("matvec_glu {dtype} {act:?} m={m} against the unfused"),
-                        &fused.read_f32(&k.dev).unwrap(),
-                        &unfused.read_f32(&k.dev).unwrap(),
-                        1e-5,
-                        1e-5,
-                    );
-                } else {
-                    assert_eq!(
-                        bits(k, &fused),
-                        bits(k, &unfused),
-                        "matvec_glu {dtype} {act:?} m={m}: fused != unfused"
-                    );
-                }
+                assert_eq!(
+                    bits(k, &fused),
+                    bits(k, &unfused),
+                    "matvec_glu {dtype} {act:?} m={m}: fused != unfused"
+                );
                 let want: Vec<f32> = gv
                     .iter()
                     .zip(&uv)
@@ -426,6 +414,266 @@ fn matvec_glu_equals_the_unfused_kernels_every_dtype() {
             infer_kernels::Glu::Silu
         )
         .is_err()
+    );
+}
+
+/// Shapes for the coalesced kernels: n not a multiple of R = 4 (and split into parts past
+/// 40 rows), k below, at and past 64 units and not a multiple of 64 units (or, for floats,
+/// of 4 elements), and a real model size.
+fn coalesced_shapes(dtype: DType) -> Vec<(usize, usize)> {
+    if dtype.is_quantized() {
+        vec![(1, 32), (7, 160), (67, 32 * 64), (13, 32 * 67), (1536, 576)]
+    } else {
+        vec![(1, 1), (5, 37), (67, 4 * 64), (13, 4 * 67 + 1), (1536, 576)]
+    }
+}
+
+/// Whether `got` is within check_dot's tolerance of `want`.
+fn dot_ok(got: &[f32], want: &[f32], mag: &[f32]) -> bool {
+    got.iter()
+        .zip(want)
+        .zip(mag)
+        .all(|((&g, &w), &m)| (g - w).abs() <= 2e-5 * m + 1e-6)
+}
+
+/// The RMSNorms the norm tests fold into the coalesced kernels: (x scale, eps, offset).
+/// With x of scale 0.05 the mean square (~8e-4) is of the order of eps = 1e-3, so a wrong
+/// eps (or offset) moves every output far past the tolerance.
+const NORMS: [(f32, f32, f32); 3] = [(1.0, 1e-5, 0.0), (0.05, 1e-3, 0.0), (0.05, 1e-3, 1.0)];
+
+/// matvec_coalesced with an RMSNorm folded into its input gives the bits of the rms_norm
+/// kernel then matvec_coalesced, for every dtype, awkward shapes, m = 1..8 and Gemma's
+/// weight offset; matches the reference (and would not with a wrong eps or offset); and a
+/// token's outputs do not depend on the other tokens.
+#[test]
+fn matvec_coalesced_norm_equals_rms_norm_then_matvec_coalesced_every_dtype() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(41);
+    for dtype in DType::ALL {
+        for (n, cols) in coalesced_shapes(dtype) {
+            let (w, deq) = weights(k, &mut rng, dtype, n, cols, (n > 40).then_some(29));
+            let g = rand_vec(&mut rng, cols, 1.0);
+            let gt = f32_tensor(k, "g", &[cols], &g);
+            for (mi, m) in [1, 2, 5, 8].into_iter().enumerate() {
+                let (scale, eps, off) = NORMS[mi % NORMS.len()];
+                let x = rand_vec(&mut rng, m * cols, scale);
+                let xt = f32_tensor(k, "x", &[m, cols], &x);
+                let norm = Norm {
+                    weight: &gt,
+                    eps,
+                    offset: off,
+                };
+                let (xn, y, fused) = (
+                    zeros(k, "xn", &[m, cols]),
+                    zeros(k, "y", &[m, n]),
+                    zeros(k, "f", &[m, n]),
+                );
+                let mut d = k.rms_norm(&xt, &gt, &xn, m, cols, eps, off).unwrap();
+                d.extend(k.matvec_coalesced(&w, &xn, 0, m, &y, 0, false).unwrap());
+                d.extend(k.matvec_coalesced_norm(&w, &xt, m, &fused, norm).unwrap());
+                k.run(&d).unwrap();
+                let what = format!(
+                    "matvec_coalesced norm {dtype} {n}x{cols} m={m} eps={eps} offset={off}"
+                );
+                assert_eq!(bits(k, &fused), bits(k, &y), "{what}: fused != unfused");
+                let got = fused.read_f32(&k.dev).unwrap();
+                let check = |eps: f32, off: f32| {
+                    let xn = r::rms_norm(&x, &g, cols, eps, off);
+                    (0..m).all(|t| {
+                        let xt = &xn[t * cols..(t + 1) * cols];
+                        dot_ok(
+                            &got[t * n..(t + 1) * n],
+                            &r::matvec(&deq, xt, n, cols),
+                            &dot_tol(&deq, xt, n, cols),
+                        )
+                    })
+                };
+                assert!(check(eps, off), "{what}: differs from the reference");
+                if eps > 1e-4 && n > 1 {
+                    assert!(!check(2.0 * eps, off), "{what}: insensitive to eps");
+                    assert!(!check(eps, 1.0 - off), "{what}: insensitive to the offset");
+                }
+            }
+        }
+        // Batch invariance: token t of m gets the bits it gets alone.
+        let (n, cols) = coalesced_shapes(dtype)[3];
+        let (w, _) = weights(k, &mut rng, dtype, n, cols, None);
+        let g = rand_vec(&mut rng, cols, 1.0);
+        let gt = f32_tensor(k, "g", &[cols], &g);
+        let norm = Norm {
+            weight: &gt,
+            eps: 1e-5,
+            offset: 1.0,
+        };
+        let x0 = rand_vec(&mut rng, cols, 1.0);
+        let y1 = zeros(k, "y", &[n]);
+        let x0t = f32_tensor(k, "x", &[cols], &x0);
+        k.run(&k.matvec_coalesced_norm(&w, &x0t, 1, &y1, norm).unwrap())
+            .unwrap();
+        let want = bits(k, &y1);
+        for m in [2, 3, 5, 8] {
+            for t in [0, m / 2, m - 1] {
+                let mut x = rand_vec(&mut rng, m * cols, 1.0);
+                x[t * cols..(t + 1) * cols].copy_from_slice(&x0);
+                let y = zeros(k, "y", &[m, n]);
+                let xt = f32_tensor(k, "x", &[m, cols], &x);
+                k.run(&k.matvec_coalesced_norm(&w, &xt, m, &y, norm).unwrap())
+                    .unwrap();
+                assert_eq!(
+                    &bits(k, &y)[t * n..(t + 1) * n],
+                    &want[..],
+                    "matvec_coalesced norm {dtype}: token {t} of {m} vs alone"
+                );
+            }
+        }
+    }
+    // A norm weight shorter than k is a clear error.
+    let (w, _) = weights(k, &mut rng, DType::F32, 8, 16, None);
+    let short = zeros(k, "g", &[15]);
+    let norm = Norm {
+        weight: &short,
+        eps: 1e-5,
+        offset: 0.0,
+    };
+    let (x, y) = (zeros(k, "x", &[1, 16]), zeros(k, "y", &[8]));
+    assert!(k.matvec_coalesced_norm(&w, &x, 1, &y, norm).is_err());
+}
+
+/// The GPU layout of the fused gate/up/activation pass gives the bits of matvec_coalesced
+/// twice and the swiglu (or gelu and mul) kernels, with and without an RMSNorm folded into
+/// its input (then: the bits of rms_norm first), for every dtype, both activations,
+/// awkward shapes and m = 1..8; matches the reference; and is batch invariant.
+#[test]
+fn matvec_glu_coalesced_equals_the_unfused_kernels_every_dtype_with_and_without_norm() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(43);
+    for dtype in DType::ALL {
+        for (si, (n, cols)) in coalesced_shapes(dtype).into_iter().enumerate() {
+            let parts = (n > 40).then_some(29);
+            let (wg, dg) = weights(k, &mut rng, dtype, n, cols, parts);
+            let (wu, du) = weights(k, &mut rng, dtype, n, cols, parts);
+            let gw = rand_vec(&mut rng, cols, 1.0);
+            let gt = f32_tensor(k, "g", &[cols], &gw);
+            let ms: &[usize] = if si == 1 {
+                &[1, 2, 3, 4, 5, 6, 7, 8]
+            } else {
+                &[1, 3]
+            };
+            for &m in ms {
+                let (scale, eps, off) = NORMS[m % NORMS.len()];
+                let x = rand_vec(&mut rng, m * cols, scale);
+                let xt = f32_tensor(k, "x", &[m, cols], &x);
+                let xn = zeros(k, "xn", &[m, cols]);
+                let (g, u) = (zeros(k, "g", &[m, n]), zeros(k, "u", &[m, n]));
+                for norm in [None, Some((eps, off))] {
+                    let mut d = Vec::new();
+                    let input = match norm {
+                        None => &xt,
+                        Some((eps, off)) => {
+                            d.extend(k.rms_norm(&xt, &gt, &xn, m, cols, eps, off).unwrap());
+                            &xn
+                        }
+                    };
+                    d.extend(k.matvec_coalesced(&wg, input, 0, m, &g, 0, false).unwrap());
+                    d.extend(k.matvec_coalesced(&wu, input, 0, m, &u, 0, false).unwrap());
+                    k.run(&d).unwrap();
+                    let xr = match norm {
+                        None => x.clone(),
+                        Some((eps, off)) => r::rms_norm(&x, &gw, cols, eps, off),
+                    };
+                    let gv = r::matmul(&xr, &dg, m, n, cols);
+                    let uv = r::matmul(&xr, &du, m, n, cols);
+                    for act in [Glu::Silu, Glu::GeluTanh] {
+                        let (unfused, fused) = (zeros(k, "a", &[m, n]), zeros(k, "f", &[m, n]));
+                        let mut d = match act {
+                            Glu::Silu => k.swiglu(&g, &u, &unfused, m * n).unwrap(),
+                            Glu::GeluTanh => {
+                                let mut d = k.gelu(&g, &unfused, m * n, GeluMode::Tanh).unwrap();
+                                d.extend(k.mul(&unfused, &u, m * n, m * n).unwrap());
+                                d
+                            }
+                        };
+                        let nm = norm.map(|(eps, offset)| Norm {
+                            weight: &gt,
+                            eps,
+                            offset,
+                        });
+                        d.extend(
+                            k.matvec_glu_coalesced(&wg, &wu, &xt, m, &fused, act, nm)
+                                .unwrap(),
+                        );
+                        k.run(&d).unwrap();
+                        let what = format!(
+                            "matvec_glu_coalesced {dtype} {n}x{cols} {act:?} m={m} norm={norm:?}"
+                        );
+                        assert_eq!(
+                            bits(k, &fused),
+                            bits(k, &unfused),
+                            "{what}: fused != unfused"
+                        );
+                        if cols <= 576 {
+                            let want: Vec<f32> = gv
+                                .iter()
+                                .zip(&uv)
+                                .map(|(&g, &u)| match act {
+                                    Glu::Silu => g / (1.0 + (-g).exp()) * u,
+                                    Glu::GeluTanh => r::gelu(&[g], GeluMode::Tanh)[0] * u,
+                                })
+                                .collect();
+                            let got = fused.read_f32(&k.dev).unwrap();
+                            let tol = if cols > 200 { 2e-3 } else { 1e-3 };
+                            assert_close(&what, &got, &want, tol, tol);
+                        }
+                    }
+                }
+            }
+        }
+        // Batch invariance, with a norm: token t of m gets the bits it gets alone.
+        let (n, cols) = coalesced_shapes(dtype)[3];
+        let (wg, _) = weights(k, &mut rng, dtype, n, cols, None);
+        let (wu, _) = weights(k, &mut rng, dtype, n, cols, None);
+        let gt = f32_tensor(k, "g", &[cols], &rand_vec(&mut rng, cols, 1.0));
+        let norm = Some(Norm {
+            weight: &gt,
+            eps: 1e-5,
+            offset: 0.0,
+        });
+        let x0 = rand_vec(&mut rng, cols, 1.0);
+        let y1 = zeros(k, "y", &[n]);
+        let x0t = f32_tensor(k, "x", &[cols], &x0);
+        k.run(
+            &k.matvec_glu_coalesced(&wg, &wu, &x0t, 1, &y1, Glu::Silu, norm)
+                .unwrap(),
+        )
+        .unwrap();
+        let want = bits(k, &y1);
+        for m in [2, 5, 8] {
+            for t in [0, m / 2, m - 1] {
+                let mut x = rand_vec(&mut rng, m * cols, 1.0);
+                x[t * cols..(t + 1) * cols].copy_from_slice(&x0);
+                let y = zeros(k, "y", &[m, n]);
+                let xt = f32_tensor(k, "x", &[m, cols], &x);
+                k.run(
+                    &k.matvec_glu_coalesced(&wg, &wu, &xt, m, &y, Glu::Silu, norm)
+                        .unwrap(),
+                )
+                .unwrap();
+                assert_eq!(
+                    &bits(k, &y)[t * n..(t + 1) * n],
+                    &want[..],
+                    "matvec_glu_coalesced {dtype}: token {t} of {m} vs alone"
+                );
+            }
+        }
+    }
+    // Gate and up of different layouts are a clear error.
+    let (wg, _) = weights(k, &mut rng, DType::F32, 8, 16, None);
+    let (wu, _) = weights(k, &mut rng, DType::F32, 9, 16, None);
+    let x = zeros(k, "x", &[1, 16]);
+    let o = zeros(k, "o", &[9]);
+    assert!(
+        k.matvec_glu_coalesced(&wg, &wu, &x, 1, &o, Glu::Silu, None)
+            .is_err()
     );
 }
 

@@ -10,7 +10,7 @@
 //! ```text
 //! x = embed[ids] * sqrt(hidden)                             (n, hidden)
 //! for each layer:
-//!     xn = rms_norm(x) * (1 + attn_norm)                    (n, hidden)
+//!     xn = rms_norm(x) * (1 + attn_norm)                    (n, hidden) [in the matvecs on GPUs]
 //!     q, k, v = xn Wq^T, xn Wk^T, xn Wv^T                   (n, heads*hd), (n, kv*hd) x2
 //!     q, k = rope(q, k) at positions pos..pos+n
 //!     k_cache, v_cache[pos..pos+n] = k, v                   (kv, capacity, hd) [fused rope_kv]
@@ -19,7 +19,7 @@
 //!     [o = rms_norm(o) * (1 + post_attn_norm)]              Gemma 2
 //!     x += o
 //!     xn = rms_norm(x) * (1 + ffn_norm)                     (pre_feedforward_layernorm in Gemma 2)
-//!     o = (gelu_tanh(xn Wg^T) * xn Wu^T) Wd^T               via (n, inter)
+//!     o = (gelu_tanh(xn Wg^T) * xn Wu^T) Wd^T               via (n, inter) [fused glu]
 //!     [o = rms_norm(o) * (1 + post_ffn_norm)]               Gemma 2
 //!     x += o
 //! logits = rms_norm(x) * (1 + norm)  E^T                    (vocab)
@@ -28,7 +28,7 @@
 
 use std::sync::Arc;
 
-use infer_kernels::{Dispatch, Glu, Kernels};
+use infer_kernels::{Dispatch, Glu, Kernels, Norm};
 use infer_tensor::{Device, Tensor};
 
 use crate::arch::Family;
@@ -187,20 +187,31 @@ impl Graph for Gemma {
         let mut spec = AttnSpec::of(c);
         spec.scale = 1.0 / c.ext.query_pre_attn_scalar.unwrap_or(hd as f32).sqrt();
         spec.softcap = c.ext.attn_softcap.unwrap_or(0.0);
+        let norm = |weight| Norm {
+            weight,
+            eps,
+            offset: off,
+        };
         let mut g = Vec::new();
         g.extend(k.embedding(&self.embed, s.ids(), n, &a.x)?);
         g.extend(k.mul(&a.x, &self.embed_scale, n * h, 1)?);
         for (i, l) in self.layers.iter().enumerate() {
-            g.extend(k.rms_norm(&a.x, &l.attn_norm, &a.xn, n, h, eps, off)?);
-            g.extend(s.linear(&a.xn, &l.wq, &a.q)?);
-            g.extend(s.linear(&a.xn, &l.wk, &a.k)?);
-            g.extend(s.linear(&a.xn, &l.wv, &a.v)?);
+            let xn = s.rms_norm(
+                &mut g,
+                &a.x,
+                norm(&l.attn_norm),
+                &a.xn,
+                &[&l.wq, &l.wk, &l.wv],
+            )?;
+            g.extend(s.linear(xn, &l.wq, &a.q)?);
+            g.extend(s.linear(xn, &l.wk, &a.k)?);
+            g.extend(s.linear(xn, &l.wv, &a.v)?);
             spec.window = l.window;
             let (cs, mode) = (&self.rope_cs, c.rope_mode);
             g.extend(s.rope_attention(i, &a.q, &a.k, &a.v, &a.attn, &spec, cs, mode)?);
             self.project_residual(s, &mut g, &a.attn, &l.wo, l.post_attn_norm.as_ref())?;
-            g.extend(k.rms_norm(&a.x, &l.ffn_norm, &a.xn, n, h, eps, off)?);
-            g.extend(s.glu(&a.xn, &l.gate, &l.up, &a.act, Glu::GeluTanh, &a.gate, &a.up)?);
+            let xn = s.rms_norm(&mut g, &a.x, norm(&l.ffn_norm), &a.xn, &[&l.gate, &l.up])?;
+            g.extend(s.glu(xn, &l.gate, &l.up, &a.act, Glu::GeluTanh, &a.gate, &a.up)?);
             self.project_residual(s, &mut g, &a.act, &l.down, l.post_ffn_norm.as_ref())?;
         }
         g.extend(k.rms_norm(&a.x, &self.norm, &a.xn, n, h, eps, off)?);

@@ -9,14 +9,14 @@
 //! ```text
 //! x = embed[ids]                                   (n, hidden)
 //! for each layer:
-//!     xn = rms_norm(x) * attn_norm                 (n, hidden)
+//!     xn = rms_norm(x) * attn_norm                 (n, hidden)  [in the matvecs on GPUs]
 //!     q, k, v = xn Wq^T (+bq), xn Wk^T, xn Wv^T    (n, heads*hd), (n, kv*hd), (n, kv*hd)
 //!     [q, k = rms_norm per head (Qwen3)]
 //!     q, k = rope(q, k) at positions pos..pos+n
 //!     k_cache, v_cache[pos..pos+n] = k, v          (kv, capacity, hd)  [one fused rope_kv]
 //!     a = attention(q, k_cache, v_cache)           (n, heads*hd)
 //!     x += a Wo^T                                  (n, hidden)  [fused add]
-//!     xn = rms_norm(x) * ffn_norm
+//!     xn = rms_norm(x) * ffn_norm                               [in the glu on GPUs]
 //!     x += (silu(xn Wg^T) * xn Wu^T) Wd^T          via (n, inter) [fused glu, add]
 //! logits = rms_norm(x[n-1]) * norm  W_out^T        (vocab)
 //! token = argmax(logits)                           only 4 bytes come back
@@ -25,7 +25,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use infer_kernels::{Dispatch, Glu, Kernels};
+use infer_kernels::{Dispatch, Glu, Kernels, Norm};
 use infer_tensor::{Device, Tensor};
 
 use crate::config::ModelConfig;
@@ -189,13 +189,24 @@ impl Graph for Llama {
         let c = &self.cfg;
         let (h, hd, nh, nkv) = (c.hidden, c.head_dim, c.n_heads, c.n_kv_heads);
         let spec = AttnSpec::of(c);
+        let norm = |weight| Norm {
+            weight,
+            eps: c.rms_eps,
+            offset: 0.0,
+        };
         let mut g = Vec::new();
         g.extend(k.embedding(&self.embed, s.ids(), n, &a.x)?);
         for (i, l) in self.layers.iter().enumerate() {
-            g.extend(k.rms_norm(&a.x, &l.attn_norm, &a.xn, n, h, c.rms_eps, 0.0)?);
-            g.extend(s.linear(&a.xn, &l.wq, &a.q)?);
-            g.extend(s.linear(&a.xn, &l.wk, &a.k)?);
-            g.extend(s.linear(&a.xn, &l.wv, &a.v)?);
+            let xn = s.rms_norm(
+                &mut g,
+                &a.x,
+                norm(&l.attn_norm),
+                &a.xn,
+                &[&l.wq, &l.wk, &l.wv],
+            )?;
+            g.extend(s.linear(xn, &l.wq, &a.q)?);
+            g.extend(s.linear(xn, &l.wk, &a.k)?);
+            g.extend(s.linear(xn, &l.wv, &a.v)?);
             for (bias, t, len) in [
                 (&l.bq, &a.q, nh * hd),
                 (&l.bk, &a.k, nkv * hd),
@@ -223,8 +234,8 @@ impl Graph for Llama {
                 }
                 None => g.extend(s.linear_add(&a.attn, &l.wo, &a.x, &a.o)?),
             }
-            g.extend(k.rms_norm(&a.x, &l.ffn_norm, &a.xn, n, h, c.rms_eps, 0.0)?);
-            g.extend(s.glu(&a.xn, &l.gate, &l.up, &a.act, Glu::Silu, &a.gate, &a.up)?);
+            let xn = s.rms_norm(&mut g, &a.x, norm(&l.ffn_norm), &a.xn, &[&l.gate, &l.up])?;
+            g.extend(s.glu(xn, &l.gate, &l.up, &a.act, Glu::Silu, &a.gate, &a.up)?);
             g.extend(s.linear_add(&a.act, &l.down, &a.x, &a.o)?);
         }
         g.extend(k.rms_norm(&a.x, &self.norm, &a.xn, n, h, c.rms_eps, 0.0)?);

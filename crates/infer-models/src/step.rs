@@ -9,10 +9,13 @@
 //!   with arithmetic that does not depend on the other rows, so a sequence gets the same
 //!   logits alone or beside others (batch invariance).
 //!
-//! A graph writes its layers with [`Step::linear`] and [`Step::rope_attention`] (or
-//! [`Step::attention`] without rotary embedding); the step picks the kernels.
+//! A graph writes its layers with [`Step::rms_norm`], [`Step::linear`], [`Step::glu`] and
+//! [`Step::rope_attention`] (or [`Step::attention`] without rotary embedding); the step
+//! picks the kernels.
 
-use infer_kernels::{AttentionParams, Dispatch, GeluMode, Glu, Kernels, PagedParams, RopeMode};
+use infer_kernels::{
+    AttentionParams, Dispatch, GeluMode, Glu, Kernels, Norm, PagedParams, RopeMode,
+};
 use infer_tensor::{DType, Device, Tensor};
 
 use crate::config::ModelConfig;
@@ -135,6 +138,22 @@ impl AttnSpec {
     }
 }
 
+/// The input of [`Step::linear`] and [`Step::glu`]: a tensor, or the RMSNorm of one that the
+/// matvec computes as it loads it (made by [`Step::rms_norm`]). A `&Tensor` converts into
+/// `Plain`.
+#[derive(Clone, Copy)]
+pub enum Input<'t> {
+    Plain(&'t Tensor),
+    /// `rms_norm(x) * (offset + weight)`, computed inside the coalesced matvec.
+    Normed(&'t Tensor, Norm<'t>),
+}
+
+impl<'t> From<&'t Tensor> for Input<'t> {
+    fn from(t: &'t Tensor) -> Input<'t> {
+        Input::Plain(t)
+    }
+}
+
 /// One step of `n` rows being built.
 pub struct Step<'a> {
     pub k: &'a Kernels,
@@ -159,13 +178,45 @@ impl<'a> Step<'a> {
         }
     }
 
+    /// `xn = rms_norm(x) * (norm.offset + norm.weight)` (`(n, hidden)`) as the input of the
+    /// linear layers (or the glu) over the weights `ws`. Where the step runs every one of
+    /// them as the coalesced matvec (GPUs), nothing is dispatched: the returned input has
+    /// each layer norm x as it loads it (the same values, one dispatch fewer). Otherwise the
+    /// rms_norm kernel writes `xn` now and the input is `xn`. Either way `xn` is not to be
+    /// read afterwards except through the returned input.
+    pub fn rms_norm<'t>(
+        &self,
+        g: &mut Vec<Dispatch>,
+        x: &'t Tensor,
+        norm: Norm<'t>,
+        xn: &'t Tensor,
+        ws: &[&Tensor],
+    ) -> Result<Input<'t>> {
+        if ws
+            .iter()
+            .all(|w| self.matvec_path(w) && self.k.fuses_norm(w))
+        {
+            return Ok(Input::Normed(x, norm));
+        }
+        let (k, d) = (self.k, x.cols());
+        g.extend(k.rms_norm(x, norm.weight, xn, self.n, d, norm.eps, norm.offset)?);
+        Ok(Input::Plain(xn))
+    }
+
     /// `y = x W^T` over the step's rows. One sequence: the fastest kernel for the row count
     /// (`Kernels::linear`); many: the matvec per row, whose arithmetic for a row is the same
-    /// whatever the other rows are.
-    pub fn linear(&self, x: &Tensor, w: &Tensor, y: &Tensor) -> Result<Vec<Dispatch>> {
-        Ok(match self.kv {
-            Kv::Contiguous(_) => self.k.linear(x, self.n, w, y)?,
-            Kv::Paged(_) => self.k.matvec_batched(w, x, self.n, y)?,
+    /// whatever the other rows are. A normed input (see [`Step::rms_norm`]) runs the
+    /// coalesced matvec with the norm folded in (also row invariant).
+    pub fn linear<'t>(
+        &self,
+        x: impl Into<Input<'t>>,
+        w: &Tensor,
+        y: &Tensor,
+    ) -> Result<Vec<Dispatch>> {
+        Ok(match (x.into(), self.kv) {
+            (Input::Normed(x, norm), _) => self.k.matvec_coalesced_norm(w, x, self.n, y, norm)?,
+            (Input::Plain(x), Kv::Contiguous(_)) => self.k.linear(x, self.n, w, y)?,
+            (Input::Plain(x), Kv::Paged(_)) => self.k.matvec_batched(w, x, self.n, y)?,
         })
     }
 
@@ -197,12 +248,13 @@ impl<'a> Step<'a> {
     }
 
     /// A gated MLP activation `out = act(x Wg^T) * (x Wu^T)`: one fused pass where the step
-    /// runs matvec one token per invocation, else two linear layers into `gate` and `up`
-    /// and the activation kernels. The values are the same either way.
+    /// runs matvec and `Kernels::glu_fused_faster` says so (on GPUs, the coalesced
+    /// matvec_glu, with a normed input's RMSNorm folded in too), else two linear layers into
+    /// `gate` and `up` and the activation kernels. The values are the same either way.
     #[allow(clippy::too_many_arguments)]
-    pub fn glu(
+    pub fn glu<'t>(
         &self,
-        x: &Tensor,
+        x: impl Into<Input<'t>>,
         wg: &Tensor,
         wu: &Tensor,
         out: &Tensor,
@@ -210,8 +262,15 @@ impl<'a> Step<'a> {
         gate: &Tensor,
         up: &Tensor,
     ) -> Result<Vec<Dispatch>> {
-        if self.matvec_path(wg) && self.k.glu_fused_faster(wg.dtype, self.n) {
-            return Ok(self.k.matvec_glu(wg, wu, x, self.n, out, act)?);
+        let (x, n) = (x.into(), self.n);
+        if self.matvec_path(wg) && self.k.glu_fused_faster(wg.dtype, n) {
+            return Ok(match x {
+                Input::Plain(x) => self.k.matvec_glu(wg, wu, x, n, out, act)?,
+                Input::Normed(x, norm) => {
+                    self.k
+                        .matvec_glu_coalesced(wg, wu, x, n, out, act, Some(norm))?
+                }
+            });
         }
         let len = self.n * wg.rows();
         let mut g = self.linear(x, wg, gate)?;

@@ -1,6 +1,7 @@
-// What the matvec kernels share (prepended to matvec, matvec_glu and matvec_coalesced after
-// the weight snippet): their parameters (flag: matvec's accumulate, matvec_glu's
-// activation), the weight, x and y bindings, and xv, a unit's 4 elements of x.
+// What the matvec kernels share (prepended to matvec, matvec_glu, matvec_coalesced and
+// matvec_glu_coalesced after the weight snippet): their parameters (flag: matvec's
+// accumulate, the glu kernels' activation; norm, eps, w_offset: the RMSNorm the coalesced
+// kernels fold into x), the weight, x and y bindings, and xv, a unit's 4 elements of x.
 struct Params {
     n: u32,
     k: u32,
@@ -10,6 +11,10 @@ struct Params {
     m: u32,
     y_ld: u32,
     flag: u32,
+    norm: u32,
+    eps: f32,
+    w_offset: f32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

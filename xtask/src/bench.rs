@@ -129,6 +129,22 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 "#;
 
+const READ_WGSL: &str = r#"
+@group(0) @binding(0) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> out: array<u32>;
+// Grid-stride read of the whole buffer, 16 bytes per load, one word written per invocation
+// (so the loads cannot be dropped).
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let stride = nw.x * 256u;
+    var acc = vec4<u32>(0u);
+    for (var i = gid.x; i < arrayLength(&src); i += stride) {
+        acc ^= src[i];
+    }
+    out[gid.x] = acc.x ^ acc.y ^ acc.z ^ acc.w;
+}
+"#;
+
 const FMA_WGSL: &str = r#"
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 // 8 independent scalar FMA chains of 4096 steps: 65536 FLOPs per invocation. (Scalar, so a
@@ -241,6 +257,34 @@ fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
         (&dma, size)
     };
     let copy_gbs = dma_gbs.max(shader_gbs);
+    // Read bandwidth: what a kernel that only reads (a matvec's weights) can reach.
+    let read_pipe = pipeline(dev, "bench read", READ_WGSL);
+    let read_out = Tensor::zeros(dev, "read out", &[copy_groups as usize * 256], DType::U32)?;
+    let read_bg = dev.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("bench read"),
+        layout: &read_pipe.get_bind_group_layout(0),
+        entries: &[
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: sa.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: read_out.buffer().as_entire_binding(),
+            },
+        ],
+    });
+    let read = |enc: &mut wgpu::CommandEncoder, reps: usize| {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&read_pipe);
+        pass.set_bind_group(0, &read_bg, &[]);
+        for _ in 0..reps {
+            pass.dispatch_workgroups(copy_groups, 1, 1);
+        }
+    };
+    let t = time_gpu(dev, runs, &read)?;
+    let read_gbs = ssize as f64 / t / 1e9;
+    eprintln!("  read: {read_gbs:.2} GB/s");
 
     // FMA throughput.
     let pipeline = pipeline(dev, "bench fma", FMA_WGSL);
@@ -285,14 +329,17 @@ fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
             let y = Tensor::zeros(dev, "y", &[n], DType::F32)?;
             let d = k.matvec(&wt, &x, 0, &y, 0)?;
             let (t, per_copy) = time_paired(dev, runs, copy, &record_dispatches(&d))?;
+            let (_, per_read) = time_paired(dev, runs, &read, &record_dispatches(&d))?;
             let gbs = bytes.len() as f64 / t / 1e9;
             let gws = (n * kk) as f64 / t / 1e9;
-            // Bytes read over the copy's bytes read + written, per unit of time.
+            // Bytes read over the copy's bytes read + written, per unit of time; and over
+            // the read kernel's bytes.
             let ratio = per_copy * bytes.len() as f64 / (2 * copy_bytes) as f64;
+            let ratio_read = per_read * bytes.len() as f64 / ssize as f64;
             eprintln!(
-                "  matvec {dt} {n}x{kk}: {gbs:.2} GB/s, {gws:.2} G weights/s, {ratio:.3} of copy"
+                "  matvec {dt} {n}x{kk}: {gbs:.2} GB/s, {gws:.2} G weights/s, {ratio:.3} of copy, {ratio_read:.3} of read"
             );
-            matvec.push(json!({"dtype": dt.name(), "n": n, "k": kk, "ms": t * 1e3, "gb_s": gbs, "gweights_s": gws, "ratio_to_copy": ratio}));
+            matvec.push(json!({"dtype": dt.name(), "n": n, "k": kk, "ms": t * 1e3, "gb_s": gbs, "gweights_s": gws, "ratio_to_copy": ratio, "ratio_to_read": ratio_read}));
         }
     }
     let mut matmul = Vec::new();
@@ -320,7 +367,7 @@ fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
     }
     let attention = attention_rows(dev, &k, runs)?;
     Ok(
-        json!({"copy_gb_s": copy_gbs, "buffer_copy_gb_s": dma_gbs, "shader_copy_gb_s": shader_gbs, "fma_gflop_s": fma_gflops, "matvec": matvec, "matmul": matmul, "attention": attention}),
+        json!({"copy_gb_s": copy_gbs, "buffer_copy_gb_s": dma_gbs, "shader_copy_gb_s": shader_gbs, "read_gb_s": read_gbs, "fma_gflop_s": fma_gflops, "matvec": matvec, "matmul": matmul, "attention": attention}),
     )
 }
 
@@ -651,17 +698,31 @@ fn markdown(doc: &Value) -> String {
 The kernel rows' \"x copy\" and \"x FMA\" are medians over runs of the kernel's throughput over the baseline's, each \
 baseline sample taken right before the kernel's, so the host's drift moves both.\n\n"
         );
-        s += "| kernel | dtype | shape | ms | GB/s | G weights/s | x copy |\n|---|---|---|---|---|---|---|\n";
+        if let Some(r) = roof.get("read_gb_s") {
+            let limited = if f(r) < copy / 2.0 {
+                " It is below the copy's read rate: on this adapter the shader's loop, not memory, limits it."
+            } else {
+                ""
+            };
+            s += &format!(
+                "Read bandwidth (a compute shader that only reads, as a matvec reads its weights): **{:.2} GB/s**; \"x read\" is paired the same way.{limited}\n\n",
+                f(r)
+            );
+        }
+        s += "| kernel | dtype | shape | ms | GB/s | G weights/s | x copy | x read |\n|---|---|---|---|---|---|---|---|\n";
         for m in roof["matvec"].as_array().into_iter().flatten() {
             s += &format!(
-                "| matvec | {} | {}x{} | {:.3} | {:.2} | {:.2} | {:.3} |\n",
+                "| matvec | {} | {}x{} | {:.3} | {:.2} | {:.2} | {:.3} | {} |\n",
                 m["dtype"].as_str().unwrap_or(""),
                 m["n"],
                 m["k"],
                 f(&m["ms"]),
                 f(&m["gb_s"]),
                 f(&m["gweights_s"]),
-                f(&m["ratio_to_copy"])
+                f(&m["ratio_to_copy"]),
+                m.get("ratio_to_read")
+                    .map(|r| format!("{:.3}", f(r)))
+                    .unwrap_or_default()
             );
         }
         s += "\n| kernel | dtype | m x n x k | ms | GFLOP/s | x FMA |\n|---|---|---|---|---|---|\n";

@@ -213,7 +213,7 @@ fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
     eprintln!("  buffer copy: {dma_gbs:.2} GB/s (read + write)");
     // The same copy by a compute shader (on an H200 copy_buffer_to_buffer moved ~0.85 TB/s,
     // a fifth of what the memory does, and the f32 matvec read faster than that).
-    let ssize = size.min(u64::from(dev.device.limits().max_storage_buffer_binding_size) & !15);
+    let ssize = size.min(dev.device.limits().max_storage_buffer_binding_size & !15);
     let smk = |label| {
         dev.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),

@@ -64,15 +64,16 @@ pub trait Model: Send {
     /// Steps started ahead are not part of the sequence: [`Model::position`] counts only
     /// the inputs given here, and any other call (`forward`, `truncate`, a `greedy_next`
     /// with another input) discards them, so `truncate(position())` drops them. The
-    /// default runs the plain step.
+    /// default runs the plain step (a model answering with logits gets their argmax, the
+    /// first on ties, as the greedy sampler takes).
     fn greedy_next(&mut self, input: u32, ahead: usize) -> Result<u32> {
         let _ = ahead;
-        match self.forward(&[input], Output::Argmax)? {
-            StepOut::Token(t) => Ok(t),
-            other => Err(crate::error::ModelError::Invalid(format!(
-                "an argmax step returned {other:?}"
-            ))),
-        }
+        Ok(match self.forward(&[input], Output::Argmax)? {
+            StepOut::Token(t) => t,
+            StepOut::Tokens(t) => *t.last().expect("one token per position"),
+            StepOut::Logits(l) => infer_tensor::reference::argmax(&l),
+            StepOut::TopK(c) => c.first().map_or(0, |c| c.0),
+        })
     }
     /// The marginal cost of one more row in a short step (speculative verification),
     /// relative to a one-token step: a fixed figure per adapter type, for the speculative

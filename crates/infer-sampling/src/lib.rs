@@ -24,7 +24,8 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 /// [`Model::greedy_next`]): the host records and submits the next steps while the GPU runs
 /// the current one instead of waiting for each token's read-back. Two would hide the host's
 /// work when it takes less than a step's GPU time; three leaves slack for jitter. Tokens
-/// are exactly the plain loop's; steps past a stop are discarded.
+/// are exactly the plain loop's; steps past a stop are discarded. The model may chain fewer
+/// (CPU adapters chain none by default: [`infer_models::chain_ahead`]).
 pub const GREEDY_DEPTH: usize = 3;
 
 pub mod lookup;

@@ -52,8 +52,10 @@ fn smollm2() -> Option<PathBuf> {
 }
 
 fn load(k: &Arc<Kernels>, p: &Path, context: usize) -> (Box<dyn Model>, Tokenizer) {
+    // Chained steps even on CPU adapters, which do not chain by default.
     let opts = LoadOptions {
         context: Some(context),
+        chain: Some(GREEDY_DEPTH - 1),
         ..Default::default()
     };
     infer_models::load(&p.to_string_lossy(), k.clone(), &opts).expect("load")

@@ -683,9 +683,9 @@ pub fn row_cost(kernels: &Kernels) -> f64 {
 /// Greedy steps [`Model::greedy_next`] chains ahead of the host by default on `kernels`'
 /// adapter. GPUs: as many as asked (up to [`MAX_CHAIN`] - 1), since the host's recording,
 /// submission and read-back wait then overlap the GPU's step. CPU adapters: none, since
-/// their "GPU" is the host's own cores: SmolLM2-135M Q4_1 on lavapipe (2 cores) decoded
-/// 21.2 tok/s plain, 20.7 through the chained path with nothing ahead, 18.1-19.1 with 1-3
-/// steps ahead (medians of 8 alternating runs of 32 tokens).
+/// their "GPU" is the host's own cores: SmolLM2-135M Q4_1 on lavapipe (2 cores), medians
+/// of 8 alternating runs of 32 tokens, twice: 21.2 / 21.8 tok/s plain, 20.7 / 22.5 through
+/// the chained path with nothing ahead, 17.8-19.1 with 1-3 steps ahead.
 pub fn chain_ahead(kernels: &Kernels) -> usize {
     if kernels.dev.info.device_type == wgpu::DeviceType::Cpu {
         0

@@ -149,6 +149,7 @@ impl SpecArgs {
                     context: Some(target.capacity()),
                     max_batch: model.max_batch.max(1),
                     progress: false,
+                    chain: None,
                 };
                 let (draft, dtok) = infer_models::load(spec, kernels.clone(), &opts)
                     .with_context(|| format!("loading the draft model {spec}"))?;
@@ -321,6 +322,7 @@ fn load(args: &ModelArgs, progress: bool) -> Result<Loaded> {
         context: args.ctx_size,
         max_batch: args.max_batch.max(1),
         progress,
+        chain: None,
     };
     let spec = model_spec(args)?;
     let (model, tok) = infer_models::load(&spec, kernels.clone(), &opts)

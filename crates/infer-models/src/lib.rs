@@ -23,5 +23,5 @@ pub use gpt2::Gpt2Model;
 pub use llama::LlamaModel;
 pub use load::{ModelPath, load};
 pub use model::{MAX_TOPK, MAX_VERIFY, Model, Output, StepOut};
-pub use runner::{Graph, LoadOptions, Runner, row_cost};
+pub use runner::{Graph, LoadOptions, MAX_CHAIN, Runner, chain_ahead, row_cost};
 pub use tokenizer::{ChatMessage, StreamDecoder, Tokenizer};

@@ -183,6 +183,12 @@ impl Graph for Llama {
         Ok(pos > 0)
     }
 
+    fn begin_changes(&self, end: usize) -> bool {
+        self.longrope.as_ref().is_some_and(|t| {
+            (end > t.original_max_position) != t.using_long.load(Ordering::Relaxed)
+        })
+    }
+
     fn body(&self, s: &Step) -> Result<Vec<Dispatch>> {
         let (k, n) = (s.k, s.n);
         let a = &self.acts;

@@ -54,6 +54,27 @@ pub trait Model: Send {
     fn truncate(&mut self, pos: usize);
     /// Runs `tokens` (appended at the current position) and returns what `out` asks for.
     fn forward(&mut self, tokens: &[u32], out: Output) -> Result<crate::model::StepOut>;
+    /// One greedy decode step: runs `input` at the current position and returns the argmax
+    /// of the next token, exactly what `forward(&[input], Output::Argmax)` returns.
+    ///
+    /// A model may also start up to `ahead` further steps *chained* on the GPU, each fed
+    /// the previous step's argmax without a read-back, so the host records and submits
+    /// step N+1 while step N runs; their tokens come back, in order, from the next calls
+    /// (when each `input` is the token the previous call returned, as in a greedy loop).
+    /// Steps started ahead are not part of the sequence: [`Model::position`] counts only
+    /// the inputs given here, and any other call (`forward`, `truncate`, a `greedy_next`
+    /// with another input) discards them, so `truncate(position())` drops them. The
+    /// default runs the plain step (a model answering with logits gets their argmax, the
+    /// first on ties, as the greedy sampler takes).
+    fn greedy_next(&mut self, input: u32, ahead: usize) -> Result<u32> {
+        let _ = ahead;
+        Ok(match self.forward(&[input], Output::Argmax)? {
+            StepOut::Token(t) => t,
+            StepOut::Tokens(t) => *t.last().expect("one token per position"),
+            StepOut::Logits(l) => infer_tensor::reference::argmax(&l),
+            StepOut::TopK(c) => c.first().map_or(0, |c| c.0),
+        })
+    }
     /// The marginal cost of one more row in a short step (speculative verification),
     /// relative to a one-token step: a fixed figure per adapter type, for the speculative
     /// k controller. The default, 0.1, is a bandwidth-bound GPU's (reading the weights once

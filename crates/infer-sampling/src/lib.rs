@@ -1,7 +1,9 @@
 //! Logits processing, samplers, the generation loop and speculative decoding.
 //!
 //! Greedy decoding (temperature 0, no penalties or bias) keeps the argmax on the GPU so only
-//! a token id comes back; top-k sampling without penalties or bias selects the k best on the
+//! a token id comes back, and chains up to [`GREEDY_DEPTH`] steps on the GPU (each fed the
+//! previous step's argmax) so the host never waits for a token before submitting the next
+//! step; top-k sampling without penalties or bias selects the k best on the
 //! GPU ([`Output::TopK`]) so only k (id, logit) pairs come back; any other setting reads the
 //! last position's logits and samples on the host. Sampling uses a seeded RNG (same seed +
 //! same inputs = same output on the same adapter). [`spec`] adds speculative decoding with
@@ -17,6 +19,14 @@ use infer_models::{MAX_TOPK, Model, ModelError, Output, StepOut, StreamDecoder, 
 /// selecting on the host on lavapipe and 1.14x on an H200; at k = 256 it was 0.45-0.99x.
 pub const GPU_TOPK_MAX_K: usize = 64;
 use rand::{Rng, SeedableRng, rngs::StdRng};
+
+/// Greedy decode steps [`generate`] keeps in flight (`ahead + 1` of
+/// [`Model::greedy_next`]): the host records and submits the next steps while the GPU runs
+/// the current one instead of waiting for each token's read-back. Two would hide the host's
+/// work when it takes less than a step's GPU time; three leaves slack for jitter. Tokens
+/// are exactly the plain loop's; steps past a stop are discarded. The model may chain fewer
+/// (CPU adapters chain none by default: [`infer_models::chain_ahead`]).
+pub const GREEDY_DEPTH: usize = 3;
 
 pub mod lookup;
 pub mod spec;
@@ -639,13 +649,22 @@ pub fn generate(
     stats.prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
     stats.ttft_ms = stats.prefill_ms;
     let t1 = Instant::now();
+    let greedy = params.is_greedy();
     while let Some(t) = token {
         sampler.observe(t);
         if em.push(t)? || model.position() >= model.capacity() {
             break;
         }
-        token = Some(next_token(model, &[t], &mut sampler)?);
+        token = Some(if greedy {
+            // Chain no step past max_tokens: after this step's token, `more` are wanted.
+            let more = params.max_tokens.saturating_sub(em.ids.len() + 1);
+            model.greedy_next(t, more.min(GREEDY_DEPTH - 1))?
+        } else {
+            next_token(model, &[t], &mut sampler)?
+        });
     }
+    // Discards greedy steps chained past the stop; the position is the plain loop's.
+    model.truncate(model.position());
     em.finish()?;
     stats.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
     stats.generated_tokens = em.ids.len();

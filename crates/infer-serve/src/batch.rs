@@ -373,6 +373,7 @@ fn batched(
         context: Some(bc.context),
         max_batch: bc.max_rows,
         progress: false,
+        chain: None,
     };
     let graph = infer_models::load::load_graph(src, cfg, &kernels, &opts)?;
     BatchedModel::new(graph, kernels, bc)

@@ -249,6 +249,20 @@ impl Device {
         })
     }
 
+    /// Blocks until submission `index` (and everything submitted before it) is done.
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| TensorError::Gpu {
+                context: "poll".into(),
+                message: e.to_string(),
+            })?;
+        Ok(())
+    }
+
     /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
         self.device

@@ -464,6 +464,36 @@ pub fn read_buffer(dev: &Device, buffer: &wgpu::Buffer, offset: u64, len: u64) -
     out
 }
 
+/// [`map_read`] of a buffer last written by submission `after`: waits for that submission
+/// only, not for the work submitted since (the pipelined greedy steps).
+pub fn map_read_after(
+    dev: &Device,
+    staging: &wgpu::Buffer,
+    len: u64,
+    after: wgpu::SubmissionIndex,
+) -> Result<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.map_async(wgpu::MapMode::Read, ..len, move |r| {
+        let _ = tx.send(r);
+    });
+    dev.wait_for(after)?;
+    let mapped = match rx.try_recv() {
+        Ok(r) => r,
+        // The callback may need one more poll after the submission is done.
+        Err(_) => {
+            dev.wait()?;
+            rx.recv().map_err(|e| TensorError::Map(e.to_string()))?
+        }
+    };
+    mapped.map_err(|e| TensorError::Map(e.to_string()))?;
+    let data = staging
+        .get_mapped_range(..len)
+        .map_err(|e| TensorError::Map(e.to_string()))?
+        .to_vec();
+    staging.unmap();
+    Ok(data)
+}
+
 /// Maps a MAP_READ buffer, copies `len` bytes out and unmaps it.
 pub fn map_read(dev: &Device, staging: &wgpu::Buffer, len: u64) -> Result<Vec<u8>> {
     let (tx, rx) = std::sync::mpsc::channel();

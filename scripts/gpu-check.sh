@@ -107,6 +107,14 @@ if [ "$phase" = bench ] || [ "$phase" = all ]; then
   cp bench/results.json "$OUT/results-gpu.json" 2>/dev/null
   mv "$OUT/xtask-bench.log" "$OUT/tmp-xtask.log"
   cat "$OUT/tmp-xtask.log" >>"$OUT/bench.log" && rm -f "$OUT/tmp-xtask.log"
+  # Greedy decode with no steps chained ahead against the default (3 on GPUs), alternated.
+  for r in 1 2; do
+    for a in 0 3; do
+      INFER_GREEDY_AHEAD=$a timeout 60 $inf bench --json --model "$gguf" --prompt-tokens 128 \
+        --gen-tokens 64 --runs 3 >"$OUT/tmp.json" 2>>"$OUT/bench.log"
+      note "greedy ahead $a (round $r): $(tail -1 "$OUT/tmp.json" | grep -o '"prompt_128".*' | head -c 200)"
+    done
+  done
   # Long context: decode at 2048 (flash-decoding), and the lane attention for contrast.
   for v in "INFER_DEFAULTS=1" "INFER_ATTENTION=tiled"; do
     env "$v" timeout 90 $inf bench --json --model "$gguf" --prompt-tokens 2048 --ctx-size 4096 \

@@ -686,7 +686,14 @@ pub fn row_cost(kernels: &Kernels) -> f64 {
 /// their "GPU" is the host's own cores: SmolLM2-135M Q4_1 on lavapipe (2 cores), medians
 /// of 8 alternating runs of 32 tokens, twice: 21.2 / 21.8 tok/s plain, 20.7 / 22.5 through
 /// the chained path with nothing ahead, 17.8-19.1 with 1-3 steps ahead.
+/// `INFER_GREEDY_AHEAD=N` overrides it (for measurements).
 pub fn chain_ahead(kernels: &Kernels) -> usize {
+    if let Some(n) = std::env::var("INFER_GREEDY_AHEAD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return n;
+    }
     if kernels.dev.info.device_type == wgpu::DeviceType::Cpu {
         0
     } else {

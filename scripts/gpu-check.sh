@@ -84,7 +84,7 @@ if [ "$phase" = tests ] || [ "$phase" = all ]; then
 fi
 
 if [ "$phase" = bench ] || [ "$phase" = all ]; then
-  for t in tokenizer gguf spec batch cli e2e; do
+  for t in tokenizer gguf spec pipeline batch cli e2e; do
     run_test "$t" 150
   done
   if [ ! -f "$gguf" ]; then

@@ -182,6 +182,39 @@ fn pipeline(dev: &Device, label: &str, wgsl: &str) -> wgpu::ComputePipeline {
         })
 }
 
+/// A bind group of `buffers` at bindings 0, 1, ... of `pipe`'s group 0.
+fn bind(dev: &Device, pipe: &wgpu::ComputePipeline, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+    let entries: Vec<wgpu::BindGroupEntry> = buffers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| wgpu::BindGroupEntry {
+            binding: i as u32,
+            resource: b.as_entire_binding(),
+        })
+        .collect();
+    dev.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipe.get_bind_group_layout(0),
+        entries: &entries,
+    })
+}
+
+/// Repetitions of one dispatch of `groups` workgroups, in one compute pass.
+fn grid<'a>(
+    pipe: &'a wgpu::ComputePipeline,
+    bg: &'a wgpu::BindGroup,
+    groups: u32,
+) -> impl Fn(&mut wgpu::CommandEncoder, usize) + 'a {
+    move |enc: &mut wgpu::CommandEncoder, reps: usize| {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(pipe);
+        pass.set_bind_group(0, bg, &[]);
+        for _ in 0..reps {
+            pass.dispatch_workgroups(groups, 1, 1);
+        }
+    }
+}
+
 /// Copy GB/s, FMA GFLOP/s, matvec GB/s and matmul GFLOP/s on one device.
 fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
     let runs = if quick { 3 } else { 7 };
@@ -224,29 +257,9 @@ fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
     };
     let (sa, sb) = (smk("bench copy src"), smk("bench copy dst"));
     let copy_pipe = pipeline(dev, "bench copy", COPY_WGSL);
-    let copy_bg = dev.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("bench copy"),
-        layout: &copy_pipe.get_bind_group_layout(0),
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: sa.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: sb.as_entire_binding(),
-            },
-        ],
-    });
+    let copy_bg = bind(dev, &copy_pipe, &[&sa, &sb]);
     let copy_groups = if cpu { 64 } else { 32768 };
-    let shader = |enc: &mut wgpu::CommandEncoder, reps: usize| {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&copy_pipe);
-        pass.set_bind_group(0, &copy_bg, &[]);
-        for _ in 0..reps {
-            pass.dispatch_workgroups(copy_groups, 1, 1);
-        }
-    };
+    let shader = grid(&copy_pipe, &copy_bg, copy_groups);
     let t = time_gpu(dev, runs, &shader)?;
     let shader_gbs = 2.0 * ssize as f64 / t / 1e9;
     eprintln!("  shader copy: {shader_gbs:.2} GB/s (read + write)");
@@ -260,28 +273,8 @@ fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
     // Read bandwidth: what a kernel that only reads (a matvec's weights) can reach.
     let read_pipe = pipeline(dev, "bench read", READ_WGSL);
     let read_out = Tensor::zeros(dev, "read out", &[copy_groups as usize * 256], DType::U32)?;
-    let read_bg = dev.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("bench read"),
-        layout: &read_pipe.get_bind_group_layout(0),
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: sa.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: read_out.buffer().as_entire_binding(),
-            },
-        ],
-    });
-    let read = |enc: &mut wgpu::CommandEncoder, reps: usize| {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&read_pipe);
-        pass.set_bind_group(0, &read_bg, &[]);
-        for _ in 0..reps {
-            pass.dispatch_workgroups(copy_groups, 1, 1);
-        }
-    };
+    let read_bg = bind(dev, &read_pipe, &[&sa, read_out.buffer()]);
+    let read = grid(&read_pipe, &read_bg, copy_groups);
     let t = time_gpu(dev, runs, &read)?;
     let read_gbs = ssize as f64 / t / 1e9;
     eprintln!("  read: {read_gbs:.2} GB/s");
@@ -292,22 +285,8 @@ fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
     // holds 132 x 2048 resident invocations).
     let groups = if cpu { 256u32 } else { 8192 };
     let out = Tensor::zeros(dev, "fma out", &[groups as usize * 64], DType::F32)?;
-    let bg = dev.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("bench fma"),
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[wgpu::BindGroupEntry {
-            binding: 0,
-            resource: out.buffer().as_entire_binding(),
-        }],
-    });
-    let fma = |enc: &mut wgpu::CommandEncoder, reps: usize| {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        for _ in 0..reps {
-            pass.dispatch_workgroups(groups, 1, 1);
-        }
-    };
+    let bg = bind(dev, &pipeline, &[out.buffer()]);
+    let fma = grid(&pipeline, &bg, groups);
     let t = time_gpu(dev, runs, &fma)?;
     let fma_gflops = groups as f64 * 64.0 * 65536.0 / t / 1e9;
     eprintln!("  fma: {fma_gflops:.1} GFLOP/s");

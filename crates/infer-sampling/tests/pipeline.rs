@@ -5,51 +5,15 @@
 //! context's capacity), and a second prompt appended at `position()` continues the same.
 //! stories260K and SmolLM2; missing models: SKIP loudly, or fail under CI=true.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::path::Path;
+use std::sync::Arc;
 
 use infer_kernels::Kernels;
 use infer_models::{LoadOptions, Model, ModelConfig, Output, StepOut, Tokenizer};
 use infer_sampling::{GREEDY_DEPTH, Generation, SamplingParams, generate};
-use infer_tensor::device::test_device;
 
-fn kernels() -> Option<Arc<Kernels>> {
-    static K: OnceLock<Option<Arc<Kernels>>> = OnceLock::new();
-    K.get_or_init(|| test_device().map(|d| Arc::new(Kernels::new(Arc::new(d)))))
-        .clone()
-}
-
-fn require(p: PathBuf, how: &str) -> Option<PathBuf> {
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true and {} is missing ({how})", p.display());
-    }
-    eprintln!(
-        "SKIP: {} is missing ({how}); this test did NOT run",
-        p.display()
-    );
-    None
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn stories() -> Option<PathBuf> {
-    require(
-        repo().join("../shared/models/stories260K"),
-        "the shared models folder",
-    )
-}
-
-fn smollm2() -> Option<PathBuf> {
-    require(
-        repo().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
-        "run `cargo xtask model`",
-    )
-}
+mod common;
+use common::{kernels, smollm2, stories};
 
 fn load(k: &Arc<Kernels>, p: &Path, context: usize) -> (Box<dyn Model>, Tokenizer) {
     // Chained steps even on CPU adapters, which do not chain by default.

@@ -4,8 +4,8 @@
 //! logits read-back picks; seeded sampling repeats; a draft with another tokenizer is an
 //! error. Missing models: SKIP loudly, or fail under CI=true.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::path::Path;
+use std::sync::Arc;
 
 use infer_kernels::Kernels;
 use infer_models::load::{ModelPath, open};
@@ -15,50 +15,9 @@ use infer_sampling::{
     generate, generate_speculative,
 };
 use infer_tensor::DType;
-use infer_tensor::device::test_device;
 
-fn kernels() -> Option<Arc<Kernels>> {
-    static K: OnceLock<Option<Arc<Kernels>>> = OnceLock::new();
-    K.get_or_init(|| {
-        test_device().map(|d| {
-            eprintln!("adapter: {}", d.describe());
-            Arc::new(Kernels::new(Arc::new(d)))
-        })
-    })
-    .clone()
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn require(p: PathBuf, how: &str) -> Option<PathBuf> {
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true and {} is missing ({how})", p.display());
-    }
-    eprintln!(
-        "SKIP: {} is missing ({how}); this test did NOT run",
-        p.display()
-    );
-    None
-}
-
-fn stories() -> Option<PathBuf> {
-    require(
-        repo().join("../shared/models/stories260K"),
-        "the shared models folder",
-    )
-}
-
-fn smollm2() -> Option<PathBuf> {
-    require(
-        repo().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
-        "run `cargo xtask model`",
-    )
-}
+mod common;
+use common::{kernels, repo, smollm2, stories};
 
 fn load(k: &Arc<Kernels>, p: &Path, quant: Option<DType>) -> (Box<dyn Model>, Tokenizer) {
     let opts = LoadOptions {

@@ -15,7 +15,10 @@
 // tile; a tile's tokens past m load the last token's x (clamped index) and only their
 // stores are skipped. With flag = 1 the result is added to y (y = y + W x: the residual
 // add fused into the projection, the same sum the add kernel computes). No barriers. WG (an override constant) is 8 on CPU adapters, where
-// more, smaller workgroups spread better over threads, and 64 elsewhere.
+// more, smaller workgroups spread better over threads, and 64 elsewhere. On CPU adapters
+// the weight layout groups rows by 8 (W_GROUP, common/weight_index.wgsl), so an
+// invocation's 8 rows have each unit side by side: one contiguous 128-byte run per unit
+// (f32 at 49152x576 on lavapipe: ~8 -> ~13-14 GB/s).
 // Dispatch: (ceil(ceil(n / ROWS) / WG), ceil(m / TOK), 1).
 // Params, bindings 0-4 and xv: common/matvec_io.wgsl.
 
@@ -26,6 +29,16 @@ const ROWS: u32 = 8u;
 const TOK: u32 = 1u;
 // TOKENS end
 
+// Where the invocation's rows (r0 ..; past n: row n - 1) have their unit 0: unit b of row
+// r0 + r is then u0[r] + b * W_GROUP (common/weight_index.wgsl).
+fn row_units(r0: u32, nb: u32) -> array<u32, ROWS> {
+    var u0: array<u32, ROWS>;
+    for (var r = 0u; r < ROWS; r++) {
+        u0[r] = w_index(min(r0 + r, p.n - 1u), 0u, nb);
+    }
+    return u0;
+}
+
 // One token per invocation (TOK = 1): the same per-token expression as the tiled loop
 // below, in the single-token loop shape (no per-token arrays), which llvmpipe runs ~10%
 // faster for float weights.
@@ -33,6 +46,7 @@ fn one_token(r0: u32, t: u32) {
     let x_off = p.x_off + t * p.k;
     var acc: array<f32, ROWS>;
     let nb = w_nb();
+    let u0 = row_units(r0, nb);
     for (var b = 0u; b < nb; b++) {
         var xs: array<vec4<f32>, WV>;
         var x4 = vec4<f32>(0.0);
@@ -42,7 +56,7 @@ fn one_token(r0: u32, t: u32) {
         }
         let xsum = x4.x + x4.y + x4.z + x4.w;
         for (var r = 0u; r < ROWS; r++) {
-            acc[r] += w_dot(w_raw(min(r0 + r, p.n - 1u), b), xs, xsum);
+            acc[r] += w_dot(w_raw_at(u0[r] + b * W_GROUP), xs, xsum);
         }
     }
     for (var r = 0u; r < ROWS; r++) {
@@ -74,6 +88,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     var acc: array<array<f32, TOK>, ROWS>;
     let nb = w_nb();
+    let u0 = row_units(r0, nb);
     for (var b = 0u; b < nb; b++) {
         // xs[i]: the unit's elements of x for token i; xsum[i]: their sum.
         var xs: array<array<vec4<f32>, WV>, TOK>;
@@ -87,7 +102,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             xsum[i] = x4.x + x4.y + x4.z + x4.w;
         }
         for (var r = 0u; r < ROWS; r++) {
-            let u = w_raw(min(r0 + r, p.n - 1u), b);
+            let u = w_raw_at(u0[r] + b * W_GROUP);
             for (var i = 0u; i < TOK; i++) {
                 acc[r][i] += w_dot(u, xs[i], xsum[i]);
             }

@@ -25,6 +25,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var ag: array<f32, ROWS>;
     var au: array<f32, ROWS>;
     let nb = w_nb();
+    // Unit b of row r0 + r (past n: row n - 1) is u0[r] + b * W_GROUP, in both weights
+    // (common/weight_index.wgsl).
+    var u0: array<u32, ROWS>;
+    for (var r = 0u; r < ROWS; r++) {
+        u0[r] = w_index(min(r0 + r, p.n - 1u), 0u, nb);
+    }
     for (var b = 0u; b < nb; b++) {
         var xs: array<vec4<f32>, WV>;
         var x4 = vec4<f32>(0.0);
@@ -34,9 +40,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         let xsum = x4.x + x4.y + x4.z + x4.w;
         for (var r = 0u; r < ROWS; r++) {
-            let row = min(r0 + r, p.n - 1u);
-            ag[r] += w_dot(w_raw(row, b), xs, xsum);
-            au[r] += w_dot(w_raw_up(row, b), xs, xsum);
+            let u = u0[r] + b * W_GROUP;
+            ag[r] += w_dot(w_raw_at(u), xs, xsum);
+            au[r] += w_dot(w_raw_at_up(u), xs, xsum);
         }
     }
     for (var r = 0u; r < ROWS; r++) {

@@ -123,6 +123,8 @@ const MATVEC_TOKENS: u32 = 4;
 pub const COALESCED_LINEAR_ROWS: usize = 16;
 
 const NIBBLES: &str = include_str!("../shaders/common/nibbles.wgsl");
+/// Prepended to every weight kernel: the weight layout's unit index (`w_index`, W_GROUP).
+const WEIGHT_INDEX: &str = include_str!("../shaders/common/weight_index.wgsl");
 
 /// The snippet giving weight access for `dtype`.
 pub fn weights_snippet(dtype: DType) -> Option<&'static str> {
@@ -152,7 +154,7 @@ pub fn shader_source(shader: &Shader, dtype: Option<DType>) -> Option<String> {
                 String::new()
             };
             Some(format!(
-                "{snippet}\n{up}\n{NIBBLES}\n{common}\n{}",
+                "{WEIGHT_INDEX}\n{snippet}\n{up}\n{NIBBLES}\n{common}\n{}",
                 shader.source
             ))
         }
@@ -427,6 +429,9 @@ impl Kernels {
         let mut constants = Vec::new();
         if source.contains("override WG") {
             constants.push(("WG", self.matvec_wg() as f64));
+        }
+        if source.contains("override W_GROUP") {
+            constants.push(("W_GROUP", self.dev.weight_group as f64));
         }
         let source = if tok == 1 {
             source

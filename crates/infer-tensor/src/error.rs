@@ -22,6 +22,8 @@ pub enum TensorError {
     },
     #[error("buffer map failed: {0}")]
     Map(String),
+    #[error("invalid environment setting: {0}")]
+    Env(String),
 }
 
 pub type Result<T, E = TensorError> = std::result::Result<T, E>;

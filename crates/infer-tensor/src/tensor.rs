@@ -102,17 +102,31 @@ fn value_bytes(dtype: DType) -> usize {
 /// `(d, m)` for Q4_1) starting at a 16-byte boundary. Returns the bytes and the scale
 /// region's offset in 16-byte units. Kernels then load a whole unit with one aligned
 /// 16-byte read instead of byte-level gathers.
-pub fn pack_weights(dtype: DType, rows: usize, cols: usize, bytes: &[u8]) -> (Vec<u8>, usize) {
+///
+/// Rows go in groups of `group` (the device's [`Device::weight_group`]; the last group
+/// zero-padded), and within a group the units are interleaved: unit `b` of row `r` is unit
+/// number `(r / group) * group * nb + b * group + r % group` of the value region and of the
+/// scale region (`nb` units per row). With `group` 1 that is plain row-major order.
+pub fn pack_weights(
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    group: usize,
+    bytes: &[u8],
+) -> (Vec<u8>, usize) {
     let nb = weight_units_per_row(dtype, cols);
-    let units = rows * nb;
+    let units = rows.div_ceil(group) * group * nb;
     let vb = value_bytes(dtype);
+    let sb = scale_bytes(dtype);
     let mut out = vec![0u8; units * vb];
+    let mut scales = vec![0u8; units * sb];
     let row_bytes = dtype.bytes_for(cols).expect("whole blocks");
-    let mut scales = Vec::with_capacity(units * scale_bytes(dtype));
     for r in 0..rows {
         let row = &bytes[r * row_bytes..(r + 1) * row_bytes];
         for b in 0..nb {
-            let dst = &mut out[(r * nb + b) * vb..(r * nb + b + 1) * vb];
+            let u = (r / group) * group * nb + b * group + r % group;
+            let dst = &mut out[u * vb..(u + 1) * vb];
+            let scale = &mut scales[u * sb..(u + 1) * sb];
             match dtype {
                 DType::F32 | DType::U32 | DType::F16 | DType::BF16 => {
                     let esz = dtype.block_bytes();
@@ -122,17 +136,17 @@ pub fn pack_weights(dtype: DType, rows: usize, cols: usize, bytes: &[u8]) -> (Ve
                 }
                 DType::Q8_0 => {
                     let blk = &row[b * 34..(b + 1) * 34];
-                    scales.extend_from_slice(&blk[..2]);
+                    scale.copy_from_slice(&blk[..2]);
                     dst.copy_from_slice(&blk[2..]);
                 }
                 DType::Q4_0 => {
                     let blk = &row[b * 18..(b + 1) * 18];
-                    scales.extend_from_slice(&blk[..2]);
+                    scale.copy_from_slice(&blk[..2]);
                     dst.copy_from_slice(&blk[2..]);
                 }
                 DType::Q4_1 => {
                     let blk = &row[b * 20..(b + 1) * 20];
-                    scales.extend_from_slice(&blk[..4]);
+                    scale.copy_from_slice(&blk[..4]);
                     dst.copy_from_slice(&blk[4..]);
                 }
             }
@@ -310,7 +324,22 @@ impl Tensor {
         } else {
             max
         };
-        let rows_per_part = ((budget / stored_row.max(1) as u64) as usize).max(1);
+        let mut rows_per_part = ((budget / stored_row.max(1) as u64) as usize).max(1);
+        if layout == Layout::Weights {
+            // Parts start on whole row groups, so each part's groups are the tensor's. A
+            // part holds at least one group, past `max_part_bytes` if need be (it only has
+            // to fit the adapter's binding).
+            let g = dev.weight_group as usize;
+            rows_per_part = (rows_per_part / g * g).max(g);
+            let group_bytes = (g * stored_row) as u64;
+            if group_bytes + 16 > dev.max_binding() {
+                return Err(TensorError::TooLarge {
+                    name: name.into(),
+                    needed: group_bytes + 16,
+                    limit: dev.max_binding(),
+                });
+            }
+        }
         if stored_row as u64 > budget {
             return Err(TensorError::TooLarge {
                 name: name.into(),
@@ -325,7 +354,7 @@ impl Tensor {
             let chunk =
                 &bytes[(r * row_bytes).min(bytes.len())..((r + n) * row_bytes).min(bytes.len())];
             let (packed, scale_offset) = match layout {
-                Layout::Weights => pack_weights(dtype, n, cols, chunk),
+                Layout::Weights => pack_weights(dtype, n, cols, dev.weight_group as usize, chunk),
                 Layout::Plain => (Vec::new(), 0),
             };
             let chunk = if layout == Layout::Weights {

@@ -69,7 +69,7 @@ fn weight_layout_puts_units_then_scales() {
     // Q4_1, 2 rows of 64: 4 blocks; quants in 16-byte units, then (d, m) pairs.
     let w: Vec<f32> = (0..128).map(|i| (i % 17) as f32 - 8.0).collect();
     let gguf = reference::quantize(DType::Q4_1, &w);
-    let (packed, scale_off) = pack_weights(DType::Q4_1, 2, 64, &gguf);
+    let (packed, scale_off) = pack_weights(DType::Q4_1, 2, 64, 1, &gguf);
     assert_eq!(weight_units_per_row(DType::Q4_1, 64), 2);
     assert_eq!(scale_off, 4);
     for b in 0..4 {
@@ -87,9 +87,56 @@ fn weight_layout_puts_units_then_scales() {
     assert_eq!(packed.len() % 16, 0);
     // f32 rows of 5 are padded with zeros to whole units of 4.
     let x: Vec<f32> = (1..=10).map(|i| i as f32).collect();
-    let (p, off) = pack_weights(DType::F32, 2, 5, bytemuck::cast_slice(&x));
+    let (p, off) = pack_weights(DType::F32, 2, 5, 1, bytemuck::cast_slice(&x));
     let got: Vec<f32> = bytemuck::cast_slice(&p).to_vec();
     assert_eq!(off, 4);
     assert_eq!(&got[..8], &[1., 2., 3., 4., 5., 0., 0., 0.]);
     assert_eq!(&got[8..16], &[6., 7., 8., 9., 10., 0., 0., 0.]);
+}
+
+#[test]
+fn weight_layout_interleaves_row_groups() {
+    // Q4_1, 3 rows of 64 (2 blocks each) in groups of 2: the units (and scales) of rows 0
+    // and 1 interleaved block by block, then row 2's beside a zero-padded row 3.
+    let w: Vec<f32> = (0..192).map(|i| ((i * 7) % 23) as f32 - 11.0).collect();
+    let gguf = reference::quantize(DType::Q4_1, &w);
+    let (packed, scale_off) = pack_weights(DType::Q4_1, 3, 64, 2, &gguf);
+    assert_eq!(scale_off, 8, "4 rows (one padded) x 2 units");
+    let order = [
+        (0, 0),
+        (1, 0),
+        (0, 1),
+        (1, 1),
+        (2, 0),
+        (3, 0),
+        (2, 1),
+        (3, 1),
+    ];
+    for (u, &(r, b)) in order.iter().enumerate() {
+        let (quants, scales) = (
+            &packed[u * 16..(u + 1) * 16],
+            &packed[128 + u * 4..128 + (u + 1) * 4],
+        );
+        if r == 3 {
+            assert!(
+                quants.iter().chain(scales).all(|&v| v == 0),
+                "padding unit {u}"
+            );
+            continue;
+        }
+        let blk = (r * 2 + b) * 20;
+        assert_eq!(
+            quants,
+            &gguf[blk + 4..blk + 20],
+            "quants of row {r} block {b}"
+        );
+        assert_eq!(scales, &gguf[blk..blk + 4], "scales of row {r} block {b}");
+    }
+    // f32, 3 rows of 4 in groups of 8: one group, padded with 5 zero rows.
+    let x: Vec<f32> = (1..=12).map(|i| i as f32).collect();
+    let (p, off) = pack_weights(DType::F32, 3, 4, 8, bytemuck::cast_slice(&x));
+    let got: Vec<f32> = bytemuck::cast_slice(&p).to_vec();
+    assert_eq!(off, 8);
+    assert_eq!(&got[..12], &x[..]);
+    assert!(got[12..].iter().all(|&v| v == 0.0));
 }

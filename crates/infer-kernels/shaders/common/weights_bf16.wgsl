@@ -13,7 +13,12 @@ fn bf2(v: u32) -> vec2<f32> {
 }
 
 fn w_unit(row: u32, b: u32) -> array<vec4<f32>, WV> {
-    let q = w[row * w_nb() + b];
+    return w_unit_at(w_index(row, b, w_nb()));
+}
+
+// The unit at index u of the layout (w_index).
+fn w_unit_at(u: u32) -> array<vec4<f32>, WV> {
+    let q = w[u];
     return array<vec4<f32>, WV>(vec4<f32>(bf2(q.x), bf2(q.y)), vec4<f32>(bf2(q.z), bf2(q.w)));
 }
 
@@ -28,7 +33,11 @@ struct WRaw {
 }
 
 fn w_raw(row: u32, b: u32) -> WRaw {
-    return WRaw(w_unit(row, b), vec2<f32>(1.0));
+    return w_raw_at(w_index(row, b, w_nb()));
+}
+
+fn w_raw_at(u: u32) -> WRaw {
+    return WRaw(w_unit_at(u), vec2<f32>(1.0));
 }
 
 fn w_dot(u: WRaw, xs: array<vec4<f32>, WV>, xsum: f32) -> f32 {

@@ -9,7 +9,12 @@ fn w_nb() -> u32 {
 }
 
 fn w_unit(row: u32, b: u32) -> array<vec4<f32>, WV> {
-    return array<vec4<f32>, WV>(bitcast<vec4<f32>>(w[row * w_nb() + b]));
+    return w_unit_at(w_index(row, b, w_nb()));
+}
+
+// The unit at index u of the layout (w_index).
+fn w_unit_at(u: u32) -> array<vec4<f32>, WV> {
+    return array<vec4<f32>, WV>(bitcast<vec4<f32>>(w[u]));
 }
 
 // A unit as matvec consumes it, decoded once (w_raw) and applied to each token of a tile
@@ -23,7 +28,11 @@ struct WRaw {
 }
 
 fn w_raw(row: u32, b: u32) -> WRaw {
-    return WRaw(w_unit(row, b), vec2<f32>(1.0));
+    return w_raw_at(w_index(row, b, w_nb()));
+}
+
+fn w_raw_at(u: u32) -> WRaw {
+    return WRaw(w_unit_at(u), vec2<f32>(1.0));
 }
 
 fn w_dot(u: WRaw, xs: array<vec4<f32>, WV>, xsum: f32) -> f32 {

@@ -14,7 +14,7 @@ fn w_d(u: u32) -> f32 {
 }
 
 fn w_unit(row: u32, b: u32) -> array<vec4<f32>, WV> {
-    let u = row * w_nb() + b;
+    let u = w_index(row, b, w_nb());
     let d = w_d(u);
     return nib_unit(w[u], d, -8.0 * d);
 }
@@ -30,7 +30,11 @@ struct WRaw {
 }
 
 fn w_raw(row: u32, b: u32) -> WRaw {
-    let u = row * w_nb() + b;
+    return w_raw_at(w_index(row, b, w_nb()));
+}
+
+// w_raw of the unit at index u of the layout (w_index).
+fn w_raw_at(u: u32) -> WRaw {
     return WRaw(nib_q(w[u]), vec2<f32>(w_d(u), 0.0));
 }
 

@@ -18,7 +18,7 @@ fn i8x4(q: u32) -> vec4<f32> {
 }
 
 fn w_unit(row: u32, b: u32) -> array<vec4<f32>, WV> {
-    let u = row * w_nb() + b;
+    let u = w_index(row, b, w_nb());
     let d = w_d(u);
     let a = w[2u * u];
     let c = w[2u * u + 1u];
@@ -39,7 +39,11 @@ struct WRaw {
 }
 
 fn w_raw(row: u32, b: u32) -> WRaw {
-    let u = row * w_nb() + b;
+    return w_raw_at(w_index(row, b, w_nb()));
+}
+
+// w_raw of the unit at index u of the layout (w_index).
+fn w_raw_at(u: u32) -> WRaw {
     let a = w[2u * u];
     let c = w[2u * u + 1u];
     return WRaw(

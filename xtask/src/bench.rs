@@ -22,6 +22,7 @@ struct Opts {
     backend: Option<String>,
     model: Option<String>,
     infer: Option<String>,
+    render: Option<String>,
     quick: bool,
 }
 
@@ -30,6 +31,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         backend: None,
         model: None,
         infer: None,
+        render: None,
         quick: false,
     };
     let mut it = args.iter();
@@ -38,9 +40,10 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--backend" => o.backend = Some(it.next().context("--backend needs a value")?.clone()),
             "--model" => o.model = Some(it.next().context("--model needs a value")?.clone()),
             "--infer" => o.infer = Some(it.next().context("--infer needs a value")?.clone()),
+            "--render" => o.render = Some(it.next().context("--render needs a value")?.clone()),
             "--quick" => o.quick = true,
             other => bail!(
-                "cargo xtask bench: unknown argument {other}\n\nusage: cargo xtask bench [--backend vulkan|metal|dx12|gl] [--model PATH] [--infer BIN] [--quick]"
+                "cargo xtask bench: unknown argument {other}\n\nusage: cargo xtask bench [--backend vulkan|metal|dx12|gl] [--model PATH] [--infer BIN] [--quick]\n       cargo xtask bench --render RESULTS.json   (markdown of an earlier run, to stdout)"
             ),
         }
     }
@@ -504,6 +507,18 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         return bench_serve(root, &args[1..]);
     }
     let o = parse(args)?;
+    // `--render JSON`: the markdown of a results file written by an earlier run (e.g. one
+    // from a lent GPU machine, after the table's format changed), to stdout; measures nothing.
+    if let Some(path) = &o.render {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        let doc: Value =
+            serde_json::from_str(&text).with_context(|| format!("{path}: not a results file"))?;
+        if doc.get("results").and_then(Value::as_array).is_none() {
+            bail!("{path}: no \"results\" array (not written by cargo xtask bench)");
+        }
+        print!("{}", markdown(&doc));
+        return Ok(());
+    }
     // `--infer BIN` runs a prebuilt binary (a machine without a Rust toolchain); else build it.
     let infer = match &o.infer {
         Some(bin) => std::path::PathBuf::from(bin),
@@ -688,10 +703,23 @@ baseline sample taken right before the kernel's, so the host's drift moves both.
                 f(r)
             );
         }
-        s += "| kernel | dtype | shape | ms | GB/s | G weights/s | x copy | x read |\n|---|---|---|---|---|---|---|---|\n";
-        for m in roof["matvec"].as_array().into_iter().flatten() {
+        s += "| kernel | dtype | shape | ms | GB/s | G weights/s | x copy | x read | weights/s x f32 |\n|---|---|---|---|---|---|---|---|---|\n";
+        let rows: Vec<&Value> = roof["matvec"].as_array().into_iter().flatten().collect();
+        for m in &rows {
+            // Weights per second over the f32 matvec's at the same shape (rows measured one
+            // after the other, not paired, so host drift moves this more than the pairs).
+            let f32_rate = rows
+                .iter()
+                .find(|o| o["dtype"] == "f32" && o["n"] == m["n"] && o["k"] == m["k"])
+                .map(|o| f(&o["gweights_s"]));
+            let vs_f32 = match f32_rate {
+                Some(r) if r > 0.0 && m["dtype"] != "f32" => {
+                    format!("{:.2}x", f(&m["gweights_s"]) / r)
+                }
+                _ => String::new(),
+            };
             s += &format!(
-                "| matvec | {} | {}x{} | {:.3} | {:.2} | {:.2} | {:.3} | {} |\n",
+                "| matvec | {} | {}x{} | {:.3} | {:.2} | {:.2} | {:.3} | {} | {vs_f32} |\n",
                 m["dtype"].as_str().unwrap_or(""),
                 m["n"],
                 m["k"],

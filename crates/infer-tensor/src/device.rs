@@ -120,14 +120,19 @@ pub fn wanted_features() -> wgpu::Features {
 /// The weight layout's rows per group for an adapter of `kind` (see
 /// [`Device::weight_group`]).
 fn weight_group(kind: wgpu::DeviceType) -> Result<u32> {
-    match std::env::var("INFER_WEIGHT_GROUP").as_deref() {
-        Ok("1") => Ok(1),
-        Ok("8") => Ok(8),
-        Ok(other) => Err(TensorError::Env(format!(
+    parse_weight_group(std::env::var("INFER_WEIGHT_GROUP").ok().as_deref(), kind)
+}
+
+/// [`weight_group`] given the variable's value (`None`: unset).
+fn parse_weight_group(value: Option<&str>, kind: wgpu::DeviceType) -> Result<u32> {
+    match value {
+        Some("1") => Ok(1),
+        Some("8") => Ok(8),
+        Some(other) => Err(TensorError::Env(format!(
             "INFER_WEIGHT_GROUP must be 1 or 8, got `{other}`"
         ))),
-        Err(_) if kind == wgpu::DeviceType::Cpu => Ok(8),
-        Err(_) => Ok(1),
+        None if kind == wgpu::DeviceType::Cpu => Ok(8),
+        None => Ok(1),
     }
 }
 
@@ -321,6 +326,25 @@ pub fn test_device() -> Option<Device> {
             }
             eprintln!("SKIP: no GPU adapter ({e}); GPU tests did NOT run");
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_group_defaults_by_adapter_kind_and_rejects_bad_values() {
+        use wgpu::DeviceType::{Cpu, DiscreteGpu, IntegratedGpu};
+        assert_eq!(parse_weight_group(None, Cpu).unwrap(), 8);
+        assert_eq!(parse_weight_group(None, DiscreteGpu).unwrap(), 1);
+        assert_eq!(parse_weight_group(None, IntegratedGpu).unwrap(), 1);
+        assert_eq!(parse_weight_group(Some("1"), Cpu).unwrap(), 1);
+        assert_eq!(parse_weight_group(Some("8"), DiscreteGpu).unwrap(), 8);
+        for bad in ["", "0", "4", "16", "eight"] {
+            let e = parse_weight_group(Some(bad), Cpu).unwrap_err().to_string();
+            assert!(e.contains("INFER_WEIGHT_GROUP"), "{bad}: {e}");
         }
     }
 }

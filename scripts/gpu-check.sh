@@ -78,7 +78,8 @@ if [ "$phase" = tests ] || [ "$phase" = all ]; then
   done
   # The CPU-adapter kernel choices, on this GPU too.
   if [ -z "${GPU_CHECK_TESTS:-}" ]; then
-    TAG=-rows-splitsg run_test archs 150 INFER_MATVEC=rows INFER_ATTENTION=split_sg
+    TAG=-rows-splitsg run_test archs 150 INFER_MATVEC=rows INFER_ATTENTION=split_sg \
+      INFER_WEIGHT_GROUP=8
     TAG=-lane run_test archs 150 INFER_ATTENTION=lane
   fi
 fi

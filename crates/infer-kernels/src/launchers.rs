@@ -277,12 +277,16 @@ impl Kernels {
     /// (each matrix read again from cache per row) keep the chip busy where the tiled
     /// matmul's few tiles leave it idle. On an H200, with matmul, prompt lookup's 2-9 row
     /// steps cost ~7 one-row steps each and speculation ran at 0.55-0.88x plain decode.
-    pub fn linear_uses_matvec(&self, m: usize, w: &Tensor) -> bool {
+    ///
+    /// On CPU adapters at every row count, whatever the dtype: quantized weights always ran
+    /// matvec there, and since the grouped weight layout (`Device::weight_group`) the float
+    /// weights' token tiles beat the tiled matmul at prefill sizes too (f16 SmolLM2-135M
+    /// prefill on lavapipe: 32.4 -> 56.3 tok/s at 128 tokens, 29.7 -> 48.2 at 512).
+    pub fn linear_uses_matvec(&self, m: usize, _w: &Tensor) -> bool {
         if self.coalesced {
             return m <= COALESCED_LINEAR_ROWS;
         }
-        let cpu = self.dev.info.device_type == wgpu::DeviceType::Cpu;
-        m == 1 || (cpu && (w.dtype.is_quantized() || m < 16))
+        m == 1 || self.dev.info.device_type == wgpu::DeviceType::Cpu
     }
 
     /// Whether the fused [`Kernels::matvec_glu`] is the faster way to run `m` tokens of
@@ -617,9 +621,11 @@ impl Kernels {
     }
 
     /// The linear layer for `m` rows of `x`: matvec for one row; for more, the tiled matmul,
-    /// except on CPU adapters for quantized weights or few rows, where matvec over the
-    /// tokens is faster (measured on lavapipe, 128 x 1536 x 576: 1.9x for Q4_1, 1.5x for
-    /// Q8_0; the tiled kernel computes whole 64-row tiles however few rows there are).
+    /// except where [`Kernels::linear_uses_matvec`] says matvec over the tokens is faster:
+    /// on CPU adapters always (measured on lavapipe, 128 x 1536 x 576: 1.9x for Q4_1, 1.5x
+    /// for Q8_0, and since the grouped weight layout the float weights too; the tiled
+    /// kernel computes whole 64-row tiles however few rows there are), on GPUs for
+    /// verification-sized steps.
     pub fn linear(&self, x: &Tensor, m: usize, w: &Tensor, y: &Tensor) -> Result<Vec<Dispatch>> {
         if m == 1 {
             self.matvec(w, x, 0, y, 0)

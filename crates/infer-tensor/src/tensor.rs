@@ -501,11 +501,27 @@ pub fn map_read_after(
     len: u64,
     after: wgpu::SubmissionIndex,
 ) -> Result<Vec<u8>> {
+    map_copy(dev, staging, len, || dev.wait_for(after))
+}
+
+/// Maps a MAP_READ buffer, copies `len` bytes out and unmaps it.
+pub fn map_read(dev: &Device, staging: &wgpu::Buffer, len: u64) -> Result<Vec<u8>> {
+    map_copy(dev, staging, len, || dev.wait())
+}
+
+/// Maps `staging`, runs `wait` (a poll that finishes the work writing it), copies `len`
+/// bytes out and unmaps it.
+fn map_copy(
+    dev: &Device,
+    staging: &wgpu::Buffer,
+    len: u64,
+    wait: impl FnOnce() -> Result<()>,
+) -> Result<Vec<u8>> {
     let (tx, rx) = std::sync::mpsc::channel();
     staging.map_async(wgpu::MapMode::Read, ..len, move |r| {
         let _ = tx.send(r);
     });
-    dev.wait_for(after)?;
+    wait()?;
     let mapped = match rx.try_recv() {
         Ok(r) => r,
         // The callback may need one more poll after the submission is done.
@@ -515,24 +531,6 @@ pub fn map_read_after(
         }
     };
     mapped.map_err(|e| TensorError::Map(e.to_string()))?;
-    let data = staging
-        .get_mapped_range(..len)
-        .map_err(|e| TensorError::Map(e.to_string()))?
-        .to_vec();
-    staging.unmap();
-    Ok(data)
-}
-
-/// Maps a MAP_READ buffer, copies `len` bytes out and unmaps it.
-pub fn map_read(dev: &Device, staging: &wgpu::Buffer, len: u64) -> Result<Vec<u8>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    staging.map_async(wgpu::MapMode::Read, ..len, move |r| {
-        let _ = tx.send(r);
-    });
-    dev.wait()?;
-    rx.recv()
-        .map_err(|e| TensorError::Map(e.to_string()))?
-        .map_err(|e| TensorError::Map(e.to_string()))?;
     let data = staging
         .get_mapped_range(..len)
         .map_err(|e| TensorError::Map(e.to_string()))?

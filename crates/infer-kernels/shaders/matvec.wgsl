@@ -55,8 +55,19 @@ fn one_token(r0: u32, t: u32) {
             x4 += xs[j];
         }
         let xsum = x4.x + x4.y + x4.z + x4.w;
-        for (var r = 0u; r < ROWS; r++) {
-            acc[r] += w_dot(w_raw_at(u0[r] + b * W_GROUP), xs, xsum);
+        // The grouped layout (W_GROUP = ROWS): the rows' units are ub .. ub + 7 (a padded
+        // last group included), and their scales are loaded together (w_scales8: 2 loads of
+        // 16 bytes for Q4_1, not 8 of 4).
+        if (W_GROUP == ROWS) {
+            let ub = u0[0] + b * W_GROUP;
+            let s8 = w_scales8(ub);
+            for (var r = 0u; r < ROWS; r++) {
+                acc[r] += w_dot(w_raw_s(ub + r, s8[r]), xs, xsum);
+            }
+        } else {
+            for (var r = 0u; r < ROWS; r++) {
+                acc[r] += w_dot(w_raw_at(u0[r] + b * W_GROUP), xs, xsum);
+            }
         }
     }
     for (var r = 0u; r < ROWS; r++) {
@@ -101,8 +112,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             }
             xsum[i] = x4.x + x4.y + x4.z + x4.w;
         }
+        // The grouped layout (W_GROUP = ROWS): the rows' units are ub .. ub + 7, and their
+        // scales are loaded together (w_scales8; 2 loads of 16 bytes for Q4_1, not 8 of 4).
+        let ub = u0[0] + b * W_GROUP;
+        var s8: array<vec2<f32>, 8>;
+        if (W_GROUP == ROWS) {
+            s8 = w_scales8(ub);
+        }
         for (var r = 0u; r < ROWS; r++) {
-            let u = w_raw_at(u0[r] + b * W_GROUP);
+            var u: WRaw;
+            if (W_GROUP == ROWS) {
+                u = w_raw_s(ub + r, s8[r]);
+            } else {
+                u = w_raw_at(u0[r] + b * W_GROUP);
+            }
             for (var i = 0u; i < TOK; i++) {
                 acc[r][i] += w_dot(u, xs[i], xsum[i]);
             }

@@ -39,10 +39,22 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             x4 += xs[j];
         }
         let xsum = x4.x + x4.y + x4.z + x4.w;
-        for (var r = 0u; r < ROWS; r++) {
-            let u = u0[r] + b * W_GROUP;
-            ag[r] += w_dot(w_raw_at(u), xs, xsum);
-            au[r] += w_dot(w_raw_at_up(u), xs, xsum);
+        if (W_GROUP == ROWS) {
+            // The grouped layout: the rows' units are ub .. ub + 7, their scales loaded
+            // together (w_scales8), as in matvec.
+            let ub = u0[0] + b * W_GROUP;
+            let sg = w_scales8(ub);
+            let su = w_scales8_up(ub);
+            for (var r = 0u; r < ROWS; r++) {
+                ag[r] += w_dot(w_raw_s(ub + r, sg[r]), xs, xsum);
+                au[r] += w_dot(w_raw_s_up(ub + r, su[r]), xs, xsum);
+            }
+        } else {
+            for (var r = 0u; r < ROWS; r++) {
+                let u = u0[r] + b * W_GROUP;
+                ag[r] += w_dot(w_raw_at(u), xs, xsum);
+                au[r] += w_dot(w_raw_at_up(u), xs, xsum);
+            }
         }
     }
     for (var r = 0u; r < ROWS; r++) {

@@ -34,6 +34,16 @@ fn w_raw(row: u32, b: u32) -> WRaw {
     return w_raw_at(w_index(row, b, w_nb()));
 }
 
+// w_raw_at with the unit's scales (w_scales8) already loaded: float units have none.
+fn w_raw_s(u: u32, s: vec2<f32>) -> WRaw {
+    return w_raw_at(u);
+}
+
+// The scales of units u .. u + 7 (see the quantized snippets): none for float weights.
+fn w_scales8(u: u32) -> array<vec2<f32>, 8> {
+    return array<vec2<f32>, 8>();
+}
+
 fn w_raw_at(u: u32) -> WRaw {
     return WRaw(w_unit_at(u), vec2<f32>(1.0));
 }

@@ -34,7 +34,24 @@ fn w_raw(row: u32, b: u32) -> WRaw {
 
 // w_raw of the unit at index u of the layout (w_index).
 fn w_raw_at(u: u32) -> WRaw {
-    return WRaw(nib_q(w[u]), w_dm(u));
+    return w_raw_s(u, w_dm(u));
+}
+
+// w_raw_at with the unit's scales `s` (w_scales8) already loaded.
+fn w_raw_s(u: u32, s: vec2<f32>) -> WRaw {
+    return WRaw(nib_q(w[u]), s);
+}
+
+// The scales of the 8 units u .. u + 7 (u a multiple of 8; a row group's unit b in the
+// grouped layout): their 8 pairs in 2 loads of 16 bytes, where w_dm loads 4 bytes per unit
+// (on lavapipe a load costs about the same whatever its width).
+fn w_scales8(u: u32) -> array<vec2<f32>, 8> {
+    let a = w[p.soff + u / 4u];
+    let c = w[p.soff + u / 4u + 1u];
+    return array<vec2<f32>, 8>(
+        unpack2x16float(a.x), unpack2x16float(a.y), unpack2x16float(a.z), unpack2x16float(a.w),
+        unpack2x16float(c.x), unpack2x16float(c.y), unpack2x16float(c.z), unpack2x16float(c.w),
+    );
 }
 
 fn w_dot(u: WRaw, xs: array<vec4<f32>, WV>, xsum: f32) -> f32 {

@@ -148,6 +148,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 "#;
 
+const EMPTY_WGSL: &str = r#"
+@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+// Next to no work: what one dispatch costs the driver and the adapter whatever the kernel
+// (one workgroup; its first invocation writes a word so the dispatch cannot be dropped).
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) i: u32) {
+    if (i == 0u) {
+        out[0] = out[0] + 1u;
+    }
+}
+"#;
+
 const FMA_WGSL: &str = r#"
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 // 8 independent scalar FMA chains of 4096 steps: 65536 FLOPs per invocation. (Scalar, so a
@@ -282,6 +294,15 @@ fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
     let read_gbs = ssize as f64 / t / 1e9;
     eprintln!("  read: {read_gbs:.2} GB/s");
 
+    // The cost of one dispatch (a kernel that does next to nothing): what every kernel of
+    // a decode step pays on top of its work.
+    let empty_pipe = pipeline(dev, "bench empty", EMPTY_WGSL);
+    let empty_out = Tensor::zeros(dev, "empty out", &[64], DType::U32)?;
+    let empty_bg = bind(dev, &empty_pipe, &[empty_out.buffer()]);
+    let t = time_gpu(dev, runs, &grid(&empty_pipe, &empty_bg, 1))?;
+    let dispatch_us = t * 1e6;
+    eprintln!("  empty dispatch: {dispatch_us:.1} us");
+
     // FMA throughput.
     let pipeline = pipeline(dev, "bench fma", FMA_WGSL);
     // Enough invocations to fill the adapter: 16384 on CPU adapters, 2^19 on GPUs (an H200
@@ -349,7 +370,7 @@ fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
     }
     let attention = attention_rows(dev, &k, runs)?;
     Ok(
-        json!({"copy_gb_s": copy_gbs, "buffer_copy_gb_s": dma_gbs, "shader_copy_gb_s": shader_gbs, "read_gb_s": read_gbs, "fma_gflop_s": fma_gflops, "matvec": matvec, "matmul": matmul, "attention": attention}),
+        json!({"copy_gb_s": copy_gbs, "buffer_copy_gb_s": dma_gbs, "shader_copy_gb_s": shader_gbs, "read_gb_s": read_gbs, "fma_gflop_s": fma_gflops, "dispatch_us": dispatch_us, "matvec": matvec, "matmul": matmul, "attention": attention}),
     )
 }
 
@@ -701,6 +722,12 @@ baseline sample taken right before the kernel's, so the host's drift moves both.
             s += &format!(
                 "Read bandwidth (a compute shader that only reads, as a matvec reads its weights): **{:.2} GB/s**; \"x read\" is paired the same way.{limited}\n\n",
                 f(r)
+            );
+        }
+        if let Some(d) = roof.get("dispatch_us") {
+            s += &format!(
+                "One dispatch of a kernel that does next to nothing: **{:.1} µs** (every kernel below, and each of a decode step's dispatches, pays it on top of its work).\n\n",
+                f(d)
             );
         }
         s += "| kernel | dtype | shape | ms | GB/s | G weights/s | x copy | x read | weights/s x f32 |\n|---|---|---|---|---|---|---|---|---|\n";

@@ -12,14 +12,21 @@ struct Params {
     y_ld: u32,
     y_col: u32,
     soff: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // A split output (common/split_out.wgsl); row0 = y_col, t0 = 0.
+    row0: u32,
+    seg1: u32,
+    seg2: u32,
+    n_all: u32,
+    t0: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y1: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y2: array<f32>;
 
 const T: u32 = 64u;
 const TK: u32 = 32u;
@@ -90,7 +97,7 @@ fn main(
         let row = m0 + lid.y + 16u * i;
         for (var j = 0u; j < 4u; j++) {
             let col = n0 + lid.x + 16u * j;
-            if (row < p.m && col < p.n) {
+            if (row < p.m && col < p.n && !store_split(row, p.row0 + col, acc[i][j])) {
                 y[row * p.y_ld + p.y_col + col] = acc[i][j];
             }
         }

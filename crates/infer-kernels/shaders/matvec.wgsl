@@ -22,6 +22,10 @@
 // Dispatch: (ceil(ceil(n / ROWS) / WG), ceil(m / TOK), 1).
 // Params, bindings 0-4 and xv: common/matvec_io.wgsl.
 
+// The split output's other two tensors (common/split_out.wgsl).
+@group(0) @binding(5) var<storage, read_write> y1: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y2: array<f32>;
+
 override WG: u32 = 64u;
 const ROWS: u32 = 8u;
 
@@ -71,7 +75,7 @@ fn one_token(r0: u32, t: u32) {
         }
     }
     for (var r = 0u; r < ROWS; r++) {
-        if (r0 + r < p.n) {
+        if (r0 + r < p.n && !store_split(t, p.row0 + r0 + r, acc[r])) {
             let at = p.y_off + t * p.y_ld + r0 + r;
             if (p.flag != 0u) {
                 y[at] = y[at] + acc[r];
@@ -133,7 +137,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     for (var i = 0u; i < TOK; i++) {
         for (var r = 0u; r < ROWS; r++) {
-            if (r0 + r < p.n && t0 + i < p.m) {
+            if (r0 + r < p.n && t0 + i < p.m && !store_split(t0 + i, p.row0 + r0 + r, acc[r][i])) {
                 let at = p.y_off + (t0 + i) * p.y_ld + r0 + r;
                 if (p.flag != 0u) {
                     y[at] = y[at] + acc[r][i];

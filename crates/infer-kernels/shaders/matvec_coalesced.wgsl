@@ -17,6 +17,10 @@
 
 const NACC: u32 = R;
 
+// The split output's other two tensors (common/split_out.wgsl).
+@group(0) @binding(6) var<storage, read_write> y1: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y2: array<f32>;
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
     let r0 = wg.x * R;
@@ -35,7 +39,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
     }
     reduce_lanes(acc, l);
-    if (l < R && r0 + l < p.n) {
+    if (l < R && r0 + l < p.n && !store_split(t, p.row0 + r0 + l, part[l * LANES])) {
         let at = p.y_off + t * p.y_ld + r0 + l;
         let v = part[l * LANES];
         if (p.flag != 0u) {

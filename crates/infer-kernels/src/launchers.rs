@@ -59,7 +59,105 @@ struct MatvecParams {
     norm: u32,
     eps: f32,
     w_offset: f32,
-    _pad: u32,
+    /// matvec, matvec_coalesced: a split output ([`Out::Split`]; common/split_out.wgsl).
+    row0: u32,
+    seg1: u32,
+    seg2: u32,
+    n_all: u32,
+    t0: u32,
+    _pad: [u32; 3],
+}
+
+/// Where a linear layer writes the rows of its weight.
+#[derive(Clone, Copy)]
+pub enum Out<'a> {
+    /// Every row into one `(m, n)` tensor.
+    One(&'a Tensor),
+    /// A weight that stacks three projections' rows (a fused q/k/v projection): its first
+    /// `rows[0]` rows into `ys[0]`, the next `rows[1]` into `ys[1]`, the rest into `ys[2]`,
+    /// each `(m, rows[i])`. One dispatch writes all three; every value is the one a
+    /// separate launch over that projection's own weight computes.
+    Split {
+        ys: [&'a Tensor; 3],
+        rows: [usize; 3],
+    },
+}
+
+impl<'a> From<&'a Tensor> for Out<'a> {
+    fn from(y: &'a Tensor) -> Self {
+        Out::One(y)
+    }
+}
+
+/// An [`Out`]'s fields of the kernels' parameters: y's row stride and the split rows.
+struct OutFields {
+    y_ld: u32,
+    seg1: u32,
+    seg2: u32,
+    n_all: u32,
+}
+
+impl<'a> Out<'a> {
+    /// The tensor the first rows go to (all of them, unsplit).
+    fn first(&self) -> &'a Tensor {
+        match *self {
+            Out::One(y) => y,
+            Out::Split { ys, .. } => ys[0],
+        }
+    }
+
+    /// Checks this output for `m` tokens of a weight of `n` rows, written at `y_off` of the
+    /// first tensor (0 when split; `acc`, adding to y, unsplit only).
+    fn fields(
+        &self,
+        kernel: &'static str,
+        m: usize,
+        n: usize,
+        y_off: usize,
+        acc: bool,
+    ) -> Result<OutFields> {
+        match *self {
+            Out::One(y) => {
+                need_f32(kernel, y, y_off + m * n)?;
+                Ok(OutFields {
+                    y_ld: u32s(n),
+                    seg1: u32::MAX,
+                    seg2: u32::MAX,
+                    n_all: u32s(n),
+                })
+            }
+            Out::Split { ys, rows } => {
+                let distinct = ys[0].buffer() != ys[1].buffer()
+                    && ys[0].buffer() != ys[2].buffer()
+                    && ys[1].buffer() != ys[2].buffer();
+                if rows.iter().sum::<usize>() != n || y_off != 0 || acc || !distinct {
+                    return Err(KernelError::Shape {
+                        kernel,
+                        reason: format!(
+                            "a split output needs rows summing to the weight's {n} (got {rows:?}), three distinct tensors, no offset and no accumulation"
+                        ),
+                    });
+                }
+                for (y, r) in ys.iter().zip(rows) {
+                    need_f32(kernel, y, m * r)?;
+                }
+                Ok(OutFields {
+                    y_ld: u32s(rows[0]),
+                    seg1: u32s(rows[0]),
+                    seg2: u32s(rows[0] + rows[1]),
+                    n_all: u32s(n),
+                })
+            }
+        }
+    }
+
+    /// The buffers of bindings y1 and y2: the split's other tensors, else `spare`.
+    fn rest(&self, spare: &'a wgpu::Buffer) -> [&'a wgpu::Buffer; 2] {
+        match *self {
+            Out::One(_) => [spare, spare],
+            Out::Split { ys, .. } => [ys[1].buffer(), ys[2].buffer()],
+        }
+    }
 }
 
 /// An RMSNorm folded into the input of a coalesced matvec ([`Kernels::matvec_coalesced_norm`],
@@ -111,7 +209,13 @@ struct MatmulParams {
     y_ld: u32,
     y_col: u32,
     soff: u32,
-    _pad: [u32; 2],
+    /// A split output ([`Out::Split`]; common/split_out.wgsl).
+    row0: u32,
+    seg1: u32,
+    seg2: u32,
+    n_all: u32,
+    t0: u32,
+    _pad: u32,
 }
 
 #[repr(C)]
@@ -236,7 +340,7 @@ impl Kernels {
         y: &Tensor,
         y_off: usize,
     ) -> Result<Vec<Dispatch>> {
-        self.matvec_rows(w, x, x_off, 1, y, y_off, false)
+        self.matvec_rows(w, x, x_off, 1, Out::One(y), y_off, false)
     }
 
     /// matvec over `m` tokens: `y[t] = w x[t]` with `x` `(m, k)` and `y` `(m, n)`. For
@@ -246,14 +350,14 @@ impl Kernels {
     /// whatever `m` is and wherever `t` falls in a tile (each token's arithmetic is the same
     /// expression; tested on the adapter in tests/kernels.rs), and equal to
     /// [`Kernels::matvec`] of `x[t]`.
-    pub fn matvec_batched(
+    pub fn matvec_batched<'a>(
         &self,
         w: &Tensor,
         x: &Tensor,
         m: usize,
-        y: &Tensor,
+        y: impl Into<Out<'a>>,
     ) -> Result<Vec<Dispatch>> {
-        self.matvec_rows(w, x, 0, m, y, 0, false)
+        self.matvec_rows(w, x, 0, m, y.into(), 0, false)
     }
 
     /// [`Kernels::matvec_batched`] adding to `y` instead of overwriting it: `y[t] += w x[t]`
@@ -266,7 +370,7 @@ impl Kernels {
         m: usize,
         y: &Tensor,
     ) -> Result<Vec<Dispatch>> {
-        self.matvec_rows(w, x, 0, m, y, 0, true)
+        self.matvec_rows(w, x, 0, m, Out::One(y), 0, true)
     }
 
     /// Whether [`Kernels::linear`] runs matvec (rather than the tiled matmul) for `m` rows
@@ -378,7 +482,7 @@ impl Kernels {
             x,
             x_off,
             m,
-            y,
+            Out::One(y),
             y_off,
             flag,
             None,
@@ -389,16 +493,16 @@ impl Kernels {
     /// (the RMSNorm computed inside the matvec instead of by a [`Kernels::rms_norm`]
     /// dispatch before it): the GPU layout `matvec_coalesced`, with the bits of rms_norm
     /// then [`Kernels::matvec_coalesced`]. Batch invariant.
-    pub fn matvec_coalesced_norm(
+    pub fn matvec_coalesced_norm<'a>(
         &self,
         w: &Tensor,
         x: &Tensor,
         m: usize,
-        y: &Tensor,
+        y: impl Into<Out<'a>>,
         norm: Norm<'_>,
     ) -> Result<Vec<Dispatch>> {
         let kernel = "matvec_coalesced";
-        self.coalesced(kernel, w, None, x, 0, m, y, 0, 0, Some(norm))
+        self.coalesced(kernel, w, None, x, 0, m, y.into(), 0, 0, Some(norm))
     }
 
     /// [`Kernels::matvec_glu`] with the GPU layout `matvec_glu_coalesced` (which matvec_glu
@@ -418,7 +522,18 @@ impl Kernels {
     ) -> Result<Vec<Dispatch>> {
         let kernel = "matvec_glu_coalesced";
         same_layout(kernel, wg, wu)?;
-        self.coalesced(kernel, wg, Some(wu), x, 0, m, out, 0, glu_flag(act), norm)
+        self.coalesced(
+            kernel,
+            wg,
+            Some(wu),
+            x,
+            0,
+            m,
+            Out::One(out),
+            0,
+            glu_flag(act),
+            norm,
+        )
     }
 
     /// Whether every part of `w` fits the coalesced kernels' grid (ceil(rows / 4) <= 65535).
@@ -444,7 +559,7 @@ impl Kernels {
         x: &Tensor,
         x_off: usize,
         m: usize,
-        y: &Tensor,
+        out: Out<'_>,
         y_off: usize,
         flag: u32,
         norm: Option<Norm<'_>>,
@@ -452,7 +567,10 @@ impl Kernels {
         let dt = weight_dtype(kernel, w)?;
         let (n, k) = (w.rows(), w.cols());
         need_f32(kernel, x, x_off + m * k)?;
-        need_f32(kernel, y, y_off + m * n)?;
+        // The glu kernel has no split output (its y is never split).
+        let of = out.fields(kernel, m, n, y_off, flag != 0 && wu.is_none())?;
+        let y = out.first();
+        let rest = out.rest(&self.spare);
         if let Some(nm) = norm {
             need_f32(kernel, nm.weight, k)?;
         }
@@ -473,18 +591,24 @@ impl Kernels {
                     y_off: u32s(y_off + part.row_start),
                     soff: u32s(part.scale_offset),
                     m: u32s(m),
-                    y_ld: u32s(n),
+                    y_ld: of.y_ld,
                     flag,
                     norm: u32::from(norm.is_some()),
                     eps: norm.map_or(0.0, |nm| nm.eps),
                     w_offset: norm.map_or(0.0, |nm| nm.offset),
-                    _pad: 0,
+                    row0: u32s(part.row_start),
+                    seg1: of.seg1,
+                    seg2: of.seg2,
+                    n_all: of.n_all,
+                    t0: 0,
+                    _pad: [0; 3],
                 };
                 // Without a norm, x stands in for the norm weight (never read).
                 let nw = norm.map_or(x.buffer(), |nm| nm.weight.buffer());
                 let mut buffers = vec![&part.buffer, x.buffer(), y.buffer(), x.buffer(), nw];
-                if let Some(wu) = wu {
-                    buffers.push(&wu.parts[i].buffer);
+                match wu {
+                    Some(wu) => buffers.push(&wu.parts[i].buffer),
+                    None => buffers.extend(rest),
                 }
                 self.dispatch(
                     kernel,
@@ -504,14 +628,15 @@ impl Kernels {
         x: &Tensor,
         x_off: usize,
         m: usize,
-        y: &Tensor,
+        out: Out<'_>,
         y_off: usize,
         acc: bool,
     ) -> Result<Vec<Dispatch>> {
         let dt = weight_dtype("matvec", w)?;
         let (n, k) = (w.rows(), w.cols());
         need_f32("matvec", x, x_off + m * k)?;
-        need_f32("matvec", y, y_off + m * n)?;
+        let of = out.fields("matvec", m, n, y_off, acc)?;
+        let (y, rest) = (out.first(), out.rest(&self.spare));
         if m == 0 || m > 65535 {
             return Err(KernelError::Shape {
                 kernel: "matvec",
@@ -519,7 +644,9 @@ impl Kernels {
             });
         }
         if self.coalesced && self.coalesced_fits(w) {
-            return self.matvec_coalesced(w, x, x_off, m, y, y_off, acc);
+            let flag = u32::from(acc);
+            let kernel = "matvec_coalesced";
+            return self.coalesced(kernel, w, None, x, x_off, m, out, y_off, flag, None);
         }
         self.matvec_plan(dt, m)
             .into_iter()
@@ -529,11 +656,16 @@ impl Kernels {
                         n: u32s(part.rows),
                         k: u32s(k),
                         x_off: u32s(x_off + t0 * k),
-                        y_off: u32s(y_off + t0 * n + part.row_start),
+                        y_off: u32s(y_off + t0 * of.y_ld as usize + part.row_start),
                         soff: u32s(part.scale_offset),
                         m: u32s(count),
-                        y_ld: u32s(n),
+                        y_ld: of.y_ld,
                         flag: u32::from(acc),
+                        row0: u32s(part.row_start),
+                        seg1: of.seg1,
+                        seg2: of.seg2,
+                        n_all: of.n_all,
+                        t0: u32s(t0),
                         ..Zeroable::zeroed()
                     };
                     let threads = part.rows.div_ceil(8);
@@ -542,7 +674,14 @@ impl Kernels {
                         Some(dt),
                         tok,
                         &params,
-                        &[&part.buffer, x.buffer(), y.buffer(), x.buffer()],
+                        &[
+                            &part.buffer,
+                            x.buffer(),
+                            y.buffer(),
+                            x.buffer(),
+                            rest[0],
+                            rest[1],
+                        ],
                         [
                             u32s(threads.div_ceil(self.matvec_wg() as usize)),
                             u32s(count.div_ceil(tok as usize)),
@@ -585,12 +724,21 @@ impl Kernels {
         plan
     }
 
-    /// `y = x w^T`: `x` is `(m, k)`, `w` is `(n, k)` in any weight dtype, `y` is `(m, n)`.
-    pub fn matmul(&self, x: &Tensor, m: usize, w: &Tensor, y: &Tensor) -> Result<Vec<Dispatch>> {
+    /// `y = x w^T`: `x` is `(m, k)`, `w` is `(n, k)` in any weight dtype, `y` is `(m, n)`
+    /// (or split by rows, [`Out::Split`]).
+    pub fn matmul<'a>(
+        &self,
+        x: &Tensor,
+        m: usize,
+        w: &Tensor,
+        y: impl Into<Out<'a>>,
+    ) -> Result<Vec<Dispatch>> {
         let dt = weight_dtype("matmul", w)?;
         let (n, k) = (w.rows(), w.cols());
         need_f32("matmul", x, m * k)?;
-        need_f32("matmul", y, m * n)?;
+        let out = y.into();
+        let of = out.fields("matmul", m, n, 0, false)?;
+        let (y, rest) = (out.first(), out.rest(&self.spare));
         if m.div_ceil(64) > 65535 || n.div_ceil(64) > 65535 {
             return Err(KernelError::Shape {
                 kernel: "matmul",
@@ -604,16 +752,21 @@ impl Kernels {
                     m: u32s(m),
                     n: u32s(part.rows),
                     k: u32s(k),
-                    y_ld: u32s(n),
+                    y_ld: of.y_ld,
                     y_col: u32s(part.row_start),
                     soff: u32s(part.scale_offset),
-                    _pad: [0; 2],
+                    row0: u32s(part.row_start),
+                    seg1: of.seg1,
+                    seg2: of.seg2,
+                    n_all: of.n_all,
+                    t0: 0,
+                    _pad: 0,
                 };
                 self.dispatch(
                     "matmul",
                     Some(dt),
                     &params,
-                    &[&part.buffer, x.buffer(), y.buffer()],
+                    &[&part.buffer, x.buffer(), y.buffer(), rest[0], rest[1]],
                     [u32s(part.rows.div_ceil(64)), u32s(m.div_ceil(64)), 1],
                 )
             })
@@ -626,10 +779,16 @@ impl Kernels {
     /// for Q8_0, and since the grouped weight layout the float weights too; the tiled
     /// kernel computes whole 64-row tiles however few rows there are), on GPUs for
     /// verification-sized steps.
-    pub fn linear(&self, x: &Tensor, m: usize, w: &Tensor, y: &Tensor) -> Result<Vec<Dispatch>> {
-        if m == 1 {
-            self.matvec(w, x, 0, y, 0)
-        } else if self.linear_uses_matvec(m, w) {
+    /// `y` may be split by rows ([`Out::Split`]: a fused q/k/v projection in one dispatch).
+    pub fn linear<'a>(
+        &self,
+        x: &Tensor,
+        m: usize,
+        w: &Tensor,
+        y: impl Into<Out<'a>>,
+    ) -> Result<Vec<Dispatch>> {
+        let y = y.into();
+        if m == 1 || self.linear_uses_matvec(m, w) {
             self.matvec_batched(w, x, m, y)
         } else {
             self.matmul(x, m, w, y)

@@ -29,7 +29,9 @@ use wgpu::util::DeviceExt;
 
 mod launchers;
 
-pub use launchers::{AttentionKernel, AttentionParams, GeluMode, Glu, Norm, PagedParams, RopeMode};
+pub use launchers::{
+    AttentionKernel, AttentionParams, GeluMode, Glu, Norm, Out, PagedParams, RopeMode,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -77,15 +79,19 @@ macro_rules! shader {
 
 /// Every kernel in `shaders/`.
 pub const SHADERS: &[Shader] = &[
-    shader!("matvec", true, ["matvec_io"]),
+    shader!("matvec", true, ["matvec_io", "split_out"]),
     shader!("matvec_glu", true, ["matvec_io", "glu"]),
-    shader!("matvec_coalesced", true, ["matvec_io", "coalesced"]),
+    shader!(
+        "matvec_coalesced",
+        true,
+        ["matvec_io", "coalesced", "split_out"]
+    ),
     shader!(
         "matvec_glu_coalesced",
         true,
         ["matvec_io", "coalesced", "glu"]
     ),
-    shader!("matmul", true),
+    shader!("matmul", true, ["split_out"]),
     shader!("embedding", true),
     shader!("rms_norm", false),
     shader!("layer_norm", false),
@@ -259,6 +265,9 @@ pub struct Kernels {
     disk_cache: Option<DiskCache>,
     /// matvec runs as matvec_coalesced (chosen once, at creation).
     pub(crate) coalesced: bool,
+    /// Bound as the split-output bindings y1 and y2 of a launch whose output is not split
+    /// (never written; launchers::Out).
+    pub(crate) spare: wgpu::Buffer,
 }
 
 /// wgpu's pipeline cache and the file it is kept in.
@@ -372,11 +381,18 @@ impl Kernels {
     /// [`Kernels::new`] keeping the pipeline cache in `dir` (`None`: no disk cache).
     pub fn with_cache_dir(dev: Arc<Device>, dir: Option<std::path::PathBuf>) -> Kernels {
         let disk_cache = DiskCache::open(&dev, dir);
+        let spare = dev.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("split output spare"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
         let mut k = Kernels {
             dev,
             pipelines: Mutex::default(),
             disk_cache,
             coalesced: false,
+            spare,
         };
         k.coalesced = k.matvec_coalesced_default();
         k

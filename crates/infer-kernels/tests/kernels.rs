@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use infer_kernels::{AttentionParams, GeluMode, Glu, Kernels, Norm, RopeMode};
+use infer_kernels::{AttentionParams, GeluMode, Glu, Kernels, Norm, Out, RopeMode};
 use infer_tensor::reference::{self as r, AttentionShape, RopeScaling};
 use infer_tensor::{DType, Tensor, device::test_device};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -1900,4 +1900,111 @@ fn paged_rope_kv_equals_rope_rows_then_paged_kv_write_and_the_reference() {
             );
         }
     }
+}
+
+/// A weight stacking three projections' rows (a fused q/k/v projection) written to three
+/// tensors by one launch ([`Out::Split`]) gives each tensor the bits that a launch over that
+/// projection's own weight gives: matvec (single tokens and token tiles), the coalesced
+/// matvec with and without a folded RMSNorm, the tiled matmul and `linear`, every dtype,
+/// row counts that straddle the CPU layout's row groups and the parts of a split weight.
+#[test]
+fn split_output_equals_separate_projections_every_dtype() {
+    let Some(k) = kernels() else { return };
+    let mut rng = StdRng::seed_from_u64(73);
+    for dtype in DType::ALL {
+        let cols = if dtype.is_quantized() { 96 } else { 37 };
+        for (rows, part_rows) in [
+            ([20, 12, 12], None),
+            ([9, 3, 5], Some(4)),
+            ([64, 16, 16], Some(24)),
+        ] {
+            let n: usize = rows.iter().sum();
+            let w = rand_vec(&mut rng, n * cols, 1.0);
+            let bytes = r::quantize(dtype, &w);
+            let row_bytes = dtype.bytes_for(cols).unwrap();
+            let upload = |name: &str, r0: usize, r: usize, part: Option<usize>| {
+                let b = &bytes[r0 * row_bytes..(r0 + r) * row_bytes];
+                let max = part.map_or(k.dev.max_binding(), |p| (row_bytes * p) as u64);
+                Tensor::upload_weights_with_max_part(&k.dev, name, &[r, cols], dtype, b, max)
+                    .expect("upload weights")
+            };
+            let fused = upload("wqkv", 0, n, part_rows);
+            assert!(part_rows.is_none() || fused.parts.len() > 1);
+            let sep = [
+                upload("wq", 0, rows[0], None),
+                upload("wk", rows[0], rows[1], None),
+                upload("wv", rows[0] + rows[1], rows[2], None),
+            ];
+            let g = rand_vec(&mut rng, cols, 1.0);
+            let gt = f32_tensor(k, "g", &[cols], &g);
+            let norm = Norm {
+                weight: &gt,
+                eps: 1e-5,
+                offset: 0.0,
+            };
+            for m in [1usize, 3, 5] {
+                let x = rand_vec(&mut rng, m * cols, 1.0);
+                let xt = f32_tensor(k, "x", &[m, cols], &x);
+                let outs = |tag: &str| rows.map(|r| zeros(k, tag, &[m, r]));
+                type Launch<'a> = &'a dyn Fn(&Tensor, Out) -> Vec<infer_kernels::Dispatch>;
+                let launches: [(&str, Launch); 4] = [
+                    ("matvec_batched", &|w, o| {
+                        k.matvec_batched(w, &xt, m, o).unwrap()
+                    }),
+                    ("linear", &|w, o| k.linear(&xt, m, w, o).unwrap()),
+                    ("matmul", &|w, o| k.matmul(&xt, m, w, o).unwrap()),
+                    ("matvec_coalesced_norm", &|w, o| {
+                        k.matvec_coalesced_norm(w, &xt, m, o, norm).unwrap()
+                    }),
+                ];
+                for (name, launch) in launches {
+                    let (want, got) = (outs("want"), outs("got"));
+                    let mut d = Vec::new();
+                    for (w, y) in sep.iter().zip(&want) {
+                        d.extend(launch(w, Out::One(y)));
+                    }
+                    let ys = [&got[0], &got[1], &got[2]];
+                    d.extend(launch(&fused, Out::Split { ys, rows }));
+                    k.run(&d).unwrap();
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        let what = format!(
+                            "{name} {dtype} rows {rows:?} parts {part_rows:?} m={m}: output {i}"
+                        );
+                        let (ga, wb) = (bits(k, a), bits(k, b));
+                        assert!(wb.iter().any(|&v| v != 0), "{what}: all zero");
+                        assert_eq!(ga, wb, "{what}: split != separate");
+                    }
+                }
+            }
+        }
+    }
+    // Bad splits are errors, not garbage.
+    let (w, _) = weights(k, &mut rng, DType::F32, 8, 4, None);
+    let x = zeros(k, "x", &[1, 4]);
+    let ys = [
+        zeros(k, "a", &[4]),
+        zeros(k, "b", &[2]),
+        zeros(k, "c", &[2]),
+    ];
+    let split = |rows| Out::Split {
+        ys: [&ys[0], &ys[1], &ys[2]],
+        rows,
+    };
+    assert!(
+        k.linear(&x, 1, &w, split([4, 2, 1])).is_err(),
+        "rows must sum to n"
+    );
+    assert!(k.linear(&x, 1, &w, split([4, 2, 2])).is_ok());
+    assert!(
+        k.linear(&x, 2, &w, split([4, 2, 2])).is_err(),
+        "outputs too small"
+    );
+    let same = Out::Split {
+        ys: [&ys[0], &ys[1], &ys[1]],
+        rows: [4, 2, 2],
+    };
+    assert!(
+        k.linear(&x, 1, &w, same).is_err(),
+        "outputs must be distinct"
+    );
 }

@@ -36,13 +36,12 @@ use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::runner::{Graph, LoadOptions, Runner, WeightLoader};
 use crate::source::Source;
-use crate::step::{Acts, AttnSpec, Step};
+use crate::step::{Acts, AttnSpec, Qkv, Step};
 
 struct Layer {
     attn_norm: Tensor,
-    wq: Tensor,
-    wk: Tensor,
-    wv: Tensor,
+    /// q, k and v projections (one weight where their dtypes agree).
+    qkv: Qkv,
     wo: Tensor,
     /// Gemma 2: norm of the attention output before the residual add.
     post_attn_norm: Option<Tensor>,
@@ -127,9 +126,15 @@ impl Gemma {
             };
             layers.push(Layer {
                 attn_norm: w.vector(&p("input_layernorm.weight"), h)?,
-                wq: w.matrix(&p("self_attn.q_proj.weight"), &[nh * hd, h])?,
-                wk: w.matrix(&p("self_attn.k_proj.weight"), &[nkv * hd, h])?,
-                wv: w.matrix(&p("self_attn.v_proj.weight"), &[nkv * hd, h])?,
+                qkv: w.qkv(
+                    [
+                        &p("self_attn.q_proj.weight"),
+                        &p("self_attn.k_proj.weight"),
+                        &p("self_attn.v_proj.weight"),
+                    ],
+                    [nh * hd, nkv * hd, nkv * hd],
+                    h,
+                )?,
                 wo: w.matrix(&p("self_attn.o_proj.weight"), &[h, nh * hd])?,
                 post_attn_norm,
                 ffn_norm,
@@ -196,16 +201,8 @@ impl Graph for Gemma {
         g.extend(k.embedding(&self.embed, s.ids(), n, &a.x)?);
         g.extend(k.mul(&a.x, &self.embed_scale, n * h, 1)?);
         for (i, l) in self.layers.iter().enumerate() {
-            let xn = s.rms_norm(
-                &mut g,
-                &a.x,
-                norm(&l.attn_norm),
-                &a.xn,
-                &[&l.wq, &l.wk, &l.wv],
-            )?;
-            g.extend(s.linear(xn, &l.wq, &a.q)?);
-            g.extend(s.linear(xn, &l.wk, &a.k)?);
-            g.extend(s.linear(xn, &l.wv, &a.v)?);
+            let xn = s.rms_norm(&mut g, &a.x, norm(&l.attn_norm), &a.xn, &l.qkv.weights())?;
+            g.extend(s.qkv(xn, &l.qkv, &a.q, &a.k, &a.v)?);
             spec.window = l.window;
             let (cs, mode) = (&self.rope_cs, c.rope_mode);
             g.extend(s.rope_attention(i, &a.q, &a.k, &a.v, &a.attn, &spec, cs, mode)?);

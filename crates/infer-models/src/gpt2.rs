@@ -2,7 +2,8 @@
 //! multi-head attention from a fused `c_attn`, a gelu (tanh) MLP, and the head tied to the
 //! token embeddings. Hugging Face stores the projections as Conv1D, `(in, out)`: transposed
 //! relative to Linear, so they are transposed on load (llama.cpp's GGUF already stores them
-//! `(out, in)`). The fused q/k/v weight and bias are split by rows on load.
+//! `(out, in)`). The fused q/k/v weight stays fused (one dispatch writes q, k and v); its
+//! bias is split by rows on load.
 //!
 //! ```text
 //! x = wte[ids] + wpe[pos..pos+n]                   (n, hidden)
@@ -26,14 +27,13 @@ use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::runner::{Graph, LoadOptions, Runner, WeightLoader};
 use crate::source::Source;
-use crate::step::{Acts, AttnSpec, Step};
+use crate::step::{Acts, AttnSpec, Qkv, Step};
 
 struct Layer {
     ln1_w: Tensor,
     ln1_b: Tensor,
-    wq: Tensor,
-    wk: Tensor,
-    wv: Tensor,
+    /// c_attn: the q, k and v projections in one weight.
+    qkv: Qkv,
     bq: Tensor,
     bk: Tensor,
     bv: Tensor,
@@ -135,10 +135,7 @@ impl Gpt2 {
                 let mut v = w.matrix_split(&p(name), &[rows], cols, conv_t)?;
                 Ok(v.pop().expect("one part"))
             };
-            let [wq, wk, wv]: [Tensor; 3] = w
-                .matrix_split(&p("attn.c_attn.weight"), &[h, h, h], h, conv_t)?
-                .try_into()
-                .expect("three parts");
+            let qkv = w.qkv_stacked(&p("attn.c_attn.weight"), [h, h, h], h, conv_t)?;
             let [bq, bk, bv]: [Tensor; 3] = w
                 .vector_split(&p("attn.c_attn.bias"), &[h, h, h])?
                 .try_into()
@@ -146,9 +143,7 @@ impl Gpt2 {
             layers.push(Layer {
                 ln1_w: w.vector(&p("ln_1.weight"), h)?,
                 ln1_b: w.vector(&p("ln_1.bias"), h)?,
-                wq,
-                wk,
-                wv,
+                qkv,
                 bq,
                 bk,
                 bv,
@@ -206,12 +201,8 @@ impl Graph for Gpt2 {
         g.extend(k.add(&a.x, &a.o, n * h, n * h)?);
         for (i, l) in self.layers.iter().enumerate() {
             g.extend(k.layer_norm(&a.x, &l.ln1_w, &l.ln1_b, &a.xn, n, h, eps)?);
-            for (wt, b, t) in [
-                (&l.wq, &l.bq, &a.q),
-                (&l.wk, &l.bk, &a.k),
-                (&l.wv, &l.bv, &a.v),
-            ] {
-                g.extend(s.linear(&a.xn, wt, t)?);
+            g.extend(s.qkv(&a.xn, &l.qkv, &a.q, &a.k, &a.v)?);
+            for (b, t) in [(&l.bq, &a.q), (&l.bk, &a.k), (&l.bv, &a.v)] {
                 g.extend(k.add(t, b, n * h, h)?);
             }
             g.extend(s.attention(i, &a.q, &a.k, &a.v, &a.attn, &spec)?);

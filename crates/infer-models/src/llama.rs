@@ -32,13 +32,12 @@ use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::runner::{Graph, LoadOptions, Runner, WeightLoader};
 use crate::source::Source;
-use crate::step::{Acts, AttnSpec, Step};
+use crate::step::{Acts, AttnSpec, Qkv, Step};
 
 pub(crate) struct Layer {
     pub attn_norm: Tensor,
-    pub wq: Tensor,
-    pub wk: Tensor,
-    pub wv: Tensor,
+    /// q, k and v projections (one weight where their dtypes agree).
+    pub qkv: Qkv,
     pub wo: Tensor,
     pub bq: Option<Tensor>,
     pub bk: Option<Tensor>,
@@ -120,9 +119,15 @@ impl Llama {
             };
             layers.push(Layer {
                 attn_norm: w.vector(&p("input_layernorm.weight"), h)?,
-                wq: w.matrix(&p("self_attn.q_proj.weight"), &[nh * hd, h])?,
-                wk: w.matrix(&p("self_attn.k_proj.weight"), &[nkv * hd, h])?,
-                wv: w.matrix(&p("self_attn.v_proj.weight"), &[nkv * hd, h])?,
+                qkv: w.qkv(
+                    [
+                        &p("self_attn.q_proj.weight"),
+                        &p("self_attn.k_proj.weight"),
+                        &p("self_attn.v_proj.weight"),
+                    ],
+                    [nh * hd, nkv * hd, nkv * hd],
+                    h,
+                )?,
                 wo: w.matrix(&p("self_attn.o_proj.weight"), &[h, nh * hd])?,
                 bq: w.opt_vector(&p("self_attn.q_proj.bias"), nh * hd)?,
                 bk: w.opt_vector(&p("self_attn.k_proj.bias"), nkv * hd)?,
@@ -203,16 +208,8 @@ impl Graph for Llama {
         let mut g = Vec::new();
         g.extend(k.embedding(&self.embed, s.ids(), n, &a.x)?);
         for (i, l) in self.layers.iter().enumerate() {
-            let xn = s.rms_norm(
-                &mut g,
-                &a.x,
-                norm(&l.attn_norm),
-                &a.xn,
-                &[&l.wq, &l.wk, &l.wv],
-            )?;
-            g.extend(s.linear(xn, &l.wq, &a.q)?);
-            g.extend(s.linear(xn, &l.wk, &a.k)?);
-            g.extend(s.linear(xn, &l.wv, &a.v)?);
+            let xn = s.rms_norm(&mut g, &a.x, norm(&l.attn_norm), &a.xn, &l.qkv.weights())?;
+            g.extend(s.qkv(xn, &l.qkv, &a.q, &a.k, &a.v)?);
             for (bias, t, len) in [
                 (&l.bq, &a.q, nh * hd),
                 (&l.bk, &a.k, nkv * hd),

@@ -1,6 +1,6 @@
 //! Phi-3 / Phi-3.5 (`Phi3ForCausalLM`): the Llama block with fused projections
-//! (`qkv_proj` rows = q, k, v; `gate_up_proj` rows = gate, up; split by rows on load, GGUF's
-//! `attn_qkv` / `ffn_up` alike), partial or full rotary, an optional sliding window, and
+//! (`qkv_proj` rows = q, k, v, kept fused: one dispatch writes q, k and v; `gate_up_proj`
+//! rows = gate, up, split by rows on load; GGUF's `attn_qkv` / `ffn_up` alike), partial or full rotary, an optional sliding window, and
 //! LongRoPE (`rope_type: longrope`, formerly `su`).
 //!
 //! LongRoPE as transformers runs it: the inverse frequencies are divided by `short_factor`
@@ -64,7 +64,8 @@ pub fn load_model(
     Runner::new(kernels, graph, opts)
 }
 
-/// Loads Phi-3's weights into the Llama graph: the fused projections split by rows, and
+/// Loads Phi-3's weights into the Llama graph: the fused q/k/v projection as it is, gate/up
+/// split by rows, and
 /// the LongRoPE tables when the config has them.
 pub fn load(
     src: &Source,
@@ -85,20 +86,17 @@ pub fn load(
     let mut layers = Vec::with_capacity(cfg.n_layers);
     for i in 0..cfg.n_layers {
         let p = |s: &str| format!("model.layers.{i}.{s}");
-        let qkv = w.matrix_split(
+        let qkv = w.qkv_stacked(
             &p("self_attn.qkv_proj.weight"),
-            &[nh * hd, nkv * hd, nkv * hd],
+            [nh * hd, nkv * hd, nkv * hd],
             h,
             false,
         )?;
         let gate_up = w.matrix_split(&p("mlp.gate_up_proj.weight"), &[inter, inter], h, false)?;
-        let [wq, wk, wv]: [Tensor; 3] = qkv.try_into().expect("three parts");
         let [gate, up]: [Tensor; 2] = gate_up.try_into().expect("two parts");
         layers.push(Layer {
             attn_norm: w.vector(&p("input_layernorm.weight"), h)?,
-            wq,
-            wk,
-            wv,
+            qkv,
             wo: w.matrix(&p("self_attn.o_proj.weight"), &[h, nh * hd])?,
             bq: None,
             bk: None,

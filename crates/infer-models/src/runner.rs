@@ -14,7 +14,7 @@ use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::model::{MAX_TOPK, MAX_VERIFY, Model, Output, StepOut};
 use crate::source::{RawTensor, Source};
-use crate::step::{Acts, Kv, Step};
+use crate::step::{Acts, Kv, Qkv, Step};
 
 /// How to load a model.
 #[derive(Clone, Debug)]
@@ -87,6 +87,14 @@ impl<'a> WeightLoader<'a> {
     /// A weight matrix `(rows, cols)`, kept in its stored dtype unless `--quant` asks
     /// otherwise (and its rows are whole blocks of that dtype).
     pub fn matrix(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let raw = self.raw_matrix(name, shape)?;
+        Ok(Tensor::upload_weights(
+            &self.dev, name, shape, raw.dtype, &raw.bytes,
+        )?)
+    }
+
+    /// A weight matrix's bytes as [`WeightLoader::matrix`] uploads them.
+    fn raw_matrix(&self, name: &str, shape: &[usize]) -> Result<RawTensor<'a>> {
         let mut raw = self.src.get(name, shape)?;
         if let Some(q) = self.quant
             && raw.dtype != q
@@ -95,9 +103,50 @@ impl<'a> WeightLoader<'a> {
             raw = raw.convert(q)?;
         }
         self.bar.inc(1);
-        Ok(Tensor::upload_weights(
-            &self.dev, name, shape, raw.dtype, &raw.bytes,
-        )?)
+        Ok(raw)
+    }
+
+    /// The q, k and v projections `names` (`(rows[i], cols)` each) as one weight stacking
+    /// their rows (uploaded once, run as one dispatch), or as three where their dtypes
+    /// differ (a file may store v at a higher precision).
+    pub fn qkv(&self, names: [&str; 3], rows: [usize; 3], cols: usize) -> Result<Qkv> {
+        let raws = [0, 1, 2].map(|i| self.raw_matrix(names[i], &[rows[i], cols]));
+        let [q, k, v] = raws;
+        let raws = [q?, k?, v?];
+        if raws.iter().all(|r| r.dtype == raws[0].dtype) {
+            let bytes: Vec<u8> = raws.iter().flat_map(|r| r.bytes.iter().copied()).collect();
+            let n = rows.iter().sum();
+            let name = format!("{}+k+v", names[0]);
+            let w = Tensor::upload_weights(&self.dev, &name, &[n, cols], raws[0].dtype, &bytes)?;
+            return Ok(Qkv::Fused { w, rows });
+        }
+        let up = |i: usize| -> Result<Tensor> {
+            let r = &raws[i];
+            Ok(Tensor::upload_weights(
+                &self.dev,
+                names[i],
+                &[rows[i], cols],
+                r.dtype,
+                &r.bytes,
+            )?)
+        };
+        Ok(Qkv::Separate([up(0)?, up(1)?, up(2)?]))
+    }
+
+    /// A checkpoint's fused q/k/v weight (`rows`: q's, k's, v's; see
+    /// [`WeightLoader::matrix_split`] for `transposed`), uploaded as it is.
+    pub fn qkv_stacked(
+        &self,
+        name: &str,
+        rows: [usize; 3],
+        cols: usize,
+        transposed: bool,
+    ) -> Result<Qkv> {
+        let raw = self.stacked_raw(name, &rows, cols, transposed)?;
+        let n = rows.iter().sum();
+        let w = Tensor::upload_weights(&self.dev, name, &[n, cols], raw.dtype, &raw.bytes)?;
+        self.bar.inc(1);
+        Ok(Qkv::Fused { w, rows })
     }
 
     /// The token embeddings, the untied output head (see [`WeightLoader::lm_head`]) and the
@@ -175,6 +224,34 @@ impl<'a> WeightLoader<'a> {
         cols: usize,
         transposed: bool,
     ) -> Result<Vec<Tensor>> {
+        let raw = self.stacked_raw(name, rows, cols, transposed)?;
+        let row_bytes = raw.dtype.bytes_for(cols).expect("checked by stacked_raw");
+        let mut out = Vec::with_capacity(rows.len());
+        let mut start = 0;
+        for (i, &n) in rows.iter().enumerate() {
+            let bytes = &raw.bytes[start * row_bytes..(start + n) * row_bytes];
+            out.push(Tensor::upload_weights(
+                &self.dev,
+                &format!("{name}[{i}]"),
+                &[n, cols],
+                raw.dtype,
+                bytes,
+            )?);
+            start += n;
+        }
+        self.bar.inc(1);
+        Ok(out)
+    }
+
+    /// A fused weight of `rows` (summed) x `cols` as [`WeightLoader::matrix_split`] loads
+    /// it (transposed, converted for `--quant`), its rows whole blocks of its dtype.
+    fn stacked_raw(
+        &self,
+        name: &str,
+        rows: &[usize],
+        cols: usize,
+        transposed: bool,
+    ) -> Result<RawTensor<'a>> {
         let total: usize = rows.iter().sum();
         let mut raw = if transposed {
             let raw = self.src.get(name, &[cols, total])?;
@@ -210,29 +287,14 @@ impl<'a> WeightLoader<'a> {
         {
             raw = raw.convert(q)?;
         }
-        let row_bytes = raw
-            .dtype
-            .bytes_for(cols)
-            .ok_or_else(|| ModelError::BadTensor {
+        if raw.dtype.bytes_for(cols).is_none() {
+            return Err(ModelError::BadTensor {
                 path: self.src.path(),
                 tensor: name.into(),
                 reason: format!("rows of {cols} are not whole {} blocks", raw.dtype),
-            })?;
-        let mut out = Vec::with_capacity(rows.len());
-        let mut start = 0;
-        for (i, &n) in rows.iter().enumerate() {
-            let bytes = &raw.bytes[start * row_bytes..(start + n) * row_bytes];
-            out.push(Tensor::upload_weights(
-                &self.dev,
-                &format!("{name}[{i}]"),
-                &[n, cols],
-                raw.dtype,
-                bytes,
-            )?);
-            start += n;
+            });
         }
-        self.bar.inc(1);
-        Ok(out)
+        Ok(raw)
     }
 
     /// A fused vector (bias) split into parts of `lens[i]` values, as f32.

@@ -14,7 +14,7 @@
 //! picks the kernels.
 
 use infer_kernels::{
-    AttentionParams, Dispatch, GeluMode, Glu, Kernels, Norm, PagedParams, RopeMode,
+    AttentionParams, Dispatch, GeluMode, Glu, Kernels, Norm, Out, PagedParams, RopeMode,
 };
 use infer_tensor::{DType, Device, Tensor};
 
@@ -154,6 +154,24 @@ impl<'t> From<&'t Tensor> for Input<'t> {
     }
 }
 
+/// An attention layer's q, k and v projections: one weight stacking their rows (`rows`:
+/// q's, k's, v's), run as one dispatch that writes q, k and v ([`Out::Split`]; the values
+/// of three separate projections), or, where their dtypes differ, three weights.
+pub enum Qkv {
+    Fused { w: Tensor, rows: [usize; 3] },
+    Separate([Tensor; 3]),
+}
+
+impl Qkv {
+    /// The weights the projections read (for [`Step::rms_norm`]).
+    pub fn weights(&self) -> Vec<&Tensor> {
+        match self {
+            Qkv::Fused { w, .. } => vec![w],
+            Qkv::Separate(ws) => ws.iter().collect(),
+        }
+    }
+}
+
 /// One step of `n` rows being built.
 pub struct Step<'a> {
     pub k: &'a Kernels,
@@ -207,17 +225,47 @@ impl<'a> Step<'a> {
     /// (`Kernels::linear`); many: the matvec per row, whose arithmetic for a row is the same
     /// whatever the other rows are. A normed input (see [`Step::rms_norm`]) runs the
     /// coalesced matvec with the norm folded in (also row invariant).
-    pub fn linear<'t>(
+    pub fn linear<'t, 'y>(
         &self,
         x: impl Into<Input<'t>>,
         w: &Tensor,
-        y: &Tensor,
+        y: impl Into<Out<'y>>,
     ) -> Result<Vec<Dispatch>> {
+        let y = y.into();
         Ok(match (x.into(), self.kv) {
             (Input::Normed(x, norm), _) => self.k.matvec_coalesced_norm(w, x, self.n, y, norm)?,
             (Input::Plain(x), Kv::Contiguous(_)) => self.k.linear(x, self.n, w, y)?,
             (Input::Plain(x), Kv::Paged(_)) => self.k.matvec_batched(w, x, self.n, y)?,
         })
+    }
+
+    /// `q, k, v = x Wq^T, x Wk^T, x Wv^T` (each `(n, its rows)`): one [`Step::linear`] over
+    /// the fused weight with its output split, else three.
+    pub fn qkv<'t>(
+        &self,
+        x: impl Into<Input<'t>>,
+        qkv: &Qkv,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<Vec<Dispatch>> {
+        let x = x.into();
+        match qkv {
+            Qkv::Fused { w, rows } => self.linear(
+                x,
+                w,
+                Out::Split {
+                    ys: [q, k, v],
+                    rows: *rows,
+                },
+            ),
+            Qkv::Separate([wq, wk, wv]) => {
+                let mut g = self.linear(x, wq, q)?;
+                g.extend(self.linear(x, wk, k)?);
+                g.extend(self.linear(x, wv, v)?);
+                Ok(g)
+            }
+        }
     }
 
     /// Whether this step's linear layers over `w` run matvec (fusable) rather than matmul.

@@ -1,7 +1,8 @@
 // What the matvec kernels share (prepended to matvec, matvec_glu, matvec_coalesced and
 // matvec_glu_coalesced after the weight snippet): their parameters (flag: matvec's
 // accumulate, the glu kernels' activation; norm, eps, w_offset: the RMSNorm the coalesced
-// kernels fold into x), the weight, x and y bindings, and xv, a unit's 4 elements of x.
+// kernels fold into x; row0 .. t0: matvec's and matvec_coalesced's split output,
+// common/split_out.wgsl), the weight, x and y bindings, and xv, a unit's 4 elements of x.
 struct Params {
     n: u32,
     k: u32,
@@ -14,7 +15,15 @@ struct Params {
     norm: u32,
     eps: f32,
     w_offset: f32,
-    _pad: u32,
+    // matvec, matvec_coalesced: a split output (common/split_out.wgsl).
+    row0: u32,
+    seg1: u32,
+    seg2: u32,
+    n_all: u32,
+    t0: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

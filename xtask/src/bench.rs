@@ -720,7 +720,7 @@ baseline sample taken right before the kernel's, so the host's drift moves both.
                 ""
             };
             s += &format!(
-                "Read bandwidth (a compute shader that only reads, as a matvec reads its weights): **{:.2} GB/s**; \"x read\" is paired the same way.{limited}\n\n",
+                "Read bandwidth (a compute shader that only reads, as a matvec reads its weights): **{:.2} GB/s**; \"x read\" is paired the same way, and \"weights/s x f32\" divides a row's weights per second relative to its read baseline by the f32 row's (so drift between the rows cancels).{limited}\n\n",
                 f(r)
             );
         }
@@ -733,15 +733,26 @@ baseline sample taken right before the kernel's, so the host's drift moves both.
         s += "| kernel | dtype | shape | ms | GB/s | G weights/s | x copy | x read | weights/s x f32 |\n|---|---|---|---|---|---|---|---|---|\n";
         let rows: Vec<&Value> = roof["matvec"].as_array().into_iter().flatten().collect();
         for m in &rows {
-            // Weights per second over the f32 matvec's at the same shape (rows measured one
-            // after the other, not paired, so host drift moves this more than the pairs).
-            let f32_rate = rows
+            // Weights per second over the f32 matvec's at the same shape. The rows are
+            // measured one after the other, and the host drifts between them (on a 2-vCPU
+            // machine the f32 rows once ran at 0.6x their usual speed), so each rate is taken
+            // relative to the read baseline it was paired with ("x read" times weights per
+            // byte), which cancels the drift; the raw rates' ratio where a run has no
+            // read pairing.
+            let per_read = |o: &Value| {
+                o.get("ratio_to_read")
+                    .map(|r| f(r) * f(&o["gweights_s"]) / f(&o["gb_s"]))
+            };
+            let f32_row = rows
                 .iter()
-                .find(|o| o["dtype"] == "f32" && o["n"] == m["n"] && o["k"] == m["k"])
-                .map(|o| f(&o["gweights_s"]));
-            let vs_f32 = match f32_rate {
-                Some(r) if r > 0.0 && m["dtype"] != "f32" => {
-                    format!("{:.2}x", f(&m["gweights_s"]) / r)
+                .find(|o| o["dtype"] == "f32" && o["n"] == m["n"] && o["k"] == m["k"]);
+            let vs_f32 = match f32_row {
+                Some(o) if m["dtype"] != "f32" && f(&o["gweights_s"]) > 0.0 => {
+                    let ratio = match (per_read(m), per_read(o)) {
+                        (Some(a), Some(b)) if b > 0.0 => a / b,
+                        _ => f(&m["gweights_s"]) / f(&o["gweights_s"]),
+                    };
+                    format!("{ratio:.2}x")
                 }
                 _ => String::new(),
             };

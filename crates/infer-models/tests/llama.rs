@@ -12,6 +12,7 @@ use common::*;
 use infer_kernels::Kernels;
 use infer_models::load::{ModelPath, open};
 use infer_models::{LlamaModel, LoadOptions, ModelError, Output};
+use infer_tensor::{DType, reference};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -117,6 +118,79 @@ fn sharded_safetensors_give_the_same_tokens() {
     let expected = read_json(&src.join("expected.json"));
     let mut m = load(&k, ModelPath::HfDir(d.0.clone()), &LoadOptions::default());
     check_against(m.as_mut(), &expected, "llama_gqa_f32 in two shards");
+}
+
+/// `llama_gqa_f32` with every `v_proj` weight rounded to f16, stored as f16 (`v_f16`) or as
+/// the same values in f32, in a scratch folder.
+fn with_f16_v(tag: &str, v_f16: bool) -> tempdir::Dir {
+    let src = fixtures().join("llama_gqa_f32");
+    let d = tempdir::Dir::new(tag);
+    for f in ["config.json", "generation_config.json"] {
+        std::fs::copy(src.join(f), d.0.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            if !name.ends_with("v_proj.weight") {
+                return (name, t.dtype(), t.shape().to_vec(), t.data().to_vec());
+            }
+            let w: Vec<f32> = bytemuck::pod_collect_to_vec(t.data());
+            let h = reference::quantize(DType::F16, &w);
+            let (dtype, data) = if v_f16 {
+                (safetensors::Dtype::F16, h)
+            } else {
+                let r = reference::dequantize(DType::F16, &h, w.len());
+                (safetensors::Dtype::F32, bytemuck::cast_slice(&r).to_vec())
+            };
+            (name, dtype, t.shape().to_vec(), data)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, dt, shape, b)| {
+            let v = safetensors::tensor::TensorView::new(*dt, shape.clone(), b).unwrap();
+            (n.clone(), v)
+        })
+        .collect();
+    std::fs::write(
+        d.0.join("model.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
+    d
+}
+
+#[test]
+fn qkv_of_different_dtypes_run_as_three_projections() {
+    // With v stored as f16 and q, k as f32 the projections cannot be one weight, so they
+    // run as three (Qkv::Separate); with the same values all in f32 they run as one
+    // (Qkv::Fused). Only the order of each row's float sum may differ between the two.
+    let Some(k) = kernels() else { return };
+    let (mixed, fused) = (with_f16_v("v-f16", true), with_f16_v("v-f32", false));
+    let opts = LoadOptions::default();
+    let mut a = load(&k, ModelPath::HfDir(mixed.0.clone()), &opts);
+    let mut b = load(&k, ModelPath::HfDir(fused.0.clone()), &opts);
+    let expected = read_json(&fixtures().join("llama_gqa_f32/expected.json"));
+    let prompt = ids(&expected["prompt_ids"]);
+    let (la, lb) = (logits(a.as_mut(), &prompt), logits(b.as_mut(), &prompt));
+    assert_logits("f16 v as three projections vs one", &la, &lb);
+    let (mut ta, mut tb) = (argmax(&la), argmax(&lb));
+    assert_eq!(ta, tb);
+    for step in 0..8 {
+        (ta, tb) = (token(a.as_mut(), &[ta]), token(b.as_mut(), &[tb]));
+        assert_eq!(ta, tb, "greedy step {step}");
+    }
+    // The f16 rounding of v is visible: not a run of the f32 fixture twice.
+    let mut f = load(
+        &k,
+        ModelPath::HfDir(fixtures().join("llama_gqa_f32")),
+        &opts,
+    );
+    let lf = logits(f.as_mut(), &prompt);
+    assert!(lf.iter().zip(&lb).any(|(x, y)| x != y), "v was not rounded");
 }
 
 #[test]

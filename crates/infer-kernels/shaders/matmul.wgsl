@@ -1,4 +1,4 @@
-// matmul: Y[i, y_col + c] = sum_k X[i, k] * W[c, k] (Y = X W^T) for the rows c of one weight
+// matmul: Y[i, row0 + c] = sum_k X[i, k] * W[c, k] (Y = X W^T) for the rows c of one weight
 // part. Prefill's linear layer. X is (m, k) f32; W is (n, k) in the weight layout of any
 // dtype (a `weights_*` snippet is prepended: w_unit), dequantized while its tile is loaded
 // (64 invocations load one weight row's 32 values each); Y is (m, y_ld).
@@ -10,15 +10,16 @@ struct Params {
     n: u32,
     k: u32,
     y_ld: u32,
-    y_col: u32,
-    soff: u32,
-    // A split output (common/split_out.wgsl); row0 = y_col, t0 = 0.
+    // The part's first row: its column in Y (and, split, common/split_out.wgsl's row0).
     row0: u32,
+    soff: u32,
+    // A split output (common/split_out.wgsl); t0 = 0.
     seg1: u32,
     seg2: u32,
     n_all: u32,
     t0: u32,
-    _pad: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -98,7 +99,7 @@ fn main(
         for (var j = 0u; j < 4u; j++) {
             let col = n0 + lid.x + 16u * j;
             if (row < p.m && col < p.n && !store_split(row, p.row0 + col, acc[i][j])) {
-                y[row * p.y_ld + p.y_col + col] = acc[i][j];
+                y[row * p.y_ld + p.row0 + col] = acc[i][j];
             }
         }
     }

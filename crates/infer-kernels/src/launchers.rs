@@ -207,15 +207,15 @@ struct MatmulParams {
     n: u32,
     k: u32,
     y_ld: u32,
-    y_col: u32,
+    /// The part's first row: its column in y (and a split output's row0).
+    row0: u32,
     soff: u32,
     /// A split output ([`Out::Split`]; common/split_out.wgsl).
-    row0: u32,
     seg1: u32,
     seg2: u32,
     n_all: u32,
     t0: u32,
-    _pad: u32,
+    _pad: [u32; 2],
 }
 
 #[repr(C)]
@@ -753,14 +753,13 @@ impl Kernels {
                     n: u32s(part.rows),
                     k: u32s(k),
                     y_ld: of.y_ld,
-                    y_col: u32s(part.row_start),
-                    soff: u32s(part.scale_offset),
                     row0: u32s(part.row_start),
+                    soff: u32s(part.scale_offset),
                     seg1: of.seg1,
                     seg2: of.seg2,
                     n_all: of.n_all,
                     t0: 0,
-                    _pad: 0,
+                    _pad: [0; 2],
                 };
                 self.dispatch(
                     "matmul",

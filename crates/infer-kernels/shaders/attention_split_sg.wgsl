@@ -1,14 +1,27 @@
 // attention_split_sg: phase 1 of split-KV decode attention laid out for CPU adapters. The
-// same maths, chunks, grid and partials as attention_split.wgsl (merged by
+// same maths, chunks and partials as attention_split.wgsl (merged by
 // attention_split_merge.wgsl), but a workgroup is 8 invocations spread across head_dim
 // instead of across positions: invocation li owns the 16-byte units li, li + 8, ... of q,
-// K, V and the output, so each keeps at most 8 vec4 of q and of its accumulator in
+// K, V and the output, so each keeps at most 8 vec4 of q and of its accumulator per head in
 // registers (attention_lane.wgsl keeps the whole head_dim per invocation, which spills),
 // and the loads of one K or V row are contiguous across the workgroup. A score is the
 // subgroupAdd of the 8 partial dot products: needs the SUBGROUP feature with subgroups of
 // at least 8 invocations (so the workgroup is one subgroup), and head_dim % 4 == 0
 // (<= 256). No workgroup memory, no barriers.
-// Dispatch: (n_chunks, n_heads, n_tokens), n_chunks = ceil(capacity / chunk).
+//
+// A workgroup serves G query heads that share one KV head (grouped-query attention): it
+// loads each K and V row once for all G of them, where a workgroup per query head loaded
+// it G times (on lavapipe the loads, each split into one per invocation, are most of the
+// work). Each head's values are computed by the same expressions, in the same order, as
+// with G = 1, so they do not depend on G. An invocation walks E = ceil(head_dim / 32) of
+// its units, not 8 (llvmpipe runs the masked-off iterations' arithmetic anyway), and with
+// FULL (head_dim % 32 == 0) every invocation has all E, so no test guards them. The
+// launcher's variant number TOK (below) packs the three: G - 1 in bits 0-2, 8 - E in bits
+// 3-5, FULL in bit 6 (TOK = 1, the source as written: G = 1, E = 8, guarded). On lavapipe
+// with SmolLM2's 9 heads over 3 KV heads x 64 (G = 3, E = 2, FULL) this runs ~1.5x
+// faster than one head per workgroup over 8 guarded units at 512 positions and ~2x at
+// 4096.
+// Dispatch: (n_chunks, n_heads / G, n_tokens), n_chunks = ceil(capacity / chunk).
 // Params, bindings 0 (p) and 1 (pos): common/attention_split_params.wgsl.
 @group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> kc: array<vec4<f32>>;
@@ -17,10 +30,18 @@
 
 const NEG: f32 = -3.0e38;
 
+// TOKENS begin
+const TOK: u32 = 1u;
+// TOKENS end
+// Query heads per workgroup, units per invocation, whether all are in head_dim.
+const G: u32 = ((TOK - 1u) & 7u) + 1u;
+const E: u32 = 8u - (((TOK - 1u) >> 3u) & 7u);
+const FULL: bool = ((TOK - 1u) >> 6u) == 1u;
+
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let c = wg.x;
-    let h = wg.y;
+    let h0 = wg.y * G;
     let t = wg.z;
     let d4 = p.head_dim / 4u;
     let at = pos[0] + t;
@@ -30,56 +51,73 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if (first > last) {
         return;
     }
-    let kvh = h / (p.n_heads / p.n_kv);
-    let qb = (t * p.n_heads + h) * d4;
-    var qv: array<vec4<f32>, 8>;
-    var acc: array<vec4<f32>, 8>;
-    for (var e = 0u; e < 8u; e++) {
-        let i = li + 8u * e;
-        qv[e] = select(vec4<f32>(0.0), q[qb + min(i, d4 - 1u)], i < d4);
-        acc[e] = vec4<f32>(0.0);
+    let kvh = h0 / (p.n_heads / p.n_kv);
+    var qv: array<array<vec4<f32>, E>, G>;
+    var acc: array<array<vec4<f32>, E>, G>;
+    var m: array<f32, G>;
+    var l: array<f32, G>;
+    for (var g = 0u; g < G; g++) {
+        let qb = (t * p.n_heads + h0 + g) * d4;
+        for (var e = 0u; e < E; e++) {
+            let i = li + 8u * e;
+            qv[g][e] = select(vec4<f32>(0.0), q[qb + min(i, d4 - 1u)], i < d4);
+            acc[g][e] = vec4<f32>(0.0);
+        }
+        m[g] = NEG;
+        l[g] = 0.0;
     }
-    var m = NEG;
-    var l = 0.0;
     for (var j = first; j <= last; j++) {
         let kb = (kvh * p.capacity + j) * d4;
-        var s4 = vec4<f32>(0.0);
-        for (var e = 0u; e < 8u; e++) {
+        var kr: array<vec4<f32>, E>;
+        var vr: array<vec4<f32>, E>;
+        for (var e = 0u; e < E; e++) {
             let i = li + 8u * e;
-            if (i < d4) {
-                s4 += qv[e] * kc[kb + i];
+            if (FULL || i < d4) {
+                kr[e] = kc[kb + i];
+                vr[e] = vc[kb + i];
             }
         }
-        var s = subgroupAdd(s4.x + s4.y + s4.z + s4.w) * p.scale;
-        if (p.softcap > 0.0) {
-            let u = clamp(s / p.softcap, -15.0, 15.0);
-            s = p.softcap * (1.0 - 2.0 / (exp(2.0 * u) + 1.0));
-        }
-        let mn = max(m, s);
-        let corr = exp(m - mn);
-        let pj = exp(s - mn);
-        m = mn;
-        l = l * corr + pj;
-        for (var e = 0u; e < 8u; e++) {
-            let i = li + 8u * e;
-            if (i < d4) {
-                acc[e] = acc[e] * corr + pj * vc[kb + i];
+        for (var g = 0u; g < G; g++) {
+            var s4 = vec4<f32>(0.0);
+            for (var e = 0u; e < E; e++) {
+                let i = li + 8u * e;
+                if (FULL || i < d4) {
+                    s4 += qv[g][e] * kr[e];
+                }
+            }
+            var s = subgroupAdd(s4.x + s4.y + s4.z + s4.w) * p.scale;
+            if (p.softcap > 0.0) {
+                let u = clamp(s / p.softcap, -15.0, 15.0);
+                s = p.softcap * (1.0 - 2.0 / (exp(2.0 * u) + 1.0));
+            }
+            let mn = max(m[g], s);
+            let corr = exp(m[g] - mn);
+            let pj = exp(s - mn);
+            m[g] = mn;
+            l[g] = l[g] * corr + pj;
+            for (var e = 0u; e < E; e++) {
+                let i = li + 8u * e;
+                if (FULL || i < d4) {
+                    acc[g][e] = acc[g][e] * corr + pj * vr[e];
+                }
             }
         }
     }
-    let r = (t * p.n_heads + h) * p.n_chunks + c;
-    if (li == 0u) {
-        part[2u * r] = m;
-        part[2u * r + 1u] = l;
-    }
-    let abase = 2u * p.n_tokens * p.n_heads * p.n_chunks + r * p.head_dim;
-    for (var e = 0u; e < 8u; e++) {
-        let i = li + 8u * e;
-        if (i < d4) {
-            part[abase + 4u * i] = acc[e].x;
-            part[abase + 4u * i + 1u] = acc[e].y;
-            part[abase + 4u * i + 2u] = acc[e].z;
-            part[abase + 4u * i + 3u] = acc[e].w;
+    for (var g = 0u; g < G; g++) {
+        let r = (t * p.n_heads + h0 + g) * p.n_chunks + c;
+        if (li == 0u) {
+            part[2u * r] = m[g];
+            part[2u * r + 1u] = l[g];
+        }
+        let abase = 2u * p.n_tokens * p.n_heads * p.n_chunks + r * p.head_dim;
+        for (var e = 0u; e < E; e++) {
+            let i = li + 8u * e;
+            if (FULL || i < d4) {
+                part[abase + 4u * i] = acc[g][e].x;
+                part[abase + 4u * i + 1u] = acc[g][e].y;
+                part[abase + 4u * i + 2u] = acc[g][e].z;
+                part[abase + 4u * i + 3u] = acc[g][e].w;
+            }
         }
     }
 }

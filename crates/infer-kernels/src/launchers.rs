@@ -1198,7 +1198,7 @@ impl Kernels {
         a: &AttentionParams,
         chunk: usize,
     ) -> Result<Vec<Dispatch>> {
-        self.split(q, k_cache, v_cache, out, pos, a, chunk, false)
+        self.split(q, k_cache, v_cache, out, pos, a, chunk, 0)
     }
 
     /// Whether [`Kernels::attention_split_sg`] runs here: the adapter has subgroups of at
@@ -1222,6 +1222,62 @@ impl Kernels {
         a: &AttentionParams,
         chunk: usize,
     ) -> Result<Vec<Dispatch>> {
+        self.split_sg_check(a)?;
+        let g = Self::attention_split_sg_heads(a);
+        self.split(q, k_cache, v_cache, out, pos, a, chunk, g)
+    }
+
+    /// Query heads one workgroup of [`Kernels::attention_split_sg`] serves: the largest
+    /// divisor of the heads per KV head (n_heads / n_kv) up to 8 and up to 16 / E, where E
+    /// = ceil(head_dim / 32) is the vec4 units of a head each invocation holds (a bound on
+    /// the q and accumulator values it keeps; E = 2 at head_dim 64, so up to 8 heads). The
+    /// heads share one KV head, whose K and V rows the workgroup then loads once for all of
+    /// them (SmolLM2-135M, 9 heads over 3 KV heads: 3, a third of the loads). Only G = 1
+    /// and 3 at head_dim 64 were measured (lavapipe); the bounds are a guess.
+    pub fn attention_split_sg_heads(a: &AttentionParams) -> usize {
+        let per_kv = if a.n_kv > 0 && a.n_heads.is_multiple_of(a.n_kv) {
+            a.n_heads / a.n_kv
+        } else {
+            1
+        };
+        let most = 8.min(16 / a.head_dim.div_ceil(32).max(1)).max(1);
+        (1..=most.min(per_kv))
+            .rev()
+            .find(|g| per_kv.is_multiple_of(*g))
+            .unwrap_or(1)
+    }
+
+    /// [`Kernels::attention_split_sg`] with `heads` query heads per workgroup (1..=8, a
+    /// divisor of n_heads / n_kv); every choice gives the same values (for tests and
+    /// measurements).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_split_sg_grouped(
+        &self,
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        out: &Tensor,
+        pos: &Tensor,
+        a: &AttentionParams,
+        chunk: usize,
+        heads: usize,
+    ) -> Result<Vec<Dispatch>> {
+        let per_kv = a.n_heads.checked_div(a.n_kv).unwrap_or(0);
+        if !(1..=8).contains(&heads) || per_kv == 0 || !per_kv.is_multiple_of(heads) {
+            return Err(KernelError::Shape {
+                kernel: "attention_split_sg",
+                reason: format!(
+                    "{heads} query heads per workgroup: needs 1..=8 dividing the {per_kv} \
+                     heads per KV head"
+                ),
+            });
+        }
+        self.split_sg_check(a)?;
+        self.split(q, k_cache, v_cache, out, pos, a, chunk, heads)
+    }
+
+    /// What attention_split_sg needs of the adapter and the shape.
+    fn split_sg_check(&self, a: &AttentionParams) -> Result<()> {
         if !self.attention_split_sg_supported() || !a.head_dim.is_multiple_of(4) {
             return Err(KernelError::Shape {
                 kernel: "attention_split_sg",
@@ -1235,9 +1291,12 @@ impl Kernels {
                 ),
             });
         }
-        self.split(q, k_cache, v_cache, out, pos, a, chunk, true)
+        Ok(())
     }
 
+    /// The split attention's two dispatches; phase 1 is attention_split.wgsl where
+    /// `sg_heads` is 0, else attention_split_sg.wgsl with `sg_heads` query heads per
+    /// workgroup.
     #[allow(clippy::too_many_arguments)]
     fn split(
         &self,
@@ -1248,7 +1307,7 @@ impl Kernels {
         pos: &Tensor,
         a: &AttentionParams,
         chunk: usize,
-        sg: bool,
+        sg_heads: usize,
     ) -> Result<Vec<Dispatch>> {
         let base = self.attention_params(q, k_cache, v_cache, out, pos, a)?;
         if chunk == 0 {
@@ -1288,8 +1347,15 @@ impl Kernels {
             k_cache.buffer(),
         ];
         Ok(vec![
-            if sg {
-                self.dispatch("attention_split_sg", None, &params, &bind[..5], grid)?
+            if sg_heads > 0 {
+                // The kernel's variant (attention_split_sg.wgsl): heads per workgroup, units
+                // per invocation, and whether head_dim fills them all.
+                let units = a.head_dim.div_ceil(32);
+                let full = a.head_dim.is_multiple_of(32);
+                let variant = (sg_heads - 1) | ((8 - units) << 3) | (usize::from(full) << 6);
+                let grid = [grid[0], u32s(a.n_heads / sg_heads), grid[2]];
+                let tok = u32s(variant + 1);
+                self.dispatch_tok("attention_split_sg", None, tok, &params, &bind[..5], grid)?
             } else {
                 self.dispatch("attention_split", None, &params, &bind, grid)?
             },

@@ -1182,6 +1182,82 @@ fn attention_split_attention_split_sg_and_attention_split_merge_over_chunk_edges
             }
         }
     }
+    // attention_split_sg with every number of query heads per workgroup (each divisor of
+    // the heads per KV head up to 8) gives the bits of one head per workgroup.
+    for &(nh, nkv, hd, cap, chunk, contexts, nt, softcap, window) in cases {
+        if !k.attention_split_sg_supported() || hd % 4 != 0 {
+            continue;
+        }
+        let kct = f32_tensor(
+            k,
+            "kc",
+            &[nkv, cap, hd],
+            &rand_vec(&mut rng, nkv * cap * hd, 1.0),
+        );
+        let vct = f32_tensor(
+            k,
+            "vc",
+            &[nkv, cap, hd],
+            &rand_vec(&mut rng, nkv * cap * hd, 1.0),
+        );
+        let qt = f32_tensor(
+            k,
+            "q",
+            &[nt, nh, hd],
+            &rand_vec(&mut rng, nt * nh * hd, 2.0),
+        );
+        let pos = ids_tensor(k, "pos", &[0]);
+        let ap = AttentionParams {
+            n_tokens: nt,
+            n_heads: nh,
+            n_kv: nkv,
+            head_dim: hd,
+            capacity: cap,
+            scale: 1.0 / (hd as f32).sqrt(),
+            softcap,
+            window,
+        };
+        let per_kv = nh / nkv;
+        let auto = Kernels::attention_split_sg_heads(&ap);
+        assert!(
+            per_kv % auto == 0 && auto <= 8,
+            "h{nh} kv{nkv}: {auto} heads"
+        );
+        let one = zeros(k, "one", &[nt, nh, hd]);
+        let d1 = k
+            .attention_split_sg_grouped(&qt, &kct, &vct, &one, &pos, &ap, chunk, 1)
+            .unwrap();
+        for g in (2..=per_kv.min(8)).filter(|g| per_kv % g == 0) {
+            let out = zeros(k, "out", &[nt, nh, hd]);
+            let d = k
+                .attention_split_sg_grouped(&qt, &kct, &vct, &out, &pos, &ap, chunk, g)
+                .unwrap();
+            for &ctx in contexts {
+                let pos0 = ctx.saturating_sub(nt);
+                k.dev
+                    .queue
+                    .write_buffer(pos.buffer(), 0, bytemuck::bytes_of(&(pos0 as u32)));
+                k.run(&d1).unwrap();
+                k.run(&d).unwrap();
+                let (a, b) = (one.read_f32(&k.dev).unwrap(), out.read_f32(&k.dev).unwrap());
+                assert!(
+                    a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "attention_split_sg h{nh} kv{nkv} d{hd} pos{pos0} t{nt}: {g} heads per \
+                     workgroup differ from 1"
+                );
+            }
+        }
+        // Counts that do not divide the heads per KV head, or past 8, are errors.
+        for g in [0, per_kv + 1, 9] {
+            if g == 0 || per_kv % g != 0 || g > 8 {
+                assert!(
+                    k.attention_split_sg_grouped(&qt, &kct, &vct, &one, &pos, &ap, chunk, g)
+                        .is_err(),
+                    "h{nh} kv{nkv}: {g} heads per workgroup accepted"
+                );
+            }
+        }
+    }
     // A chunk holds at least one position.
     let t = zeros(k, "t", &[4 * 64]);
     let pos = ids_tensor(k, "pos", &[0]);

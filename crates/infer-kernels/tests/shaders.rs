@@ -29,8 +29,16 @@ fn every_shader_validates_in_every_variant() {
                 }
             }
         } else {
-            validate(s.name, &shader_source(s, None).expect("plain shader"));
+            let src = shader_source(s, None).expect("plain shader");
+            validate(s.name, &src);
             n += 1;
+            // Kernels with a variant number (attention_split_sg: 1..=128).
+            if with_tokens(&src, 2).is_some() {
+                for tok in 2..=128 {
+                    let v = with_tokens(&src, tok).expect("variant");
+                    validate(&format!("{}_tok{tok}", s.name), &v);
+                }
+            }
         }
     }
     assert!(n >= SHADERS.len());

@@ -21,6 +21,8 @@
 // with SmolLM2's 9 heads over 3 KV heads x 64 (G = 3, E = 2, FULL) this runs ~1.5x
 // faster than one head per workgroup over 8 guarded units at 512 positions and ~2x at
 // 4096.
+// With one chunk (chunk >= capacity) it is the whole attention: `part` is bound to the
+// output, which gets acc / l, and the launcher records no merge.
 // Dispatch: (n_chunks, n_heads / G, n_tokens), n_chunks = ceil(capacity / chunk).
 // Params, bindings 0 (p) and 1 (pos): common/attention_split_params.wgsl.
 @group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;
@@ -102,6 +104,24 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 }
             }
         }
+    }
+    // One chunk (prefill on CPU adapters: a workgroup walks all of a token's positions):
+    // `part` is the output itself, written normalized, and there is no merge.
+    if (p.n_chunks == 1u) {
+        for (var g = 0u; g < G; g++) {
+            let ob = (t * p.n_heads + h0 + g) * p.head_dim;
+            for (var e = 0u; e < E; e++) {
+                let i = li + 8u * e;
+                if (FULL || i < d4) {
+                    let o = acc[g][e] / l[g];
+                    part[ob + 4u * i] = o.x;
+                    part[ob + 4u * i + 1u] = o.y;
+                    part[ob + 4u * i + 2u] = o.z;
+                    part[ob + 4u * i + 3u] = o.w;
+                }
+            }
+        }
+        return;
     }
     for (var g = 0u; g < G; g++) {
         let r = (t * p.n_heads + h0 + g) * p.n_chunks + c;

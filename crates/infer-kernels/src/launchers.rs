@@ -1114,7 +1114,13 @@ impl Kernels {
                 self.attention_split(q, k_cache, v_cache, out, pos, a, chunk)
             }
             AttentionKernel::SplitSg => {
-                let chunk = self.attention_split_chunk(a.capacity);
+                // Steps of many tokens (prefill) have workgroups enough without a split:
+                // one chunk, which writes the output directly.
+                let chunk = if a.n_tokens > Self::SPLIT_MAX_TOKENS {
+                    a.capacity
+                } else {
+                    self.attention_split_chunk(a.capacity)
+                };
                 self.attention_split_sg(q, k_cache, v_cache, out, pos, a, chunk)
             }
         }
@@ -1125,11 +1131,13 @@ impl Kernels {
     ///   verification) on GPUs whose cache holds more than one chunk: split over the KV
     ///   length (one workgroup per head would leave most of a GPU idle at long contexts);
     ///   other steps on GPUs: tiled;
-    /// - on CPU adapters, the same short steps: split with the subgroup phase 1 where the
-    ///   adapter allows it (lavapipe, SmolLM2's 9 x 64 heads, on a busy 2-core machine:
-    ///   0.21 / 1.0 / 6.2 ms against lane's 0.37 / 1.1 / 12.2 ms at 128 / 512 / 4096
-    ///   positions; lane keeps all of head_dim per invocation); other steps: lane
-    ///   (head_dim % 4 == 0), else tiled.
+    /// - on CPU adapters, every step: attention_split_sg where the adapter has subgroups
+    ///   and head_dim % 4 == 0, split over the KV length for the short steps and as one
+    ///   chunk (no split, no merge) for longer ones (lavapipe, SmolLM2's 9 heads over 3 KV
+    ///   heads x 64, one token: 0.23 / 0.89 ms against lane's 0.59 / 4.2 ms at 512 / 4096
+    ///   positions, `cargo xtask bench` at 159d66f; prefill of 512 tokens ~1.15x faster
+    ///   than with lane, whose invocations keep all of head_dim and each load K and V);
+    ///   else lane (head_dim % 4 == 0), else tiled.
     ///
     /// `INFER_ATTENTION=split|split_sg|lane|tiled` overrides it (for tests and
     /// measurements) where the variant can run: split only for steps of at most
@@ -1138,7 +1146,7 @@ impl Kernels {
     pub fn attention_kernel(&self, a: &AttentionParams) -> AttentionKernel {
         let few = a.n_tokens <= Self::SPLIT_MAX_TOKENS;
         let lane_ok = a.head_dim.is_multiple_of(4);
-        let sg_ok = few && lane_ok && self.attention_split_sg_supported();
+        let sg_ok = lane_ok && self.attention_split_sg_supported();
         match std::env::var("INFER_ATTENTION").as_deref() {
             Ok("split") if few => return AttentionKernel::Split,
             Ok("split_sg") if sg_ok => return AttentionKernel::SplitSg,
@@ -1330,13 +1338,47 @@ impl Kernels {
             n_chunks: u32s(n_chunks),
             _pad: [0; 2],
         };
-        let scratch = Tensor::zeros(
-            &self.dev,
-            "attention_split scratch",
-            &[Self::attention_split_scratch_len(a, chunk).max(1)],
-            DType::F32,
-        )?;
         let grid = [u32s(n_chunks), u32s(a.n_heads), u32s(a.n_tokens)];
+        if sg_heads > 0 {
+            // The kernel's variant (attention_split_sg.wgsl): heads per workgroup, units per
+            // invocation, and whether head_dim fills them all.
+            let units = a.head_dim.div_ceil(32);
+            let full = a.head_dim.is_multiple_of(32);
+            let variant = (sg_heads - 1) | ((8 - units) << 3) | (usize::from(full) << 6);
+            let grid = [grid[0], u32s(a.n_heads / sg_heads), grid[2]];
+            let tok = u32s(variant + 1);
+            if n_chunks == 1 {
+                // One chunk: the kernel writes the output itself; no scratch, no merge.
+                let bind = [
+                    pos.buffer(),
+                    q.buffer(),
+                    k_cache.buffer(),
+                    v_cache.buffer(),
+                    out.buffer(),
+                ];
+                return Ok(vec![self.dispatch_tok(
+                    "attention_split_sg",
+                    None,
+                    tok,
+                    &params,
+                    &bind,
+                    grid,
+                )?]);
+            }
+            let scratch = self.split_scratch(a, chunk)?;
+            let bind = [
+                pos.buffer(),
+                q.buffer(),
+                k_cache.buffer(),
+                v_cache.buffer(),
+                scratch.buffer(),
+            ];
+            return Ok(vec![
+                self.dispatch_tok("attention_split_sg", None, tok, &params, &bind, grid)?,
+                self.split_merge(&params, pos, &scratch, out, a)?,
+            ]);
+        }
+        let scratch = self.split_scratch(a, chunk)?;
         let bind = [
             pos.buffer(),
             q.buffer(),
@@ -1347,26 +1389,38 @@ impl Kernels {
             k_cache.buffer(),
         ];
         Ok(vec![
-            if sg_heads > 0 {
-                // The kernel's variant (attention_split_sg.wgsl): heads per workgroup, units
-                // per invocation, and whether head_dim fills them all.
-                let units = a.head_dim.div_ceil(32);
-                let full = a.head_dim.is_multiple_of(32);
-                let variant = (sg_heads - 1) | ((8 - units) << 3) | (usize::from(full) << 6);
-                let grid = [grid[0], u32s(a.n_heads / sg_heads), grid[2]];
-                let tok = u32s(variant + 1);
-                self.dispatch_tok("attention_split_sg", None, tok, &params, &bind[..5], grid)?
-            } else {
-                self.dispatch("attention_split", None, &params, &bind, grid)?
-            },
-            self.dispatch(
-                "attention_split_merge",
-                None,
-                &params,
-                &[pos.buffer(), scratch.buffer(), out.buffer()],
-                [u32s(a.n_heads), u32s(a.n_tokens), 1],
-            )?,
+            self.dispatch("attention_split", None, &params, &bind, grid)?,
+            self.split_merge(&params, pos, &scratch, out, a)?,
         ])
+    }
+
+    /// The split attention's scratch: per (token, head, chunk) a max, a sum and head_dim
+    /// partial outputs.
+    fn split_scratch(&self, a: &AttentionParams, chunk: usize) -> Result<Tensor> {
+        Ok(Tensor::zeros(
+            &self.dev,
+            "attention_split scratch",
+            &[Self::attention_split_scratch_len(a, chunk).max(1)],
+            DType::F32,
+        )?)
+    }
+
+    /// attention_split_merge: the chunks' partials in `scratch` into `out`.
+    fn split_merge(
+        &self,
+        params: &SplitGpu,
+        pos: &Tensor,
+        scratch: &Tensor,
+        out: &Tensor,
+        a: &AttentionParams,
+    ) -> Result<Dispatch> {
+        self.dispatch(
+            "attention_split_merge",
+            None,
+            params,
+            &[pos.buffer(), scratch.buffer(), out.buffer()],
+            [u32s(a.n_heads), u32s(a.n_tokens), 1],
+        )
     }
 
     /// [`Kernels::attention`] with one invocation per (token, head) and no barriers

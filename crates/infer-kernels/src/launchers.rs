@@ -1135,8 +1135,9 @@ impl Kernels {
     ///   and head_dim % 4 == 0, split over the KV length for the short steps and as one
     ///   chunk (no split, no merge) for longer ones (lavapipe, SmolLM2's 9 heads over 3 KV
     ///   heads x 64, one token: 0.23 / 0.89 ms against lane's 0.59 / 4.2 ms at 512 / 4096
-    ///   positions, `cargo xtask bench` at 159d66f; prefill of 512 tokens ~1.15x faster
-    ///   than with lane, whose invocations keep all of head_dim and each load K and V);
+    ///   positions, `cargo xtask bench` at 159d66f; prefill of a 1540-token prompt 1.7x
+    ///   faster than with lane, whose invocations keep all of head_dim and each load K
+    ///   and V);
     ///   else lane (head_dim % 4 == 0), else tiled.
     ///
     /// `INFER_ATTENTION=split|split_sg|lane|tiled` overrides it (for tests and
@@ -1206,7 +1207,7 @@ impl Kernels {
         a: &AttentionParams,
         chunk: usize,
     ) -> Result<Vec<Dispatch>> {
-        self.split(q, k_cache, v_cache, out, pos, a, chunk, 0)
+        self.split(q, k_cache, v_cache, out, pos, a, chunk, (0, 1))
     }
 
     /// Whether [`Kernels::attention_split_sg`] runs here: the adapter has subgroups of at
@@ -1232,7 +1233,12 @@ impl Kernels {
     ) -> Result<Vec<Dispatch>> {
         self.split_sg_check(a)?;
         let g = Self::attention_split_sg_heads(a);
-        self.split(q, k_cache, v_cache, out, pos, a, chunk, g)
+        let tokens = if a.capacity <= chunk {
+            Self::SPLIT_SG_TOKENS.min(a.n_tokens).max(1)
+        } else {
+            1
+        };
+        self.split(q, k_cache, v_cache, out, pos, a, chunk, (g, tokens))
     }
 
     /// Query heads one workgroup of [`Kernels::attention_split_sg`] serves: the largest
@@ -1255,9 +1261,16 @@ impl Kernels {
             .unwrap_or(1)
     }
 
+    /// Tokens per workgroup of [`Kernels::attention_split_sg`] over one chunk (prefill on
+    /// CPU adapters): they share each K and V row load. On lavapipe (SmolLM2, a 1540-token
+    /// prompt) 4 took ~0.65x the attention time of 1 and 8 ~2x (the state of 8 tokens x 3
+    /// heads no longer fits in registers).
+    pub const SPLIT_SG_TOKENS: usize = 4;
+
     /// [`Kernels::attention_split_sg`] with `heads` query heads per workgroup (1..=8, a
-    /// divisor of n_heads / n_kv); every choice gives the same values (for tests and
-    /// measurements).
+    /// divisor of n_heads / n_kv) and `tokens` tokens per workgroup (1..=8; more than 1 only
+    /// over one chunk, chunk >= capacity); every choice gives the same values (for tests
+    /// and measurements).
     #[allow(clippy::too_many_arguments)]
     pub fn attention_split_sg_grouped(
         &self,
@@ -1269,6 +1282,7 @@ impl Kernels {
         a: &AttentionParams,
         chunk: usize,
         heads: usize,
+        tokens: usize,
     ) -> Result<Vec<Dispatch>> {
         let per_kv = a.n_heads.checked_div(a.n_kv).unwrap_or(0);
         if !(1..=8).contains(&heads) || per_kv == 0 || !per_kv.is_multiple_of(heads) {
@@ -1280,8 +1294,18 @@ impl Kernels {
                 ),
             });
         }
+        if !(1..=8).contains(&tokens) || (tokens > 1 && a.capacity > chunk) {
+            return Err(KernelError::Shape {
+                kernel: "attention_split_sg",
+                reason: format!(
+                    "{tokens} tokens per workgroup: needs 1..=8, and 1 unless one chunk \
+                     (chunk {chunk} >= capacity {})",
+                    a.capacity
+                ),
+            });
+        }
         self.split_sg_check(a)?;
-        self.split(q, k_cache, v_cache, out, pos, a, chunk, heads)
+        self.split(q, k_cache, v_cache, out, pos, a, chunk, (heads, tokens))
     }
 
     /// What attention_split_sg needs of the adapter and the shape.
@@ -1302,9 +1326,9 @@ impl Kernels {
         Ok(())
     }
 
-    /// The split attention's two dispatches; phase 1 is attention_split.wgsl where
-    /// `sg_heads` is 0, else attention_split_sg.wgsl with `sg_heads` query heads per
-    /// workgroup.
+    /// The split attention's two dispatches; phase 1 is attention_split.wgsl where `sg.0`
+    /// is 0, else attention_split_sg.wgsl with `sg.0` query heads and `sg.1` tokens per
+    /// workgroup (attention_split_sg over one chunk: one dispatch).
     #[allow(clippy::too_many_arguments)]
     fn split(
         &self,
@@ -1315,8 +1339,9 @@ impl Kernels {
         pos: &Tensor,
         a: &AttentionParams,
         chunk: usize,
-        sg_heads: usize,
+        sg: (usize, usize),
     ) -> Result<Vec<Dispatch>> {
+        let (sg_heads, tokens) = sg;
         let base = self.attention_params(q, k_cache, v_cache, out, pos, a)?;
         if chunk == 0 {
             return Err(KernelError::Shape {
@@ -1341,11 +1366,18 @@ impl Kernels {
         let grid = [u32s(n_chunks), u32s(a.n_heads), u32s(a.n_tokens)];
         if sg_heads > 0 {
             // The kernel's variant (attention_split_sg.wgsl): heads per workgroup, units per
-            // invocation, and whether head_dim fills them all.
+            // invocation, whether head_dim fills them all, tokens per workgroup.
             let units = a.head_dim.div_ceil(32);
             let full = a.head_dim.is_multiple_of(32);
-            let variant = (sg_heads - 1) | ((8 - units) << 3) | (usize::from(full) << 6);
-            let grid = [grid[0], u32s(a.n_heads / sg_heads), grid[2]];
+            let variant = (sg_heads - 1)
+                | ((8 - units) << 3)
+                | (usize::from(full) << 6)
+                | ((tokens - 1) << 7);
+            let grid = [
+                grid[0],
+                u32s(a.n_heads / sg_heads),
+                u32s(a.n_tokens.div_ceil(tokens)),
+            ];
             let tok = u32s(variant + 1);
             if n_chunks == 1 {
                 // One chunk: the kernel writes the output itself; no scratch, no merge.

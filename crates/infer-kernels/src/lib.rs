@@ -220,7 +220,7 @@ fn second_weight(snippet: &str) -> String {
 /// A kernel source (matvec's, with or without its weight snippet) computing `tok` tokens per
 /// invocation (1..=8): the `TOK` constant between its `// TOKENS begin` and `// TOKENS end`
 /// lines is set to `tok` (1 gives the source as written). Other kernels with the block
-/// give TOK their own meaning (attention_split_sg: a variant number, 1..=128). `None` for
+/// give TOK their own meaning (attention_split_sg: a variant number, 1..=1024). `None` for
 /// other counts or a source without the block.
 pub fn with_tokens(source: &str, tok: u32) -> Option<String> {
     const BEGIN: &str = "// TOKENS begin\n";
@@ -229,7 +229,7 @@ pub fn with_tokens(source: &str, tok: u32) -> Option<String> {
     let end = start + source[start..].find(END)?;
     match tok {
         1 => Some(source.to_string()),
-        2..=128 => Some(format!(
+        2..=1024 => Some(format!(
             "{}const TOK: u32 = {tok}u;\n{}",
             &source[..start],
             &source[end..]

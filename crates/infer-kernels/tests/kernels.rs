@@ -1232,12 +1232,12 @@ fn attention_split_attention_split_sg_and_attention_split_merge_over_chunk_edges
         );
         let one = zeros(k, "one", &[nt, nh, hd]);
         let d1 = k
-            .attention_split_sg_grouped(&qt, &kct, &vct, &one, &pos, &ap, chunk, 1)
+            .attention_split_sg_grouped(&qt, &kct, &vct, &one, &pos, &ap, chunk, 1, 1)
             .unwrap();
         for g in (2..=per_kv.min(8)).filter(|g| per_kv % g == 0) {
             let out = zeros(k, "out", &[nt, nh, hd]);
             let d = k
-                .attention_split_sg_grouped(&qt, &kct, &vct, &out, &pos, &ap, chunk, g)
+                .attention_split_sg_grouped(&qt, &kct, &vct, &out, &pos, &ap, chunk, g, 1)
                 .unwrap();
             for &ctx in contexts {
                 let pos0 = ctx.saturating_sub(nt);
@@ -1254,11 +1254,55 @@ fn attention_split_attention_split_sg_and_attention_split_merge_over_chunk_edges
                 );
             }
         }
+        // Over one chunk, 2..=8 tokens per workgroup give the same values as 1 (a position
+        // a token does not see leaves its state as it was; the sign of a zero may differ).
+        if cap <= chunk {
+            for tokens in [2, 3, 4, 8] {
+                for g in [1, auto] {
+                    let out = zeros(k, "out", &[nt, nh, hd]);
+                    let d = k
+                        .attention_split_sg_grouped(
+                            &qt, &kct, &vct, &out, &pos, &ap, chunk, g, tokens,
+                        )
+                        .unwrap();
+                    assert_eq!(d.len(), 1);
+                    for &ctx in contexts {
+                        let pos0 = ctx.saturating_sub(nt);
+                        k.dev.queue.write_buffer(
+                            pos.buffer(),
+                            0,
+                            bytemuck::bytes_of(&(pos0 as u32)),
+                        );
+                        k.run(&d1).unwrap();
+                        k.run(&d).unwrap();
+                        let (a, b) = (one.read_f32(&k.dev).unwrap(), out.read_f32(&k.dev).unwrap());
+                        assert!(
+                            a.iter().zip(&b).all(|(x, y)| x == y),
+                            "attention_split_sg h{nh} kv{nkv} d{hd} pos{pos0} t{nt} window{window}: \
+                             {tokens} tokens x {g} heads per workgroup differ from 1 x 1"
+                        );
+                    }
+                }
+            }
+        } else {
+            assert!(
+                k.attention_split_sg_grouped(&qt, &kct, &vct, &one, &pos, &ap, chunk, 1, 2)
+                    .is_err(),
+                "2 tokens per workgroup over several chunks accepted"
+            );
+        }
+        for tokens in [0, 9] {
+            assert!(
+                k.attention_split_sg_grouped(&qt, &kct, &vct, &one, &pos, &ap, cap, 1, tokens)
+                    .is_err(),
+                "{tokens} tokens per workgroup accepted"
+            );
+        }
         // Counts that do not divide the heads per KV head, or past 8, are errors.
         for g in [0, per_kv + 1, 9] {
             if g == 0 || per_kv % g != 0 || g > 8 {
                 assert!(
-                    k.attention_split_sg_grouped(&qt, &kct, &vct, &one, &pos, &ap, chunk, g)
+                    k.attention_split_sg_grouped(&qt, &kct, &vct, &one, &pos, &ap, chunk, g, 1)
                         .is_err(),
                     "h{nh} kv{nkv}: {g} heads per workgroup accepted"
                 );

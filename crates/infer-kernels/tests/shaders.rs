@@ -32,9 +32,9 @@ fn every_shader_validates_in_every_variant() {
             let src = shader_source(s, None).expect("plain shader");
             validate(s.name, &src);
             n += 1;
-            // Kernels with a variant number (attention_split_sg: 1..=128).
+            // Kernels with a variant number (attention_split_sg: 1..=1024).
             if with_tokens(&src, 2).is_some() {
-                for tok in 2..=128 {
+                for tok in 2..=1024 {
                     let v = with_tokens(&src, tok).expect("variant");
                     validate(&format!("{}_tok{tok}", s.name), &v);
                 }

@@ -1363,8 +1363,29 @@ impl Kernels {
             n_chunks: u32s(n_chunks),
             _pad: [0; 2],
         };
-        let grid = [u32s(n_chunks), u32s(a.n_heads), u32s(a.n_tokens)];
-        if sg_heads > 0 {
+        // attention_split_sg over one chunk writes the output itself: no scratch, no merge.
+        let direct = sg_heads > 0 && n_chunks == 1;
+        let scratch = if direct {
+            None
+        } else {
+            Some(Tensor::zeros(
+                &self.dev,
+                "attention_split scratch",
+                &[Self::attention_split_scratch_len(a, chunk).max(1)],
+                DType::F32,
+            )?)
+        };
+        let target = scratch.as_ref().unwrap_or(out).buffer();
+        let bind = [
+            pos.buffer(),
+            q.buffer(),
+            k_cache.buffer(),
+            v_cache.buffer(),
+            target,
+            q.buffer(),
+            k_cache.buffer(),
+        ];
+        let phase1 = if sg_heads > 0 {
             // The kernel's variant (attention_split_sg.wgsl): heads per workgroup, units per
             // invocation, whether head_dim fills them all, tokens per workgroup.
             let units = a.head_dim.div_ceil(32);
@@ -1374,85 +1395,29 @@ impl Kernels {
                 | (usize::from(full) << 6)
                 | ((tokens - 1) << 7);
             let grid = [
-                grid[0],
+                u32s(n_chunks),
                 u32s(a.n_heads / sg_heads),
                 u32s(a.n_tokens.div_ceil(tokens)),
             ];
             let tok = u32s(variant + 1);
-            if n_chunks == 1 {
-                // One chunk: the kernel writes the output itself; no scratch, no merge.
-                let bind = [
-                    pos.buffer(),
-                    q.buffer(),
-                    k_cache.buffer(),
-                    v_cache.buffer(),
-                    out.buffer(),
-                ];
-                return Ok(vec![self.dispatch_tok(
-                    "attention_split_sg",
-                    None,
-                    tok,
-                    &params,
-                    &bind,
-                    grid,
-                )?]);
-            }
-            let scratch = self.split_scratch(a, chunk)?;
-            let bind = [
-                pos.buffer(),
-                q.buffer(),
-                k_cache.buffer(),
-                v_cache.buffer(),
-                scratch.buffer(),
-            ];
-            return Ok(vec![
-                self.dispatch_tok("attention_split_sg", None, tok, &params, &bind, grid)?,
-                self.split_merge(&params, pos, &scratch, out, a)?,
-            ]);
-        }
-        let scratch = self.split_scratch(a, chunk)?;
-        let bind = [
-            pos.buffer(),
-            q.buffer(),
-            k_cache.buffer(),
-            v_cache.buffer(),
-            scratch.buffer(),
-            q.buffer(),
-            k_cache.buffer(),
-        ];
+            self.dispatch_tok("attention_split_sg", None, tok, &params, &bind[..5], grid)?
+        } else {
+            let grid = [u32s(n_chunks), u32s(a.n_heads), u32s(a.n_tokens)];
+            self.dispatch("attention_split", None, &params, &bind, grid)?
+        };
+        let Some(scratch) = scratch else {
+            return Ok(vec![phase1]);
+        };
         Ok(vec![
-            self.dispatch("attention_split", None, &params, &bind, grid)?,
-            self.split_merge(&params, pos, &scratch, out, a)?,
+            phase1,
+            self.dispatch(
+                "attention_split_merge",
+                None,
+                &params,
+                &[pos.buffer(), scratch.buffer(), out.buffer()],
+                [u32s(a.n_heads), u32s(a.n_tokens), 1],
+            )?,
         ])
-    }
-
-    /// The split attention's scratch: per (token, head, chunk) a max, a sum and head_dim
-    /// partial outputs.
-    fn split_scratch(&self, a: &AttentionParams, chunk: usize) -> Result<Tensor> {
-        Ok(Tensor::zeros(
-            &self.dev,
-            "attention_split scratch",
-            &[Self::attention_split_scratch_len(a, chunk).max(1)],
-            DType::F32,
-        )?)
-    }
-
-    /// attention_split_merge: the chunks' partials in `scratch` into `out`.
-    fn split_merge(
-        &self,
-        params: &SplitGpu,
-        pos: &Tensor,
-        scratch: &Tensor,
-        out: &Tensor,
-        a: &AttentionParams,
-    ) -> Result<Dispatch> {
-        self.dispatch(
-            "attention_split_merge",
-            None,
-            params,
-            &[pos.buffer(), scratch.buffer(), out.buffer()],
-            [u32s(a.n_heads), u32s(a.n_tokens), 1],
-        )
     }
 
     /// [`Kernels::attention`] with one invocation per (token, head) and no barriers

@@ -26,3 +26,15 @@ fn dot8(q: array<vec4<f32>, 8>, xs: array<vec4<f32>, 8>) -> f32 {
     return dot(q[0], xs[0]) + dot(q[1], xs[1]) + dot(q[2], xs[2]) + dot(q[3], xs[3])
         + dot(q[4], xs[4]) + dot(q[5], xs[5]) + dot(q[6], xs[6]) + dot(q[7], xs[7]);
 }
+
+// Eight f16 scales packed in 16 bytes (Q4_0's and Q8_0's w_scales8), each as (d, 0).
+fn f16_scales8(a: vec4<u32>) -> array<vec2<f32>, 8> {
+    let d0 = unpack2x16float(a.x);
+    let d1 = unpack2x16float(a.y);
+    let d2 = unpack2x16float(a.z);
+    let d3 = unpack2x16float(a.w);
+    return array<vec2<f32>, 8>(
+        vec2<f32>(d0.x, 0.0), vec2<f32>(d0.y, 0.0), vec2<f32>(d1.x, 0.0), vec2<f32>(d1.y, 0.0),
+        vec2<f32>(d2.x, 0.0), vec2<f32>(d2.y, 0.0), vec2<f32>(d3.x, 0.0), vec2<f32>(d3.y, 0.0),
+    );
+}

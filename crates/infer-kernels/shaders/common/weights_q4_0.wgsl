@@ -47,15 +47,7 @@ fn w_raw_s(u: u32, s: vec2<f32>) -> WRaw {
 // grouped layout): their 8 f16 in one load of 16 bytes, where w_d loads 4 bytes per unit
 // (on lavapipe a load costs about the same whatever its width).
 fn w_scales8(u: u32) -> array<vec2<f32>, 8> {
-    let a = w[p.soff + u / 8u];
-    let d0 = unpack2x16float(a.x);
-    let d1 = unpack2x16float(a.y);
-    let d2 = unpack2x16float(a.z);
-    let d3 = unpack2x16float(a.w);
-    return array<vec2<f32>, 8>(
-        vec2<f32>(d0.x, 0.0), vec2<f32>(d0.y, 0.0), vec2<f32>(d1.x, 0.0), vec2<f32>(d1.y, 0.0),
-        vec2<f32>(d2.x, 0.0), vec2<f32>(d2.y, 0.0), vec2<f32>(d3.x, 0.0), vec2<f32>(d3.y, 0.0),
-    );
+    return f16_scales8(w[p.soff + u / 8u]);
 }
 
 fn w_dot(u: WRaw, xs: array<vec4<f32>, WV>, xsum: f32) -> f32 {

@@ -46,16 +46,15 @@ fn row_units(r0: u32, nb: u32) -> array<u32, ROWS> {
 // One token per invocation (TOK = 1): the same per-token expression as the tiled loop
 // below, in the single-token loop shape (no per-token arrays), which llvmpipe runs ~10%
 // faster for float weights.
-fn one_token(r0: u32, t: u32) {
+fn one_token(r0: u32, t: u32, lane: u32) {
     let x_off = p.x_off + t * p.k;
     var acc: array<f32, ROWS>;
     let nb = w_nb();
     let u0 = row_units(r0, nb);
     for (var b = 0u; b < nb; b++) {
-        var xs: array<vec4<f32>, WV>;
+        let xs = unit_xs(x_off, b, lane);
         var x4 = vec4<f32>(0.0);
         for (var j = 0u; j < WV; j++) {
-            xs[j] = xv(x_off, b * WB + 4u * j);
             x4 += xs[j];
         }
         let xsum = x4.x + x4.y + x4.z + x4.w;
@@ -87,14 +86,16 @@ fn one_token(r0: u32, t: u32) {
 }
 
 @compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let r0 = gid.x * ROWS;
-    let t0 = gid.y * TOK;
-    if (r0 >= p.n || t0 >= p.m) {
+fn main(ids: Ids) {
+    let r0 = ids.gid.x * ROWS;
+    let t0 = ids.gid.y * TOK;
+    // Only whole workgroups return early (unit_xs's subgroup variant needs every
+    // invocation): rows past n compute row n - 1 and store nothing.
+    if (t0 >= p.m) {
         return;
     }
     if (TOK == 1u) {
-        one_token(r0, t0);
+        one_token(r0, t0, ids.lane);
         return;
     }
     var x_offs: array<u32, TOK>;
@@ -109,9 +110,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         var xs: array<array<vec4<f32>, WV>, TOK>;
         var xsum: array<f32, TOK>;
         for (var i = 0u; i < TOK; i++) {
+            xs[i] = unit_xs(x_offs[i], b, ids.lane);
             var x4 = vec4<f32>(0.0);
             for (var j = 0u; j < WV; j++) {
-                xs[i][j] = xv(x_offs[i], b * WB + 4u * j);
                 x4 += xs[i][j];
             }
             xsum[i] = x4.x + x4.y + x4.z + x4.w;

@@ -15,10 +15,12 @@ override WG: u32 = 64u;
 const ROWS: u32 = 8u;
 
 @compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let r0 = gid.x * ROWS;
-    let t = gid.y;
-    if (r0 >= p.n || t >= p.m) {
+fn main(ids: Ids) {
+    let r0 = ids.gid.x * ROWS;
+    let t = ids.gid.y;
+    // Only whole workgroups return early (unit_xs's subgroup variant needs every
+    // invocation): rows past n compute row n - 1 and store nothing.
+    if (t >= p.m) {
         return;
     }
     let x_off = p.x_off + t * p.k;
@@ -32,10 +34,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         u0[r] = w_index(min(r0 + r, p.n - 1u), 0u, nb);
     }
     for (var b = 0u; b < nb; b++) {
-        var xs: array<vec4<f32>, WV>;
+        let xs = unit_xs(x_off, b, ids.lane);
         var x4 = vec4<f32>(0.0);
         for (var j = 0u; j < WV; j++) {
-            xs[j] = xv(x_off, b * WB + 4u * j);
             x4 += xs[j];
         }
         let xsum = x4.x + x4.y + x4.z + x4.w;

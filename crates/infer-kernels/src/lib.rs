@@ -238,6 +238,29 @@ pub fn with_tokens(source: &str, tok: u32) -> Option<String> {
     }
 }
 
+/// matvec's and matvec_glu's x loads for adapters with subgroups (common/unit_xs_sg.wgsl).
+const X_UNIT_SG: &str = include_str!("../shaders/common/unit_xs_sg.wgsl");
+
+/// A matvec or matvec_glu source (with its common snippets) whose `unit_xs` shares each
+/// unit's x over a subgroup: its `// XUNIT begin` .. `// XUNIT end` block replaced by
+/// common/unit_xs_sg.wgsl, where lane i < 8 loads the unit's vec4 i and the 8 are broadcast
+/// (one load per invocation instead of WV; the same values). Only for dtypes of 8 vec4s
+/// per unit ([`x_broadcast_dtype`]) and subgroups of >= 8. `None` for a source without
+/// the block.
+pub fn with_x_broadcast(source: &str) -> Option<String> {
+    const BEGIN: &str = "// XUNIT begin\n";
+    const END: &str = "// XUNIT end\n";
+    let start = source.find(BEGIN)?;
+    let end = start + source[start..].find(END)? + END.len();
+    Some(format!("{}{X_UNIT_SG}{}", &source[..start], &source[end..]))
+}
+
+/// Whether [`with_x_broadcast`] applies to weights of `dtype`: the block-quantized dtypes,
+/// whose units hold 32 elements (8 vec4s of x).
+pub fn x_broadcast_dtype(dtype: DType) -> bool {
+    matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0)
+}
+
 /// A recorded kernel launch: replay it with [`Dispatch::record`].
 #[derive(Clone, Debug)]
 pub struct Dispatch {
@@ -266,6 +289,9 @@ pub struct Kernels {
     disk_cache: Option<DiskCache>,
     /// matvec runs as matvec_coalesced (chosen once, at creation).
     pub(crate) coalesced: bool,
+    /// matvec and matvec_glu share x over subgroups ([`with_x_broadcast`]) for the dtypes
+    /// it applies to.
+    x_broadcast: bool,
     /// Bound as the split-output bindings y1 and y2 of a launch whose output is not split
     /// (never written; launchers::Out).
     pub(crate) spare: wgpu::Buffer,
@@ -393,10 +419,49 @@ impl Kernels {
             pipelines: Mutex::default(),
             disk_cache,
             coalesced: false,
+            x_broadcast: false,
             spare,
         };
         k.coalesced = k.matvec_coalesced_default();
+        k.x_broadcast = k.matvec_x_broadcast_supported()
+            && std::env::var("INFER_MATVEC_X").as_deref() != Ok("load");
         k
+    }
+
+    /// Whether matvec and matvec_glu can share x over subgroups ([`with_x_broadcast`]):
+    /// the adapter has subgroups of at least 8 invocations.
+    pub fn matvec_x_broadcast_supported(&self) -> bool {
+        let c = &self.dev.caps;
+        c.subgroup && c.subgroup_min_size >= 8
+    }
+
+    /// Whether matvec and matvec_glu share x over subgroups for the dtypes it applies to
+    /// ([`x_broadcast_dtype`]): where supported, unless `INFER_MATVEC_X=load`.
+    pub fn matvec_x_broadcast(&self) -> bool {
+        self.x_broadcast
+    }
+
+    /// Turns [`Kernels::matvec_x_broadcast`] on or off (pipelines already built are
+    /// dropped). The two give the same bits; tests compare them. An error to turn on where
+    /// not supported.
+    pub fn set_matvec_x_broadcast(&mut self, on: bool) -> Result<()> {
+        if on && !self.matvec_x_broadcast_supported() {
+            return Err(KernelError::Shape {
+                kernel: "matvec",
+                reason: format!(
+                    "x broadcast needs subgroups of >= 8 invocations (adapter: {}..={}, feature {})",
+                    self.dev.caps.subgroup_min_size,
+                    self.dev.caps.subgroup_max_size,
+                    self.dev.caps.subgroup
+                ),
+            });
+        }
+        self.x_broadcast = on;
+        self.pipelines
+            .lock()
+            .expect("pipeline cache poisoned")
+            .clear();
+        Ok(())
     }
 
     /// Writes the on-disk pipeline cache now (also done when the kernels are dropped).
@@ -470,6 +535,15 @@ impl Kernels {
         if source.contains("override W_GROUP") {
             constants.push(("W_GROUP", self.dev.weight_group as f64));
         }
+        let source = if self.x_broadcast
+            && (name == "matvec" || name == "matvec_glu")
+            && dtype.is_some_and(x_broadcast_dtype)
+        {
+            label = format!("{label}_xsg");
+            with_x_broadcast(&source).expect("matvec and matvec_glu have an XUNIT block")
+        } else {
+            source
+        };
         let source = if tok == 1 {
             source
         } else {

@@ -678,6 +678,70 @@ fn matvec_glu_coalesced_equals_the_unfused_kernels_every_dtype_with_and_without_
 }
 
 /// matvec_add (the residual add fused into a projection) gives the bits of matvec then add.
+/// matvec and matvec_glu sharing x over subgroups (one load per invocation, the unit's
+/// vec4s broadcast; `Kernels::matvec_x_broadcast`, the default where supported) give the
+/// bits of every invocation loading x itself: for the block-quantized dtypes it applies
+/// to, rows past the last workgroup's (n not a multiple of 8), split weights, an
+/// unaligned x offset (scalar x loads), token tiles and tails, the accumulate flag and both
+/// activations. Where subgroups of >= 8 are missing, turning it on is an error.
+#[test]
+fn matvec_and_matvec_glu_x_broadcast_equals_x_loads() {
+    let Some(k) = kernels() else { return };
+    let mut load = Kernels::new(k.dev.clone());
+    load.set_matvec_x_broadcast(false).unwrap();
+    let mut bcast = Kernels::new(k.dev.clone());
+    if !bcast.matvec_x_broadcast_supported() {
+        assert!(bcast.set_matvec_x_broadcast(true).is_err());
+        eprintln!("adapter without subgroups of >= 8: only the loading variant exists");
+        return;
+    }
+    if std::env::var("INFER_MATVEC_X").as_deref() != Ok("load") {
+        assert!(k.matvec_x_broadcast(), "supported but not the default");
+    }
+    bcast.set_matvec_x_broadcast(true).unwrap();
+    let mut rng = StdRng::seed_from_u64(23);
+    for dtype in [DType::Q4_0, DType::Q4_1, DType::Q8_0] {
+        for (n, cols, part) in [(13, 96, None), (67, 160, Some(29)), (1536, 576, None)] {
+            let (w, _) = weights(k, &mut rng, dtype, n, cols, part);
+            let (wu, _) = weights(k, &mut rng, dtype, n, cols, part);
+            for m in [1, 2, 7] {
+                let what = format!("{dtype} {n}x{cols} m={m}");
+                let x = rand_vec(&mut rng, m * cols + 3, 1.0);
+                let xt = f32_tensor(k, "x", &[m * cols + 3], &x);
+                let xa = f32_tensor(k, "x", &[m, cols], &x[..m * cols]);
+                let res = rand_vec(&mut rng, m * n, 2.0);
+                let mut outs = Vec::new();
+                for kk in [&load, &bcast] {
+                    let one = zeros(k, "one", &[n]);
+                    let y = zeros(k, "y", &[m, n]);
+                    let acc = f32_tensor(k, "acc", &[m, n], &res);
+                    let glu = [zeros(k, "silu", &[m, n]), zeros(k, "gelu", &[m, n])];
+                    let mut d = kk.matvec(&w, &xt, 3, &one, 0).unwrap();
+                    d.extend(kk.matvec_batched(&w, &xa, m, &y).unwrap());
+                    d.extend(kk.matvec_add(&w, &xa, m, &acc).unwrap());
+                    d.extend(kk.matvec_glu(&w, &wu, &xa, m, &glu[0], Glu::Silu).unwrap());
+                    d.extend(
+                        kk.matvec_glu(&w, &wu, &xa, m, &glu[1], Glu::GeluTanh)
+                            .unwrap(),
+                    );
+                    kk.run(&d).unwrap();
+                    outs.push([&one, &y, &acc, &glu[0], &glu[1]].map(|t| bits(k, t)));
+                }
+                for (i, name) in ["matvec x_off 3", "batched", "add", "glu silu", "glu gelu"]
+                    .iter()
+                    .enumerate()
+                {
+                    assert!(
+                        outs[0][i].iter().any(|&b| b != 0),
+                        "{what} {name}: all zero"
+                    );
+                    assert_eq!(outs[1][i], outs[0][i], "{what} {name}: broadcast != loads");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn matvec_add_equals_matvec_then_add_every_dtype() {
     let Some(k) = kernels() else { return };

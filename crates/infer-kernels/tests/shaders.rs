@@ -1,7 +1,7 @@
 //! GPU-free checks: every WGSL file parses and validates with naga in every variant, and
 //! every shader has a launcher and a GPU test.
 
-use infer_kernels::{SHADERS, shader_source, with_tokens};
+use infer_kernels::{SHADERS, shader_source, with_tokens, with_x_broadcast, x_broadcast_dtype};
 use infer_tensor::DType;
 
 fn validate(label: &str, src: &str) {
@@ -26,6 +26,16 @@ fn every_shader_validates_in_every_variant() {
                 n += 1;
                 if let Some(src) = with_tokens(&src, 4) {
                     validate(&format!("{}_{d}_tok4", s.name), &src);
+                }
+                // matvec's and matvec_glu's x shared over subgroups.
+                if x_broadcast_dtype(d) && matches!(s.name, "matvec" | "matvec_glu") {
+                    let xsg = with_x_broadcast(&src).expect("an XUNIT block");
+                    assert!(xsg.contains("subgroupBroadcast"), "{}_{d}: no swap", s.name);
+                    validate(&format!("{}_{d}_xsg", s.name), &xsg);
+                    if let Some(tok) = with_tokens(&xsg, 4) {
+                        validate(&format!("{}_{d}_xsg_tok4", s.name), &tok);
+                    }
+                    n += 1;
                 }
             }
         } else {

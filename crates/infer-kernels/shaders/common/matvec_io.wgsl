@@ -1,5 +1,6 @@
 // What the matvec kernels share (prepended to matvec, matvec_glu, matvec_coalesced and
-// matvec_glu_coalesced after the weight snippet): their parameters (flag: matvec's
+// matvec_glu_coalesced after the weight snippet): unit_xs and the entry point's ids (matvec,
+// matvec_glu); their parameters (flag: matvec's
 // accumulate, the glu kernels' activation; norm, eps, w_offset: the RMSNorm the coalesced
 // kernels fold into x; row0 .. t0: matvec's and matvec_coalesced's split output,
 // common/split_out.wgsl), the weight, x and y bindings, and xv, a unit's 4 elements of x.
@@ -48,3 +49,23 @@ fn xv(x_off: u32, c: u32) -> vec4<f32> {
         select(0.0, x[i + 3u], c + 3u < p.k),
     );
 }
+
+// XUNIT begin
+// The ids matvec's and matvec_glu's entry points take (`lane`: unused here; the subgroup
+// variant's lane, common/unit_xs_sg.wgsl).
+struct Ids {
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+}
+
+// The WV vec4s of x (from x_off) for unit b, each loaded by the invocation. (On adapters
+// with subgroups of >= 8 the launcher swaps this block for common/unit_xs_sg.wgsl: the
+// same values, one load per invocation.)
+fn unit_xs(x_off: u32, b: u32, lane: u32) -> array<vec4<f32>, WV> {
+    var xs: array<vec4<f32>, WV>;
+    for (var j = 0u; j < WV; j++) {
+        xs[j] = xv(x_off, b * WB + 4u * j);
+    }
+    return xs;
+}
+// XUNIT end

@@ -6,10 +6,11 @@
 //
 // Each invocation computes ROWS consecutive rows for TOK consecutive tokens, walking the
 // rows one 16-byte unit at a time with f32 accumulation: the x values of a unit are loaded
-// once per token (uniform across the workgroup) for all ROWS rows, and each weight unit is
-// decoded once (w_raw) for all TOK tokens. TOK is 1 as written; the launcher sets it
-// (with_tokens: 2..=4) for tiles of tokens where that measured faster (float and Q8_0
-// weights; see Kernels::matvec_plan). Batch invariance: every token's value is the same
+// once per token (uniform across the workgroup; unit_xs, common/matvec_io.wgsl, shared
+// over the subgroup where the launcher swaps in common/unit_xs_sg.wgsl) for all ROWS rows,
+// and each weight unit is decoded once (w_raw) for all TOK tokens. TOK is 1 as written;
+// the launcher sets it (with_tokens: 2..=4) for tiles of tokens where that measured
+// faster (float and Q8_0 weights, and Q4_0/Q4_1 with x shared; see Kernels::matvec_plan). Batch invariance: every token's value is the same
 // per-token expression, w_dot (dot() per vec4, like the single-token kernel always was),
 // whatever TOK is, so the result for (r, t) does not depend on m, TOK or t's place in its
 // tile; a tile's tokens past m load the last token's x (clamped index) and only their

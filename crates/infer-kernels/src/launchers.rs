@@ -698,14 +698,18 @@ impl Kernels {
     /// measured faster on lavapipe than one token per invocation: float weights (their
     /// 16-byte unit load dominates) from 2 tokens on, the remainder in one tile of its own
     /// size (2 or 3; no padded tile); Q8_0 from 4 tokens on, the remainder one token per
-    /// invocation; Q4_0/Q4_1 never (their per-token dot products dominate, and tiles
-    /// measured no faster). m = 1 is always the single-token pipeline. Every plan gives
-    /// the same bits (see `matvec.wgsl`), so this is purely a speed choice.
+    /// invocation; Q4_0/Q4_1 where x is shared over subgroups
+    /// ([`Kernels::matvec_x_broadcast`]) as the floats, otherwise never (each token's 8
+    /// loads of x per unit then dominate: tiles measured no faster, while with x shared
+    /// SmolLM2-135M Q4_1 prefill ran ~1.85x faster with them). m = 1 is always the
+    /// single-token pipeline. Every plan gives the same bits (see `matvec.wgsl`), so this
+    /// is purely a speed choice.
     fn matvec_plan(&self, dtype: DType, m: usize) -> Vec<(u32, usize, usize)> {
         let tile = self.matvec_tokens() as usize;
         let (min, rem_tiles) = match dtype {
             DType::F32 | DType::F16 | DType::BF16 => (2, true),
             DType::Q8_0 => (tile, false),
+            DType::Q4_0 | DType::Q4_1 if self.matvec_x_broadcast() => (2, true),
             _ => return vec![(1, 0, m)],
         };
         if m < min {

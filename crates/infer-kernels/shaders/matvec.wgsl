@@ -47,9 +47,14 @@ fn row_units(r0: u32, nb: u32) -> array<u32, ROWS> {
 // One token per invocation (TOK = 1): the same per-token expression as the tiled loop
 // below, in the single-token loop shape (no per-token arrays), which llvmpipe runs ~10%
 // faster for float weights.
+//
+// The rows are walked two at a time with their sums in a vec2 (acc[r / 2]): llvmpipe
+// writes an element of a private array at a loop-variable index lane by lane, so one
+// vec2 write per two rows instead of one f32 write per row (Q4_1 at 49152x576 on
+// lavapipe: ~8.7 -> ~9.7 G weights/s). The adds are the same, per element.
 fn one_token(r0: u32, t: u32, lane: u32) {
     let x_off = p.x_off + t * p.k;
-    var acc: array<f32, ROWS>;
+    var acc: array<vec2<f32>, ROWS / 2u>;
     let nb = w_nb();
     let u0 = row_units(r0, nb);
     for (var b = 0u; b < nb; b++) {
@@ -65,22 +70,27 @@ fn one_token(r0: u32, t: u32, lane: u32) {
         if (W_GROUP == ROWS) {
             let ub = u0[0] + b * W_GROUP;
             let s8 = w_scales8(ub);
-            for (var r = 0u; r < ROWS; r++) {
-                acc[r] += w_dot(w_raw_s(ub + r, s8[r]), xs, xsum);
+            for (var r = 0u; r < ROWS; r += 2u) {
+                let a = w_dot(w_raw_s(ub + r, s8[r]), xs, xsum);
+                let c = w_dot(w_raw_s(ub + r + 1u, s8[r + 1u]), xs, xsum);
+                acc[r / 2u] += vec2<f32>(a, c);
             }
         } else {
-            for (var r = 0u; r < ROWS; r++) {
-                acc[r] += w_dot(w_raw_at(u0[r] + b * W_GROUP), xs, xsum);
+            for (var r = 0u; r < ROWS; r += 2u) {
+                let a = w_dot(w_raw_at(u0[r] + b * W_GROUP), xs, xsum);
+                let c = w_dot(w_raw_at(u0[r + 1u] + b * W_GROUP), xs, xsum);
+                acc[r / 2u] += vec2<f32>(a, c);
             }
         }
     }
     for (var r = 0u; r < ROWS; r++) {
-        if (r0 + r < p.n && !store_split(t, p.row0 + r0 + r, acc[r])) {
+        let v = acc[r / 2u][r % 2u];
+        if (r0 + r < p.n && !store_split(t, p.row0 + r0 + r, v)) {
             let at = p.y_off + t * p.y_ld + r0 + r;
             if (p.flag != 0u) {
-                y[at] = y[at] + acc[r];
+                y[at] = y[at] + v;
             } else {
-                y[at] = acc[r];
+                y[at] = v;
             }
         }
     }

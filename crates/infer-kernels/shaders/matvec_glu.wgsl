@@ -24,8 +24,11 @@ fn main(ids: Ids) {
         return;
     }
     let x_off = p.x_off + t * p.k;
-    var ag: array<f32, ROWS>;
-    var au: array<f32, ROWS>;
+    // Rows r and r + 1's gate and up sums in one vec4 (gate r, up r, gate r + 1, up r + 1):
+    // llvmpipe writes an element of a private array at a loop-variable index lane by lane,
+    // so one write per two rows instead of four (as matvec's one_token). The adds are the
+    // same, per element.
+    var acc: array<vec4<f32>, ROWS / 2u>;
     let nb = w_nb();
     // Unit b of row r0 + r (past n: row n - 1) is u0[r] + b * W_GROUP, in both weights
     // (common/weight_index.wgsl).
@@ -46,21 +49,33 @@ fn main(ids: Ids) {
             let ub = u0[0] + b * W_GROUP;
             let sg = w_scales8(ub);
             let su = w_scales8_up(ub);
-            for (var r = 0u; r < ROWS; r++) {
-                ag[r] += w_dot(w_raw_s(ub + r, sg[r]), xs, xsum);
-                au[r] += w_dot(w_raw_s_up(ub + r, su[r]), xs, xsum);
+            for (var r = 0u; r < ROWS; r += 2u) {
+                let g0 = w_dot(w_raw_s(ub + r, sg[r]), xs, xsum);
+                let up0 = w_dot(w_raw_s_up(ub + r, su[r]), xs, xsum);
+                let g1 = w_dot(w_raw_s(ub + r + 1u, sg[r + 1u]), xs, xsum);
+                let up1 = w_dot(w_raw_s_up(ub + r + 1u, su[r + 1u]), xs, xsum);
+                acc[r / 2u] += vec4<f32>(g0, up0, g1, up1);
             }
         } else {
-            for (var r = 0u; r < ROWS; r++) {
+            for (var r = 0u; r < ROWS; r += 2u) {
                 let u = u0[r] + b * W_GROUP;
-                ag[r] += w_dot(w_raw_at(u), xs, xsum);
-                au[r] += w_dot(w_raw_at_up(u), xs, xsum);
+                let v = u0[r + 1u] + b * W_GROUP;
+                let g0 = w_dot(w_raw_at(u), xs, xsum);
+                let up0 = w_dot(w_raw_at_up(u), xs, xsum);
+                let g1 = w_dot(w_raw_at(v), xs, xsum);
+                let up1 = w_dot(w_raw_at_up(v), xs, xsum);
+                acc[r / 2u] += vec4<f32>(g0, up0, g1, up1);
             }
         }
     }
     for (var r = 0u; r < ROWS; r++) {
         if (r0 + r < p.n) {
-            y[p.y_off + t * p.y_ld + r0 + r] = glu(ag[r], au[r]);
+            let a = acc[r / 2u];
+            var gu = a.xy;
+            if (r % 2u == 1u) {
+                gu = a.zw;
+            }
+            y[p.y_off + t * p.y_ld + r0 + r] = glu(gu.x, gu.y);
         }
     }
 }

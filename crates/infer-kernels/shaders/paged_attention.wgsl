@@ -9,29 +9,7 @@
 // not depend on which other rows share the dispatch (batch invariance). Needs
 // head_dim % 4 == 0 (<= 256); q, caches and out are read 16 bytes at a time.
 // Dispatch: (ceil(n_rows * n_heads / 8), 1, 1).
-struct Params {
-    n_heads: u32,
-    n_kv: u32,
-    head_dim: u32,
-    block_size: u32,
-    n_rows: u32,
-    max_blocks: u32,
-    window: u32,
-    n_slots: u32,
-    scale: f32,
-    softcap: f32,
-    n_seqs: u32,
-    _pad0: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> pos: array<u32>;
-@group(0) @binding(2) var<storage, read> seq: array<u32>;
-@group(0) @binding(3) var<storage, read> table: array<u32>;
-@group(0) @binding(4) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> kc: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read> vc: array<vec4<f32>>;
-@group(0) @binding(7) var<storage, read_write> out: array<vec4<f32>>;
+// Params, bindings 0-7 and paged_first_seen: common/paged_attention_params.wgsl.
 
 const NEG: f32 = -3.0e38;
 
@@ -47,10 +25,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let s = min(seq[t], p.n_seqs - 1u);
     let at = min(pos[t], p.max_blocks * p.block_size - 1u);
     let kvh = h / (p.n_heads / p.n_kv);
-    var lo = 0u;
-    if (p.window > 0u && at + 1u > p.window) {
-        lo = at + 1u - p.window;
-    }
+    let lo = paged_first_seen(at);
     var qv: array<vec4<f32>, 64>;
     var acc: array<vec4<f32>, 64>;
     for (var i = 0u; i < d4; i++) {

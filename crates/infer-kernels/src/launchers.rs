@@ -1929,8 +1929,13 @@ impl Kernels {
 
     /// Causal grouped-query attention of rows of many sequences over the paged caches in
     /// one dispatch: row r of `q` (`(n_rows, n_heads, head_dim)`) attends to positions
-    /// `0..=pos[r]` of sequence `seq[r]`; one invocation per (row, head), so a row's result
-    /// does not depend on the other rows. head_dim must be a multiple of 4 (<= 256).
+    /// `0..=pos[r]` of sequence `seq[r]`; a row's result does not depend on the other rows.
+    /// head_dim must be a multiple of 4 (<= 256). On CPU adapters with subgroups of >= 8
+    /// this runs [`Kernels::paged_attention_sg`] (the query heads of a KV head share each
+    /// K and V load; on lavapipe the serving benchmark's 428-token prefill went from
+    /// 75 to ~ tok/s), elsewhere [`Kernels::paged_attention_lane`] (one invocation per
+    /// row and head). `INFER_ATTENTION=lane` forces the second, `split_sg` the first where
+    /// supported.
     #[allow(clippy::too_many_arguments)]
     pub fn paged_attention(
         &self,
@@ -1943,30 +1948,43 @@ impl Kernels {
         table: &Tensor,
         a: &PagedParams,
     ) -> Result<Vec<Dispatch>> {
-        self.paged_check("paged_attention", pos, seq, table, [k_cache, v_cache], a)?;
-        let n = a.n_rows * a.n_heads * a.head_dim;
-        need_f32("paged_attention", q, n)?;
-        need_f32("paged_attention", out, n)?;
-        if a.head_dim > 256 || !a.head_dim.is_multiple_of(4) {
-            return Err(KernelError::Shape {
-                kernel: "paged_attention",
-                reason: format!("head_dim {} (a multiple of 4, max 256)", a.head_dim),
-            });
+        let sg = self.attention_split_sg_supported()
+            && match std::env::var("INFER_ATTENTION").as_deref() {
+                Ok("lane") => false,
+                Ok("split_sg") => true,
+                _ => self.dev.info.device_type == wgpu::DeviceType::Cpu,
+            };
+        if sg {
+            self.paged_attention_sg(q, k_cache, v_cache, out, pos, seq, table, a)
+        } else {
+            self.paged_attention_lane(q, k_cache, v_cache, out, pos, seq, table, a)
         }
-        let params = PagedAttentionGpu {
-            n_heads: u32s(a.n_heads),
-            n_kv: u32s(a.n_kv),
-            head_dim: u32s(a.head_dim),
-            block_size: u32s(a.block_size),
-            n_rows: u32s(a.n_rows),
-            max_blocks: u32s(a.max_blocks),
-            window: u32s(a.window),
-            n_slots: u32s(a.n_blocks * a.block_size),
-            scale: a.scale,
-            softcap: a.softcap,
-            n_seqs: u32s(a.n_seqs),
-            _pad: 0,
-        };
+    }
+
+    /// [`Kernels::paged_attention`] with one invocation per (row, head), walking all of
+    /// head_dim (paged_attention.wgsl): any adapter.
+    #[allow(clippy::too_many_arguments)]
+    pub fn paged_attention_lane(
+        &self,
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        out: &Tensor,
+        pos: &Tensor,
+        seq: &Tensor,
+        table: &Tensor,
+        a: &PagedParams,
+    ) -> Result<Vec<Dispatch>> {
+        let params = self.paged_attention_params(
+            "paged_attention",
+            q,
+            out,
+            pos,
+            seq,
+            table,
+            [k_cache, v_cache],
+            a,
+        )?;
         Ok(vec![self.dispatch(
             "paged_attention",
             None,
@@ -1982,6 +2000,143 @@ impl Kernels {
             ],
             grid1(u32s((a.n_rows * a.n_heads).div_ceil(8))),
         )?])
+    }
+
+    /// [`Kernels::paged_attention`] laid out for CPU adapters (paged_attention_sg.wgsl): a
+    /// workgroup of 8 invocations across head_dim per (row, group of query heads sharing a
+    /// KV head; as many as [`Kernels::attention_split_sg_heads`] gives), scores by
+    /// `subgroupAdd`. Needs [`Kernels::attention_split_sg_supported`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn paged_attention_sg(
+        &self,
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        out: &Tensor,
+        pos: &Tensor,
+        seq: &Tensor,
+        table: &Tensor,
+        a: &PagedParams,
+    ) -> Result<Vec<Dispatch>> {
+        let heads = Self::attention_split_sg_heads(&AttentionParams {
+            n_tokens: a.n_rows,
+            n_heads: a.n_heads,
+            n_kv: a.n_kv,
+            head_dim: a.head_dim,
+            capacity: a.n_blocks * a.block_size,
+            scale: a.scale,
+            softcap: a.softcap,
+            window: a.window,
+        });
+        self.paged_attention_sg_grouped(q, k_cache, v_cache, out, pos, seq, table, a, heads)
+    }
+
+    /// [`Kernels::paged_attention_sg`] with `heads` query heads per workgroup (1..=8, a
+    /// divisor of n_heads / n_kv); every choice gives the same values (for tests and
+    /// measurements).
+    #[allow(clippy::too_many_arguments)]
+    pub fn paged_attention_sg_grouped(
+        &self,
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        out: &Tensor,
+        pos: &Tensor,
+        seq: &Tensor,
+        table: &Tensor,
+        a: &PagedParams,
+        heads: usize,
+    ) -> Result<Vec<Dispatch>> {
+        let params = self.paged_attention_params(
+            "paged_attention_sg",
+            q,
+            out,
+            pos,
+            seq,
+            table,
+            [k_cache, v_cache],
+            a,
+        )?;
+        if !self.attention_split_sg_supported() {
+            let c = &self.dev.caps;
+            return Err(KernelError::Shape {
+                kernel: "paged_attention_sg",
+                reason: format!(
+                    "needs subgroups of >= 8 invocations (adapter: {}..={}, feature {})",
+                    c.subgroup_min_size, c.subgroup_max_size, c.subgroup
+                ),
+            });
+        }
+        let per_kv = a.n_heads / a.n_kv;
+        if !(1..=8).contains(&heads) || !per_kv.is_multiple_of(heads) {
+            return Err(KernelError::Shape {
+                kernel: "paged_attention_sg",
+                reason: format!(
+                    "{heads} query heads per workgroup: needs 1..=8 dividing the {per_kv} \
+                     heads per KV head"
+                ),
+            });
+        }
+        // The kernel's variant (paged_attention_sg.wgsl): heads per workgroup, units per
+        // invocation, whether head_dim fills them all.
+        let units = a.head_dim.div_ceil(32);
+        let full = a.head_dim.is_multiple_of(32);
+        let variant = (heads - 1) | ((8 - units) << 3) | (usize::from(full) << 6);
+        Ok(vec![self.dispatch_tok(
+            "paged_attention_sg",
+            None,
+            u32s(variant + 1),
+            &params,
+            &[
+                pos.buffer(),
+                seq.buffer(),
+                table.buffer(),
+                q.buffer(),
+                k_cache.buffer(),
+                v_cache.buffer(),
+                out.buffer(),
+            ],
+            [u32s(a.n_heads / heads), u32s(a.n_rows.max(1)), 1],
+        )?])
+    }
+
+    /// The checks and GPU parameters of the paged attention kernels.
+    #[allow(clippy::too_many_arguments)]
+    fn paged_attention_params(
+        &self,
+        kernel: &'static str,
+        q: &Tensor,
+        out: &Tensor,
+        pos: &Tensor,
+        seq: &Tensor,
+        table: &Tensor,
+        caches: [&Tensor; 2],
+        a: &PagedParams,
+    ) -> Result<PagedAttentionGpu> {
+        self.paged_check(kernel, pos, seq, table, caches, a)?;
+        let n = a.n_rows * a.n_heads * a.head_dim;
+        need_f32(kernel, q, n)?;
+        need_f32(kernel, out, n)?;
+        if a.head_dim > 256 || !a.head_dim.is_multiple_of(4) {
+            return Err(KernelError::Shape {
+                kernel,
+                reason: format!("head_dim {} (a multiple of 4, max 256)", a.head_dim),
+            });
+        }
+        Ok(PagedAttentionGpu {
+            n_heads: u32s(a.n_heads),
+            n_kv: u32s(a.n_kv),
+            head_dim: u32s(a.head_dim),
+            block_size: u32s(a.block_size),
+            n_rows: u32s(a.n_rows),
+            max_blocks: u32s(a.max_blocks),
+            window: u32s(a.window),
+            n_slots: u32s(a.n_blocks * a.block_size),
+            scale: a.scale,
+            softcap: a.softcap,
+            n_seqs: u32s(a.n_seqs),
+            _pad: 0,
+        })
     }
 }
 

@@ -116,7 +116,8 @@ pub const SHADERS: &[Shader] = &[
     shader!("topk", false),
     shader!("rope_rows", false),
     shader!("paged_kv_write", false),
-    shader!("paged_attention", false),
+    shader!("paged_attention", false, ["paged_attention_params"]),
+    shader!("paged_attention_sg", false, ["paged_attention_params"]),
     shader!("rope_kv", false, ["rope_kv"]),
     shader!("paged_rope_kv", false, ["rope_kv"]),
 ];

@@ -1654,7 +1654,7 @@ fn rope_rows_matches_reference_at_per_row_positions() {
 }
 
 #[test]
-fn paged_kv_write_then_paged_attention_over_shuffled_blocks() {
+fn paged_kv_write_then_paged_attention_and_paged_attention_sg_over_shuffled_blocks() {
     use infer_kernels::PagedParams;
     let Some(k) = kernels() else { return };
     let mut rng = StdRng::seed_from_u64(22);
@@ -1721,14 +1721,11 @@ fn paged_kv_write_then_paged_attention_over_shuffled_blocks() {
             softcap: 0.0,
             window,
         };
-        let mut g = k
-            .paged_kv_write(&kt, &vt, &kct, &vct, &post, &seqt, &tablet, &a)
-            .unwrap();
-        g.extend(
-            k.paged_attention(&qt, &kct, &vct, &out, &post, &seqt, &tablet, &a)
+        k.run(
+            &k.paged_kv_write(&kt, &vt, &kct, &vct, &post, &seqt, &tablet, &a)
                 .unwrap(),
-        );
-        k.run(&g).unwrap();
+        )
+        .unwrap();
         let shape = r::PagedShape {
             pos: &pos,
             seq: &seq,
@@ -1756,38 +1753,59 @@ fn paged_kv_write_then_paged_attention_over_shuffled_blocks() {
             0.0,
         );
         let want = r::paged_attention(&q, &kc, &vc, nh, scale, window, &shape);
-        let got = out.read_f32(&k.dev).unwrap();
-        assert_close(&format!("paged_attention {what}"), &got, &want, 2e-5, 1e-4);
-        // Batch invariance: each sequence's rows alone give bit-identical outputs.
-        let mut row0 = 0;
-        for (s, &(start, n)) in seqs.iter().enumerate() {
-            let one = PagedParams { n_rows: n, ..a };
-            let pos1: Vec<u32> = (start..start + n).map(|j| j as u32).collect();
-            let out1 = zeros(k, "out1", &[n, nh, hd]);
-            let (p1, s1) = (
-                ids_tensor(k, "pos1", &pos1),
-                ids_tensor(k, "seq1", &vec![s as u32; n]),
-            );
-            k.run(
-                &k.paged_attention(
-                    &qt_rows(k, &q, row0, n, nh * hd),
-                    &kct,
-                    &vct,
-                    &out1,
-                    &p1,
-                    &s1,
-                    &tablet,
-                    &one,
-                )
-                .unwrap(),
-            )
-            .unwrap();
-            let alone = out1.read_f32(&k.dev).unwrap();
-            assert!(
-                alone == got[row0 * nh * hd..(row0 + n) * nh * hd],
-                "paged_attention {what}: sequence {s} alone differs from batched"
-            );
-            row0 += n;
+        // The lane kernel, the default choice, and the subgroup kernel with every number
+        // of query heads per workgroup (where the adapter has subgroups of >= 8), each
+        // against the reference and batch invariant; the subgroup kernel's values do not
+        // depend on its heads per workgroup.
+        let mut variants: Vec<Option<usize>> = vec![None, Some(0)];
+        if k.attention_split_sg_supported() {
+            variants.extend((1..=8).filter(|g| (nh / nkv) % g == 0).map(Some));
+        }
+        let mut sg_bits: Option<Vec<u32>> = None;
+        for v in variants {
+            let run = |qt: &Tensor, out: &Tensor, post: &Tensor, seqt: &Tensor, a: &PagedParams| {
+                let d = match v {
+                    None => k.paged_attention_lane(qt, &kct, &vct, out, post, seqt, &tablet, a),
+                    Some(0) => k.paged_attention(qt, &kct, &vct, out, post, seqt, &tablet, a),
+                    Some(g) => {
+                        k.paged_attention_sg_grouped(qt, &kct, &vct, out, post, seqt, &tablet, a, g)
+                    }
+                };
+                k.run(&d.unwrap()).unwrap();
+            };
+            let name = match v {
+                None => "paged_attention (lane)".to_string(),
+                Some(0) => "paged_attention (default)".to_string(),
+                Some(g) => format!("paged_attention_sg x{g}"),
+            };
+            run(&qt, &out, &post, &seqt, &a);
+            let got = out.read_f32(&k.dev).unwrap();
+            assert_close(&format!("{name} {what}"), &got, &want, 2e-5, 1e-4);
+            if let Some(g) = v.filter(|&g| g > 0) {
+                let b: Vec<u32> = got.iter().map(|x| x.to_bits()).collect();
+                match &sg_bits {
+                    None => sg_bits = Some(b),
+                    Some(b1) => assert!(*b1 == b, "{name} {what}: differs from 1 head ({g})"),
+                }
+            }
+            // Batch invariance: each sequence's rows alone give bit-identical outputs.
+            let mut row0 = 0;
+            for (s, &(start, n)) in seqs.iter().enumerate() {
+                let one = PagedParams { n_rows: n, ..a };
+                let pos1: Vec<u32> = (start..start + n).map(|j| j as u32).collect();
+                let out1 = zeros(k, "out1", &[n, nh, hd]);
+                let (p1, s1) = (
+                    ids_tensor(k, "pos1", &pos1),
+                    ids_tensor(k, "seq1", &vec![s as u32; n]),
+                );
+                run(&qt_rows(k, &q, row0, n, nh * hd), &out1, &p1, &s1, &one);
+                let alone = out1.read_f32(&k.dev).unwrap();
+                assert!(
+                    alone == got[row0 * nh * hd..(row0 + n) * nh * hd],
+                    "{name} {what}: sequence {s} alone differs from batched"
+                );
+                row0 += n;
+            }
         }
     }
     let bad = PagedParams {
@@ -1808,6 +1826,30 @@ fn paged_kv_write_then_paged_attention_over_shuffled_blocks() {
         k.paged_attention(&t4, &t4, &t4, &t4, &t, &t, &t, &bad)
             .is_err()
     );
+    assert!(
+        k.paged_attention_sg(&t4, &t4, &t4, &t4, &t, &t, &t, &bad)
+            .is_err()
+    );
+    // Heads per workgroup that do not divide the heads per KV head are errors.
+    let ok = PagedParams {
+        n_heads: 4,
+        n_kv: 2,
+        ..bad
+    };
+    let q8 = zeros(k, "q8", &[32]);
+    for g in [0, 3, 9] {
+        assert!(
+            k.paged_attention_sg_grouped(&q8, &q8, &q8, &q8, &t, &t, &t, &ok, g)
+                .is_err(),
+            "{g} heads per workgroup accepted"
+        );
+    }
+    if k.attention_split_sg_supported() {
+        for g in [1, 2] {
+            k.paged_attention_sg_grouped(&q8, &q8, &q8, &q8, &t, &t, &t, &ok, g)
+                .unwrap();
+        }
+    }
 }
 
 fn qt_rows(k: &Kernels, q: &[f32], row0: usize, n: usize, width: usize) -> Tensor {

@@ -1,0 +1,106 @@
+// paged_attention_sg: paged_attention laid out for CPU adapters, as attention_split_sg is
+// attention_lane's: the same rows, positions and online softmax, but a workgroup is 8
+// invocations spread across head_dim (invocation li owns the 16-byte units li, li + 8, ...
+// of q, K, V and the output: at most E = ceil(head_dim / 32) vec4 of q and of its
+// accumulator per head in registers, where paged_attention keeps all of head_dim per
+// invocation, which spills), a score is the subgroupAdd of the 8 partial dot products, and
+// a workgroup serves G query heads that share one KV head, loading each K and V row once
+// for all of them (paged_attention loads it once per query head; on lavapipe the loads,
+// each split into one per invocation, are most of the work). Each head's values are the
+// same expressions in the same order whatever G is, and a row's do not depend on the other
+// rows of the dispatch (batch invariance). Needs the SUBGROUP feature with subgroups of at
+// least 8 invocations (the workgroup is one subgroup) and head_dim % 4 == 0 (<= 256). No
+// workgroup memory, no barriers.
+// The launcher's variant number TOK (below) packs G - 1 in bits 0-2, 8 - E in bits 3-5 and
+// FULL (head_dim % 32 == 0: every invocation has all E units, no test guards them) in bit
+// 6 (TOK = 1, the source as written: G = 1, E = 8, guarded).
+// Dispatch: (n_heads / G, n_rows, 1).
+// Params, bindings 0-7 and paged_first_seen: common/paged_attention_params.wgsl.
+
+const NEG: f32 = -3.0e38;
+
+// TOKENS begin
+const TOK: u32 = 1u;
+// TOKENS end
+// Query heads per workgroup, units per invocation, whether all are in head_dim.
+const G: u32 = ((TOK - 1u) & 7u) + 1u;
+const E: u32 = 8u - (((TOK - 1u) >> 3u) & 7u);
+const FULL: bool = (((TOK - 1u) >> 6u) & 1u) == 1u;
+
+@compute @workgroup_size(8)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let h0 = wg.x * G;
+    let t = wg.y;
+    if (t >= p.n_rows) {
+        return;
+    }
+    let d4 = p.head_dim / 4u;
+    let s = min(seq[t], p.n_seqs - 1u);
+    let at = min(pos[t], p.max_blocks * p.block_size - 1u);
+    let lo = paged_first_seen(at);
+    let kvh = h0 / (p.n_heads / p.n_kv);
+    var qv: array<array<vec4<f32>, E>, G>;
+    var acc: array<array<vec4<f32>, E>, G>;
+    var m: array<f32, G>;
+    var l: array<f32, G>;
+    for (var g = 0u; g < G; g++) {
+        let qb = (t * p.n_heads + h0 + g) * d4;
+        for (var e = 0u; e < E; e++) {
+            let i = li + 8u * e;
+            qv[g][e] = select(vec4<f32>(0.0), q[qb + min(i, d4 - 1u)], i < d4);
+            acc[g][e] = vec4<f32>(0.0);
+        }
+        m[g] = NEG;
+        l[g] = 0.0;
+    }
+    for (var j = lo; j <= at; j++) {
+        let slot = min(
+            table[s * p.max_blocks + j / p.block_size] * p.block_size + j % p.block_size,
+            p.n_slots - 1u,
+        );
+        let kb = (slot * p.n_kv + kvh) * d4;
+        var kr: array<vec4<f32>, E>;
+        var vr: array<vec4<f32>, E>;
+        for (var e = 0u; e < E; e++) {
+            let i = li + 8u * e;
+            if (FULL || i < d4) {
+                kr[e] = kc[kb + i];
+                vr[e] = vc[kb + i];
+            }
+        }
+        for (var g = 0u; g < G; g++) {
+            var s4 = vec4<f32>(0.0);
+            for (var e = 0u; e < E; e++) {
+                let i = li + 8u * e;
+                if (FULL || i < d4) {
+                    s4 += qv[g][e] * kr[e];
+                }
+            }
+            var sc = subgroupAdd(s4.x + s4.y + s4.z + s4.w) * p.scale;
+            if (p.softcap > 0.0) {
+                let w = clamp(sc / p.softcap, -15.0, 15.0);
+                sc = p.softcap * (1.0 - 2.0 / (exp(2.0 * w) + 1.0));
+            }
+            let mn = max(m[g], sc);
+            let corr = exp(m[g] - mn);
+            let pj = exp(sc - mn);
+            m[g] = mn;
+            l[g] = l[g] * corr + pj;
+            for (var e = 0u; e < E; e++) {
+                let i = li + 8u * e;
+                if (FULL || i < d4) {
+                    acc[g][e] = acc[g][e] * corr + pj * vr[e];
+                }
+            }
+        }
+    }
+    for (var g = 0u; g < G; g++) {
+        let ob = (t * p.n_heads + h0 + g) * d4;
+        for (var e = 0u; e < E; e++) {
+            let i = li + 8u * e;
+            if (FULL || i < d4) {
+                out[ob + i] = acc[g][e] / l[g];
+            }
+        }
+    }
+}

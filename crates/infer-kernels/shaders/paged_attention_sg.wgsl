@@ -11,10 +11,13 @@
 // rows of the dispatch (batch invariance). Needs the SUBGROUP feature with subgroups of at
 // least 8 invocations (the workgroup is one subgroup) and head_dim % 4 == 0 (<= 256). No
 // workgroup memory, no barriers.
-// The launcher's variant number TOK (below) packs G - 1 in bits 0-2, 8 - E in bits 3-5 and
+// A workgroup also serves T consecutive rows: those of one sequence (a prompt's rows in a
+// prefill step) walk its positions together and share the loads too; a run of rows of
+// another sequence walks again (a decode batch's rows each walk their own).
+// The launcher's variant number TOK (below) packs G - 1 in bits 0-2, 8 - E in bits 3-5,
 // FULL (head_dim % 32 == 0: every invocation has all E units, no test guards them) in bit
-// 6 (TOK = 1, the source as written: G = 1, E = 8, guarded).
-// Dispatch: (n_heads / G, n_rows, 1).
+// 6 and T - 1 in bits 7-9 (TOK = 1, the source as written: G = 1, E = 8, guarded, T = 1).
+// Dispatch: (n_heads / G, ceil(n_rows / T), 1).
 // Params, bindings 0-7 and paged_first_seen: common/paged_attention_params.wgsl.
 
 const NEG: f32 = -3.0e38;
@@ -22,84 +25,128 @@ const NEG: f32 = -3.0e38;
 // TOKENS begin
 const TOK: u32 = 1u;
 // TOKENS end
-// Query heads per workgroup, units per invocation, whether all are in head_dim.
+// Query heads per workgroup, units per invocation, whether all are in head_dim, rows per
+// workgroup.
 const G: u32 = ((TOK - 1u) & 7u) + 1u;
 const E: u32 = 8u - (((TOK - 1u) >> 3u) & 7u);
 const FULL: bool = (((TOK - 1u) >> 6u) & 1u) == 1u;
+const T: u32 = ((TOK - 1u) >> 7u) + 1u;
 
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let h0 = wg.x * G;
-    let t = wg.y;
-    if (t >= p.n_rows) {
+    let t0 = wg.y * T;
+    if (t0 >= p.n_rows) {
         return;
     }
     let d4 = p.head_dim / 4u;
-    let s = min(seq[t], p.n_seqs - 1u);
-    let at = min(pos[t], p.max_blocks * p.block_size - 1u);
-    let lo = paged_first_seen(at);
     let kvh = h0 / (p.n_heads / p.n_kv);
-    var qv: array<array<vec4<f32>, E>, G>;
-    var acc: array<array<vec4<f32>, E>, G>;
-    var m: array<f32, G>;
-    var l: array<f32, G>;
-    for (var g = 0u; g < G; g++) {
-        let qb = (t * p.n_heads + h0 + g) * d4;
-        for (var e = 0u; e < E; e++) {
-            let i = li + 8u * e;
-            qv[g][e] = select(vec4<f32>(0.0), q[qb + min(i, d4 - 1u)], i < d4);
-            acc[g][e] = vec4<f32>(0.0);
-        }
-        m[g] = NEG;
-        l[g] = 0.0;
+    // Row t0 + u (u < T; past the last row: the last row again, never written) belongs to
+    // sequence sq[u] and sees its positions lo[u] ..= at[u].
+    let n = min(T, p.n_rows - t0);
+    var sq: array<u32, T>;
+    var at: array<u32, T>;
+    var lo: array<u32, T>;
+    for (var u = 0u; u < T; u++) {
+        let t = min(t0 + u, p.n_rows - 1u);
+        sq[u] = min(seq[t], p.n_seqs - 1u);
+        at[u] = min(pos[t], p.max_blocks * p.block_size - 1u);
+        lo[u] = paged_first_seen(at[u]);
     }
-    for (var j = lo; j <= at; j++) {
-        let slot = min(
-            table[s * p.max_blocks + j / p.block_size] * p.block_size + j % p.block_size,
-            p.n_slots - 1u,
-        );
-        let kb = (slot * p.n_kv + kvh) * d4;
-        var kr: array<vec4<f32>, E>;
-        var vr: array<vec4<f32>, E>;
-        for (var e = 0u; e < E; e++) {
-            let i = li + 8u * e;
-            if (FULL || i < d4) {
-                kr[e] = kc[kb + i];
-                vr[e] = vc[kb + i];
+    var qv: array<array<array<vec4<f32>, E>, G>, T>;
+    var acc: array<array<array<vec4<f32>, E>, G>, T>;
+    var m: array<array<f32, G>, T>;
+    var l: array<array<f32, G>, T>;
+    for (var u = 0u; u < T; u++) {
+        for (var g = 0u; g < G; g++) {
+            let qb = (min(t0 + u, p.n_rows - 1u) * p.n_heads + h0 + g) * d4;
+            for (var e = 0u; e < E; e++) {
+                let i = li + 8u * e;
+                qv[u][g][e] = select(vec4<f32>(0.0), q[qb + min(i, d4 - 1u)], i < d4);
+                acc[u][g][e] = vec4<f32>(0.0);
             }
+            m[u][g] = NEG;
+            l[u][g] = 0.0;
+        }
+    }
+    // Runs of consecutive rows of one sequence (a prompt's rows) walk their positions
+    // together, sharing each K and V load; a row takes only the positions it sees, in
+    // order, by the expressions of T = 1, so its values do not depend on its neighbours.
+    var u0 = 0u;
+    loop {
+        if (u0 >= n) {
+            break;
+        }
+        var u1 = u0 + 1u;
+        var first = lo[u0];
+        var last = at[u0];
+        for (var u = 1u; u < T; u++) {
+            if (u == u1 && u < n && sq[u] == sq[u0]) {
+                u1 = u + 1u;
+                first = min(first, lo[u]);
+                last = max(last, at[u]);
+            }
+        }
+        let tb = sq[u0] * p.max_blocks;
+        for (var j = first; j <= last; j++) {
+            let slot = min(
+                table[tb + j / p.block_size] * p.block_size + j % p.block_size,
+                p.n_slots - 1u,
+            );
+            let kb = (slot * p.n_kv + kvh) * d4;
+            var kr: array<vec4<f32>, E>;
+            var vr: array<vec4<f32>, E>;
+            for (var e = 0u; e < E; e++) {
+                let i = li + 8u * e;
+                if (FULL || i < d4) {
+                    kr[e] = kc[kb + i];
+                    vr[e] = vc[kb + i];
+                }
+            }
+            for (var u = 0u; u < T; u++) {
+                if (u < u0 || u >= u1 || j < lo[u] || j > at[u]) {
+                    continue;
+                }
+                for (var g = 0u; g < G; g++) {
+                    var s4 = vec4<f32>(0.0);
+                    for (var e = 0u; e < E; e++) {
+                        let i = li + 8u * e;
+                        if (FULL || i < d4) {
+                            s4 += qv[u][g][e] * kr[e];
+                        }
+                    }
+                    var sc = subgroupAdd(s4.x + s4.y + s4.z + s4.w) * p.scale;
+                    if (p.softcap > 0.0) {
+                        let w = clamp(sc / p.softcap, -15.0, 15.0);
+                        sc = p.softcap * (1.0 - 2.0 / (exp(2.0 * w) + 1.0));
+                    }
+                    let mn = max(m[u][g], sc);
+                    let corr = exp(m[u][g] - mn);
+                    let pj = exp(sc - mn);
+                    m[u][g] = mn;
+                    l[u][g] = l[u][g] * corr + pj;
+                    for (var e = 0u; e < E; e++) {
+                        let i = li + 8u * e;
+                        if (FULL || i < d4) {
+                            acc[u][g][e] = acc[u][g][e] * corr + pj * vr[e];
+                        }
+                    }
+                }
+            }
+        }
+        u0 = u1;
+    }
+    for (var u = 0u; u < T; u++) {
+        if (u >= n) {
+            break;
         }
         for (var g = 0u; g < G; g++) {
-            var s4 = vec4<f32>(0.0);
+            let ob = ((t0 + u) * p.n_heads + h0 + g) * d4;
             for (var e = 0u; e < E; e++) {
                 let i = li + 8u * e;
                 if (FULL || i < d4) {
-                    s4 += qv[g][e] * kr[e];
+                    out[ob + i] = acc[u][g][e] / l[u][g];
                 }
-            }
-            var sc = subgroupAdd(s4.x + s4.y + s4.z + s4.w) * p.scale;
-            if (p.softcap > 0.0) {
-                let w = clamp(sc / p.softcap, -15.0, 15.0);
-                sc = p.softcap * (1.0 - 2.0 / (exp(2.0 * w) + 1.0));
-            }
-            let mn = max(m[g], sc);
-            let corr = exp(m[g] - mn);
-            let pj = exp(sc - mn);
-            m[g] = mn;
-            l[g] = l[g] * corr + pj;
-            for (var e = 0u; e < E; e++) {
-                let i = li + 8u * e;
-                if (FULL || i < d4) {
-                    acc[g][e] = acc[g][e] * corr + pj * vr[e];
-                }
-            }
-        }
-    }
-    for (var g = 0u; g < G; g++) {
-        let ob = (t * p.n_heads + h0 + g) * d4;
-        for (var e = 0u; e < E; e++) {
-            let i = li + 8u * e;
-            if (FULL || i < d4) {
-                out[ob + i] = acc[g][e] / l[g];
             }
         }
     }

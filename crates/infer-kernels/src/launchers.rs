@@ -1931,10 +1931,11 @@ impl Kernels {
     /// one dispatch: row r of `q` (`(n_rows, n_heads, head_dim)`) attends to positions
     /// `0..=pos[r]` of sequence `seq[r]`; a row's result does not depend on the other rows.
     /// head_dim must be a multiple of 4 (<= 256). On CPU adapters with subgroups of >= 8
-    /// this runs [`Kernels::paged_attention_sg`] (the query heads of a KV head share each
-    /// K and V load; on lavapipe the serving benchmark's 428-token prefill went from
-    /// 75 to ~ tok/s), elsewhere [`Kernels::paged_attention_lane`] (one invocation per
-    /// row and head). `INFER_ATTENTION=lane` forces the second, `split_sg` the first where
+    /// this runs [`Kernels::paged_attention_sg`] (the query heads of a KV head, and a
+    /// prompt's consecutive rows, share each K and V load; on lavapipe the serving
+    /// benchmark's 428-token prefill went from 75 to 109 tok/s with the heads shared and
+    /// to 119 with 4 rows too), elsewhere [`Kernels::paged_attention_lane`] (one
+    /// invocation per row and head; GPUs keep it, unmeasured). `INFER_ATTENTION=lane` forces the second, `split_sg` the first where
     /// supported.
     #[allow(clippy::too_many_arguments)]
     pub fn paged_attention(
@@ -2003,9 +2004,10 @@ impl Kernels {
     }
 
     /// [`Kernels::paged_attention`] laid out for CPU adapters (paged_attention_sg.wgsl): a
-    /// workgroup of 8 invocations across head_dim per (row, group of query heads sharing a
-    /// KV head; as many as [`Kernels::attention_split_sg_heads`] gives), scores by
-    /// `subgroupAdd`. Needs [`Kernels::attention_split_sg_supported`].
+    /// workgroup of 8 invocations across head_dim per (rows, group of query heads sharing
+    /// a KV head; as many as [`Kernels::attention_split_sg_heads`] gives), scores by
+    /// `subgroupAdd`; [`Kernels::PAGED_SG_ROWS`] rows per workgroup in large steps.
+    /// Needs [`Kernels::attention_split_sg_supported`].
     #[allow(clippy::too_many_arguments)]
     pub fn paged_attention_sg(
         &self,
@@ -2028,12 +2030,23 @@ impl Kernels {
             softcap: a.softcap,
             window: a.window,
         });
-        self.paged_attention_sg_grouped(q, k_cache, v_cache, out, pos, seq, table, a, heads)
+        let rows = if a.n_rows >= 4 * Self::PAGED_SG_ROWS {
+            Self::PAGED_SG_ROWS
+        } else {
+            1
+        };
+        self.paged_attention_sg_grouped(q, k_cache, v_cache, out, pos, seq, table, a, heads, rows)
     }
 
+    /// Rows per workgroup of [`Kernels::paged_attention_sg`] in steps of at least 4 times
+    /// as many rows: a sequence's consecutive rows (a prompt's) then share each K and V
+    /// load, as [`Kernels::SPLIT_SG_TOKENS`] tokens do in attention_split_sg; fewer rows
+    /// keep one per workgroup, for parallelism.
+    pub const PAGED_SG_ROWS: usize = 4;
+
     /// [`Kernels::paged_attention_sg`] with `heads` query heads per workgroup (1..=8, a
-    /// divisor of n_heads / n_kv); every choice gives the same values (for tests and
-    /// measurements).
+    /// divisor of n_heads / n_kv) and `rows` rows per workgroup (1..=8); every choice
+    /// gives the same values (for tests and measurements).
     #[allow(clippy::too_many_arguments)]
     pub fn paged_attention_sg_grouped(
         &self,
@@ -2046,6 +2059,7 @@ impl Kernels {
         table: &Tensor,
         a: &PagedParams,
         heads: usize,
+        rows: usize,
     ) -> Result<Vec<Dispatch>> {
         let params = self.paged_attention_params(
             "paged_attention_sg",
@@ -2077,11 +2091,18 @@ impl Kernels {
                 ),
             });
         }
+        if !(1..=8).contains(&rows) {
+            return Err(KernelError::Shape {
+                kernel: "paged_attention_sg",
+                reason: format!("{rows} rows per workgroup: needs 1..=8"),
+            });
+        }
         // The kernel's variant (paged_attention_sg.wgsl): heads per workgroup, units per
         // invocation, whether head_dim fills them all.
         let units = a.head_dim.div_ceil(32);
         let full = a.head_dim.is_multiple_of(32);
-        let variant = (heads - 1) | ((8 - units) << 3) | (usize::from(full) << 6);
+        let variant =
+            (heads - 1) | ((8 - units) << 3) | (usize::from(full) << 6) | ((rows - 1) << 7);
         Ok(vec![self.dispatch_tok(
             "paged_attention_sg",
             None,
@@ -2096,7 +2117,11 @@ impl Kernels {
                 v_cache.buffer(),
                 out.buffer(),
             ],
-            [u32s(a.n_heads / heads), u32s(a.n_rows.max(1)), 1],
+            [
+                u32s(a.n_heads / heads),
+                u32s(a.n_rows.div_ceil(rows).max(1)),
+                1,
+            ],
         )?])
     }
 

@@ -1757,35 +1757,39 @@ fn paged_kv_write_then_paged_attention_and_paged_attention_sg_over_shuffled_bloc
         // of query heads per workgroup (where the adapter has subgroups of >= 8), each
         // against the reference and batch invariant; the subgroup kernel's values do not
         // depend on its heads per workgroup.
-        let mut variants: Vec<Option<usize>> = vec![None, Some(0)];
+        let mut variants: Vec<Option<(usize, usize)>> = vec![None, Some((0, 0))];
         if k.attention_split_sg_supported() {
-            variants.extend((1..=8).filter(|g| (nh / nkv) % g == 0).map(Some));
+            for g in (1..=8).filter(|g| (nh / nkv) % g == 0) {
+                for rows in [1, 3, 4, 8] {
+                    variants.push(Some((g, rows)));
+                }
+            }
         }
         let mut sg_bits: Option<Vec<u32>> = None;
         for v in variants {
             let run = |qt: &Tensor, out: &Tensor, post: &Tensor, seqt: &Tensor, a: &PagedParams| {
                 let d = match v {
                     None => k.paged_attention_lane(qt, &kct, &vct, out, post, seqt, &tablet, a),
-                    Some(0) => k.paged_attention(qt, &kct, &vct, out, post, seqt, &tablet, a),
-                    Some(g) => {
-                        k.paged_attention_sg_grouped(qt, &kct, &vct, out, post, seqt, &tablet, a, g)
-                    }
+                    Some((0, _)) => k.paged_attention(qt, &kct, &vct, out, post, seqt, &tablet, a),
+                    Some((g, rows)) => k.paged_attention_sg_grouped(
+                        qt, &kct, &vct, out, post, seqt, &tablet, a, g, rows,
+                    ),
                 };
                 k.run(&d.unwrap()).unwrap();
             };
             let name = match v {
                 None => "paged_attention (lane)".to_string(),
-                Some(0) => "paged_attention (default)".to_string(),
-                Some(g) => format!("paged_attention_sg x{g}"),
+                Some((0, _)) => "paged_attention (default)".to_string(),
+                Some((g, rows)) => format!("paged_attention_sg {g} heads x {rows} rows"),
             };
             run(&qt, &out, &post, &seqt, &a);
             let got = out.read_f32(&k.dev).unwrap();
             assert_close(&format!("{name} {what}"), &got, &want, 2e-5, 1e-4);
-            if let Some(g) = v.filter(|&g| g > 0) {
+            if v.is_some_and(|(g, _)| g > 0) {
                 let b: Vec<u32> = got.iter().map(|x| x.to_bits()).collect();
                 match &sg_bits {
                     None => sg_bits = Some(b),
-                    Some(b1) => assert!(*b1 == b, "{name} {what}: differs from 1 head ({g})"),
+                    Some(b1) => assert!(*b1 == b, "{name} {what}: differs from 1 head x 1 row"),
                 }
             }
             // Batch invariance: each sequence's rows alone give bit-identical outputs.
@@ -1837,16 +1841,16 @@ fn paged_kv_write_then_paged_attention_and_paged_attention_sg_over_shuffled_bloc
         ..bad
     };
     let q8 = zeros(k, "q8", &[32]);
-    for g in [0, 3, 9] {
+    for (g, rows) in [(0, 1), (3, 1), (9, 1), (1, 0), (1, 9)] {
         assert!(
-            k.paged_attention_sg_grouped(&q8, &q8, &q8, &q8, &t, &t, &t, &ok, g)
+            k.paged_attention_sg_grouped(&q8, &q8, &q8, &q8, &t, &t, &t, &ok, g, rows)
                 .is_err(),
-            "{g} heads per workgroup accepted"
+            "{g} heads x {rows} rows per workgroup accepted"
         );
     }
     if k.attention_split_sg_supported() {
-        for g in [1, 2] {
-            k.paged_attention_sg_grouped(&q8, &q8, &q8, &q8, &t, &t, &t, &ok, g)
+        for (g, rows) in [(1, 1), (2, 8)] {
+            k.paged_attention_sg_grouped(&q8, &q8, &q8, &q8, &t, &t, &t, &ok, g, rows)
                 .unwrap();
         }
     }

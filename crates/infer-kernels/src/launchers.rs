@@ -1935,8 +1935,9 @@ impl Kernels {
     /// prompt's consecutive rows, share each K and V load; on lavapipe the serving
     /// benchmark's 428-token prefill went from 75 to 109 tok/s with the heads shared and
     /// to 119 with 4 rows too), elsewhere [`Kernels::paged_attention_lane`] (one
-    /// invocation per row and head; GPUs keep it, unmeasured). `INFER_ATTENTION=lane` forces the second, `split_sg` the first where
-    /// supported.
+    /// invocation per row and head; GPUs keep it, unmeasured). `INFER_ATTENTION=lane`,
+    /// `split` or `tiled` (the GPUs' choices) force the second, `split_sg` the first
+    /// where supported.
     #[allow(clippy::too_many_arguments)]
     pub fn paged_attention(
         &self,
@@ -1951,7 +1952,8 @@ impl Kernels {
     ) -> Result<Vec<Dispatch>> {
         let sg = self.attention_split_sg_supported()
             && match std::env::var("INFER_ATTENTION").as_deref() {
-                Ok("lane") => false,
+                // The GPUs' choices (lane for paged attention), as CI's second pass asks.
+                Ok("lane" | "split" | "tiled") => false,
                 Ok("split_sg") => true,
                 _ => self.dev.info.device_type == wgpu::DeviceType::Cpu,
             };

@@ -18,8 +18,7 @@
 // FULL (head_dim % 32 == 0) every invocation has all E, so no test guards them. Over one
 // chunk (prefill) a workgroup also serves T consecutive tokens, which share the loads too;
 // the positions one of them does not see leave its state unchanged. The launcher's variant
-// number TOK (below) packs the four: G - 1 in bits 0-2, 8 - E in bits 3-5, FULL in bit 6,
-// T - 1 in bits 7-9 (TOK = 1, the source as written: G = 1, E = 8, guarded, T = 1). On lavapipe
+// number TOK packs the four (common/attention_sg.wgsl). On lavapipe
 // with SmolLM2's 9 heads over 3 KV heads x 64 (G = 3, E = 2, FULL) this runs ~1.5x
 // faster than one head per workgroup over 8 guarded units at 512 positions and ~2x at
 // 4096.
@@ -32,17 +31,7 @@
 @group(0) @binding(4) var<storage, read> vc: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
 
-const NEG: f32 = -3.0e38;
-
-// TOKENS begin
-const TOK: u32 = 1u;
-// TOKENS end
-// Query heads per workgroup, units per invocation, whether all are in head_dim, tokens
-// per workgroup.
-const G: u32 = ((TOK - 1u) & 7u) + 1u;
-const E: u32 = 8u - (((TOK - 1u) >> 3u) & 7u);
-const FULL: bool = (((TOK - 1u) >> 6u) & 1u) == 1u;
-const T: u32 = ((TOK - 1u) >> 7u) + 1u;
+// NEG, the variant number TOK and its G, E, FULL and T: common/attention_sg.wgsl.
 
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {

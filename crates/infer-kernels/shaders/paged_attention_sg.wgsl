@@ -14,23 +14,12 @@
 // A workgroup also serves T consecutive rows: those of one sequence (a prompt's rows in a
 // prefill step) walk its positions together and share the loads too; a run of rows of
 // another sequence walks again (a decode batch's rows each walk their own).
-// The launcher's variant number TOK (below) packs G - 1 in bits 0-2, 8 - E in bits 3-5,
-// FULL (head_dim % 32 == 0: every invocation has all E units, no test guards them) in bit
-// 6 and T - 1 in bits 7-9 (TOK = 1, the source as written: G = 1, E = 8, guarded, T = 1).
+// The launcher's variant number TOK packs G, E, FULL (head_dim % 32 == 0: every invocation
+// has all E units, so no test guards them) and T (common/attention_sg.wgsl).
 // Dispatch: (n_heads / G, ceil(n_rows / T), 1).
 // Params, bindings 0-7 and paged_first_seen: common/paged_attention_params.wgsl.
 
-const NEG: f32 = -3.0e38;
-
-// TOKENS begin
-const TOK: u32 = 1u;
-// TOKENS end
-// Query heads per workgroup, units per invocation, whether all are in head_dim, rows per
-// workgroup.
-const G: u32 = ((TOK - 1u) & 7u) + 1u;
-const E: u32 = 8u - (((TOK - 1u) >> 3u) & 7u);
-const FULL: bool = (((TOK - 1u) >> 6u) & 1u) == 1u;
-const T: u32 = ((TOK - 1u) >> 7u) + 1u;
+// NEG, the variant number TOK and its G, E, FULL and T: common/attention_sg.wgsl.
 
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {

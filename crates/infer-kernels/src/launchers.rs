@@ -1390,20 +1390,12 @@ impl Kernels {
             k_cache.buffer(),
         ];
         let phase1 = if sg_heads > 0 {
-            // The kernel's variant (attention_split_sg.wgsl): heads per workgroup, units per
-            // invocation, whether head_dim fills them all, tokens per workgroup.
-            let units = a.head_dim.div_ceil(32);
-            let full = a.head_dim.is_multiple_of(32);
-            let variant = (sg_heads - 1)
-                | ((8 - units) << 3)
-                | (usize::from(full) << 6)
-                | ((tokens - 1) << 7);
+            let tok = sg_attention_variant(sg_heads, a.head_dim, tokens);
             let grid = [
                 u32s(n_chunks),
                 u32s(a.n_heads / sg_heads),
                 u32s(a.n_tokens.div_ceil(tokens)),
             ];
-            let tok = u32s(variant + 1);
             self.dispatch_tok("attention_split_sg", None, tok, &params, &bind[..5], grid)?
         } else {
             let grid = [u32s(n_chunks), u32s(a.n_heads), u32s(a.n_tokens)];
@@ -1978,31 +1970,13 @@ impl Kernels {
         table: &Tensor,
         a: &PagedParams,
     ) -> Result<Vec<Dispatch>> {
-        let params = self.paged_attention_params(
+        self.paged_dispatch(
             "paged_attention",
-            q,
-            out,
-            pos,
-            seq,
-            table,
-            [k_cache, v_cache],
+            1,
+            [q, k_cache, v_cache, out, pos, seq, table],
             a,
-        )?;
-        Ok(vec![self.dispatch(
-            "paged_attention",
-            None,
-            &params,
-            &[
-                pos.buffer(),
-                seq.buffer(),
-                table.buffer(),
-                q.buffer(),
-                k_cache.buffer(),
-                v_cache.buffer(),
-                out.buffer(),
-            ],
             grid1(u32s((a.n_rows * a.n_heads).div_ceil(8))),
-        )?])
+        )
     }
 
     /// [`Kernels::paged_attention`] laid out for CPU adapters (paged_attention_sg.wgsl): a
@@ -2063,16 +2037,6 @@ impl Kernels {
         heads: usize,
         rows: usize,
     ) -> Result<Vec<Dispatch>> {
-        let params = self.paged_attention_params(
-            "paged_attention_sg",
-            q,
-            out,
-            pos,
-            seq,
-            table,
-            [k_cache, v_cache],
-            a,
-        )?;
         if !self.attention_split_sg_supported() {
             let c = &self.dev.caps;
             return Err(KernelError::Shape {
@@ -2083,8 +2047,8 @@ impl Kernels {
                 ),
             });
         }
-        let per_kv = a.n_heads / a.n_kv;
-        if !(1..=8).contains(&heads) || !per_kv.is_multiple_of(heads) {
+        let per_kv = a.n_heads.checked_div(a.n_kv).unwrap_or(0);
+        if !(1..=8).contains(&heads) || per_kv == 0 || !per_kv.is_multiple_of(heads) {
             return Err(KernelError::Shape {
                 kernel: "paged_attention_sg",
                 reason: format!(
@@ -2099,48 +2063,32 @@ impl Kernels {
                 reason: format!("{rows} rows per workgroup: needs 1..=8"),
             });
         }
-        // The kernel's variant (paged_attention_sg.wgsl): heads per workgroup, units per
-        // invocation, whether head_dim fills them all.
-        let units = a.head_dim.div_ceil(32);
-        let full = a.head_dim.is_multiple_of(32);
-        let variant =
-            (heads - 1) | ((8 - units) << 3) | (usize::from(full) << 6) | ((rows - 1) << 7);
-        Ok(vec![self.dispatch_tok(
+        let variant = sg_attention_variant(heads, a.head_dim, rows);
+        self.paged_dispatch(
             "paged_attention_sg",
-            None,
-            u32s(variant + 1),
-            &params,
-            &[
-                pos.buffer(),
-                seq.buffer(),
-                table.buffer(),
-                q.buffer(),
-                k_cache.buffer(),
-                v_cache.buffer(),
-                out.buffer(),
-            ],
+            variant,
+            [q, k_cache, v_cache, out, pos, seq, table],
+            a,
             [
                 u32s(a.n_heads / heads),
                 u32s(a.n_rows.div_ceil(rows).max(1)),
                 1,
             ],
-        )?])
+        )
     }
 
-    /// The checks and GPU parameters of the paged attention kernels.
-    #[allow(clippy::too_many_arguments)]
-    fn paged_attention_params(
+    /// A paged attention kernel's dispatch (variant `tok`) over `[q, k_cache, v_cache, out,
+    /// pos, seq, table]`, after the checks they share.
+    fn paged_dispatch(
         &self,
         kernel: &'static str,
-        q: &Tensor,
-        out: &Tensor,
-        pos: &Tensor,
-        seq: &Tensor,
-        table: &Tensor,
-        caches: [&Tensor; 2],
+        tok: u32,
+        t: [&Tensor; 7],
         a: &PagedParams,
-    ) -> Result<PagedAttentionGpu> {
-        self.paged_check(kernel, pos, seq, table, caches, a)?;
+        grid: [u32; 3],
+    ) -> Result<Vec<Dispatch>> {
+        let [q, k_cache, v_cache, out, pos, seq, table] = t;
+        self.paged_check(kernel, pos, seq, table, [k_cache, v_cache], a)?;
         let n = a.n_rows * a.n_heads * a.head_dim;
         need_f32(kernel, q, n)?;
         need_f32(kernel, out, n)?;
@@ -2150,7 +2098,7 @@ impl Kernels {
                 reason: format!("head_dim {} (a multiple of 4, max 256)", a.head_dim),
             });
         }
-        Ok(PagedAttentionGpu {
+        let params = PagedAttentionGpu {
             n_heads: u32s(a.n_heads),
             n_kv: u32s(a.n_kv),
             head_dim: u32s(a.head_dim),
@@ -2163,8 +2111,24 @@ impl Kernels {
             softcap: a.softcap,
             n_seqs: u32s(a.n_seqs),
             _pad: 0,
-        })
+        };
+        let buffers = [pos, seq, table, q, k_cache, v_cache, out].map(|t| t.buffer());
+        Ok(vec![self.dispatch_tok(
+            kernel, None, tok, &params, &buffers, grid,
+        )?])
     }
+}
+
+/// The variant number (`TOK`, 1-based) of the subgroup attention kernels
+/// (common/attention_sg.wgsl) for `heads` query heads and `rows` tokens or rows per
+/// workgroup (1..=8 each) at `head_dim` (<= 256; larger ones are rejected by the callers'
+/// checks): heads - 1, 8 - the vec4 units of a head per invocation, whether head_dim fills
+/// them all (a multiple of 32), rows - 1.
+fn sg_attention_variant(heads: usize, head_dim: usize, rows: usize) -> u32 {
+    let units = head_dim.div_ceil(32).clamp(1, 8);
+    let full = head_dim.is_multiple_of(32);
+    let v = (heads - 1) | ((8 - units) << 3) | (usize::from(full) << 6) | ((rows - 1) << 7);
+    u32s(v + 1)
 }
 
 #[repr(C)]

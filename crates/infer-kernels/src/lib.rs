@@ -110,14 +110,22 @@ pub const SHADERS: &[Shader] = &[
         ["attention_split_params", "attention_tiles"]
     ),
     shader!("attention_split_merge", false, ["attention_split_params"]),
-    shader!("attention_split_sg", false, ["attention_split_params"]),
+    shader!(
+        "attention_split_sg",
+        false,
+        ["attention_split_params", "attention_sg"]
+    ),
     shader!("argmax", false),
     shader!("softcap", false),
     shader!("topk", false),
     shader!("rope_rows", false),
     shader!("paged_kv_write", false),
     shader!("paged_attention", false, ["paged_attention_params"]),
-    shader!("paged_attention_sg", false, ["paged_attention_params"]),
+    shader!(
+        "paged_attention_sg",
+        false,
+        ["paged_attention_params", "attention_sg"]
+    ),
     shader!("rope_kv", false, ["rope_kv"]),
     shader!("paged_rope_kv", false, ["rope_kv"]),
 ];

@@ -232,19 +232,19 @@ fn second_weight(snippet: &str) -> String {
 /// give TOK their own meaning (attention_split_sg: a variant number, 1..=1024). `None` for
 /// other counts or a source without the block.
 pub fn with_tokens(source: &str, tok: u32) -> Option<String> {
-    const BEGIN: &str = "// TOKENS begin\n";
-    const END: &str = "// TOKENS end\n";
-    let start = source.find(BEGIN)? + BEGIN.len();
-    let end = start + source[start..].find(END)?;
-    match tok {
-        1 => Some(source.to_string()),
-        2..=1024 => Some(format!(
-            "{}const TOK: u32 = {tok}u;\n{}",
-            &source[..start],
-            &source[end..]
-        )),
-        _ => None,
+    if !(1..=1024).contains(&tok) {
+        return None;
     }
+    swap_block(source, "TOKENS", &format!("const TOK: u32 = {tok}u;\n"))
+}
+
+/// `source` with the lines between its `// NAME begin` and `// NAME end` lines replaced by
+/// `body` (`None` without the block): how launchers pick a kernel's variant.
+fn swap_block(source: &str, name: &str, body: &str) -> Option<String> {
+    let (begin, end) = (format!("// {name} begin\n"), format!("// {name} end\n"));
+    let start = source.find(&begin)? + begin.len();
+    let stop = start + source[start..].find(&end)?;
+    Some(format!("{}{body}{}", &source[..start], &source[stop..]))
 }
 
 /// matvec's and matvec_glu's x loads for adapters with subgroups (common/unit_xs_sg.wgsl).
@@ -257,11 +257,7 @@ const X_UNIT_SG: &str = include_str!("../shaders/common/unit_xs_sg.wgsl");
 /// per unit ([`x_broadcast_dtype`]) and subgroups of >= 8. `None` for a source without
 /// the block.
 pub fn with_x_broadcast(source: &str) -> Option<String> {
-    const BEGIN: &str = "// XUNIT begin\n";
-    const END: &str = "// XUNIT end\n";
-    let start = source.find(BEGIN)?;
-    let end = start + source[start..].find(END)? + END.len();
-    Some(format!("{}{X_UNIT_SG}{}", &source[..start], &source[end..]))
+    swap_block(source, "XUNIT", X_UNIT_SG)
 }
 
 /// Whether [`with_x_broadcast`] applies to weights of `dtype`: the block-quantized dtypes,

@@ -32,8 +32,15 @@ struct Params {
 const T: u32 = 64u;
 const TK: u32 = 32u;
 
+// Row r's vec4 u of a tile sits at r * 8 + (u ^ (r % 8)) (swz): the 16 rows of ws (and
+// the 2 of xs) that a GPU warp reads at once then fall in different banks of workgroup
+// memory instead of all in one (rows are 128 bytes apart). The values are the same.
 var<workgroup> xs: array<vec4<f32>, 512>; // (T, TK / 4)
 var<workgroup> ws: array<vec4<f32>, 512>; // (T, TK / 4)
+
+fn swz(r: u32, u: u32) -> u32 {
+    return r * 8u + (u ^ (r % 8u));
+}
 
 @compute @workgroup_size(16, 16)
 fn main(
@@ -65,7 +72,7 @@ fn main(
                     );
                 }
             }
-            xs[idx] = xv;
+            xs[swz(r, idx % 8u)] = xv;
         }
         if (li < T) {
             let wr = n0 + li;
@@ -76,7 +83,7 @@ fn main(
                     vals = w_unit(wr, b);
                 }
                 for (var j = 0u; j < WV; j++) {
-                    ws[li * 8u + u * WV + j] = vals[j];
+                    ws[swz(li, u * WV + j)] = vals[j];
                 }
             }
         }
@@ -85,8 +92,8 @@ fn main(
             var a: array<vec4<f32>, 4>;
             var bb: array<vec4<f32>, 4>;
             for (var i = 0u; i < 4u; i++) {
-                a[i] = xs[(lid.y + 16u * i) * 8u + k4];
-                bb[i] = ws[(lid.x + 16u * i) * 8u + k4];
+                a[i] = xs[swz(lid.y + 16u * i, k4)];
+                bb[i] = ws[swz(lid.x + 16u * i, k4)];
             }
             for (var i = 0u; i < 4u; i++) {
                 acc[i] += vec4<f32>(dot(a[i], bb[0]), dot(a[i], bb[1]), dot(a[i], bb[2]), dot(a[i], bb[3]));

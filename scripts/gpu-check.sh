@@ -98,6 +98,8 @@ if [ "$phase" = bench ] || [ "$phase" = all ]; then
   nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu,power.draw \
     --format=csv,noheader -lms 500 >"$OUT/clocks.csv" 2>&1 &
   smi=$!
+  INFER_ATTENTION=split timeout 60 $inf run --model "$gguf" --max-tokens 12 --chat --prompt "What is the capital of France?" >"$OUT/tmp0.txt" 2>&1
+  note "capital of France (split): $(head -c 300 "$OUT/tmp0.txt" | tr '\n' ' ')"
   timeout 60 $inf run --model "$gguf" --max-tokens 12 --chat --prompt "What is the capital of France?" >"$OUT/tmp.txt" 2>&1
   note "capital of France: $(head -c 300 "$OUT/tmp.txt" | tr '\n' ' ')"
   t0=$SECONDS
@@ -108,34 +110,34 @@ if [ "$phase" = bench ] || [ "$phase" = all ]; then
   cp bench/results.json "$OUT/results-gpu.json" 2>/dev/null
   mv "$OUT/xtask-bench.log" "$OUT/tmp-xtask.log"
   cat "$OUT/tmp-xtask.log" >>"$OUT/bench.log" && rm -f "$OUT/tmp-xtask.log"
-  # Greedy decode with no steps chained ahead against the default (3 on GPUs), alternated.
+  # Decode attention: the default against another choice (INFER_ATTENTION=$GPU_CHECK_AB,
+  # default split: attention_split's phase 1), alternated.
   for r in 1 2; do
-    for a in 0 3; do
-      INFER_GREEDY_AHEAD=$a timeout 60 $inf bench --json --model "$gguf" --prompt-tokens 128 \
+    for v in "INFER_DEFAULTS=1" "INFER_ATTENTION=${GPU_CHECK_AB:-split}"; do
+      env "$v" timeout 60 $inf bench --json --model "$gguf" --prompt-tokens 128 \
         --gen-tokens 64 --runs 3 >"$OUT/tmp.json" 2>>"$OUT/bench.log"
-      note "greedy ahead $a (round $r): $(tail -1 "$OUT/tmp.json" | grep -o '"prompt_128".*' | head -c 200)"
+      note "decode $v (round $r): $(tail -1 "$OUT/tmp.json" | grep -o '"prompt_128".*' | head -c 200)"
     done
   done
-  # Long context: decode at 2048 (flash-decoding), and the lane attention for contrast.
-  for v in "INFER_DEFAULTS=1" "INFER_ATTENTION=tiled"; do
+  # Long context: decode at 2048 (flash-decoding), by the default and the other choice.
+  for v in "INFER_DEFAULTS=1" "INFER_ATTENTION=${GPU_CHECK_AB:-split}"; do
     env "$v" timeout 90 $inf bench --json --model "$gguf" --prompt-tokens 2048 --ctx-size 4096 \
       --max-batch 512 --gen-tokens 64 --runs 3 >"$OUT/tmp.json" 2>>"$OUT/bench.log"
     note "long context $v: $(tail -1 "$OUT/tmp.json" | grep -o '"prompt_2048".*' | head -c 300)"
   done
-  # Speculation: adaptive k, and fixed k, prompt lookup n=2.
-  for k in "" "--draft-tokens 4" "--draft-tokens 8"; do
+  # Speculation: prompt lookup n=2, adaptive k.
+  for k in ""; do
     timeout 90 $inf bench --json --model "$gguf" --prompt-tokens 16 --gen-tokens 64 --runs 5 \
       --prompt-lookup 2 $k >"$OUT/tmp.json" 2>>"$OUT/bench.log"
     note "prompt lookup $k: $(tail -1 "$OUT/tmp.json" | grep -o '"speculative".*' | head -c 700)"
   done
-  # Per-kernel GPU time of decode steps, and of prompt lookup's verification steps.
+  # Per-kernel GPU time of decode steps, by the default and the other choice.
   INFER_PROFILE=1 timeout 60 $inf run --model "$gguf" --max-tokens 4 --prompt "Hello" \
     >"$OUT/profile.txt" 2>&1
-  INFER_PROFILE=1 timeout 60 $inf run --model "$gguf" --max-tokens 40 --prompt-lookup 2 --chat \
-    --prompt "Repeat exactly: the keeper wound the great clockwork, polished the brass lamp and lit the wick." \
-    >>"$OUT/profile.txt" 2>&1
+  INFER_ATTENTION=${GPU_CHECK_AB:-split} INFER_PROFILE=1 timeout 60 $inf run --model "$gguf" \
+    --max-tokens 4 --prompt "Hello" >>"$OUT/profile.txt" 2>&1
   t0=$SECONDS
-  timeout 240 $inf bench-serve --json --spawn "$gguf" --requests 16 >"$OUT/tmp-serve.json" 2>>"$OUT/bench.log"
+  timeout 120 $inf bench-serve --json --spawn "$gguf" --requests 16 >"$OUT/tmp-serve.json" 2>>"$OUT/bench.log"
   note "bench-serve rc=$? $((SECONDS - t0))s: $(tail -1 "$OUT/tmp-serve.json" | head -c 1500)"
   kill $smi 2>/dev/null
 fi

@@ -420,6 +420,10 @@ fn attention_rows(dev: &Arc<Device>, k: &Kernels, runs: usize) -> Result<Vec<Val
                 "attention_split",
                 k.attention_split(&q, &kc, &vc, &out, &pos, &a, chunk)?,
             ),
+            (
+                "attention_split_heads",
+                k.attention_split_heads(&q, &kc, &vc, &out, &pos, &a, chunk)?,
+            ),
         ]
         .into_iter()
         .chain(

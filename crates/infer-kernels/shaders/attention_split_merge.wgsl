@@ -24,14 +24,51 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let c0 = lo / p.chunk;
     let c1 = min(at / p.chunk, p.n_chunks - 1u);
     let r0 = (t * p.n_heads + h) * p.n_chunks;
+    // The chunks 4 at a time where they can be (loads first, then the sums in chunk order:
+    // a GPU keeps the 4 loads in flight together), then one at a time.
     var mx = NEG;
-    for (var c = c0; c <= c1; c++) {
+    var c = c0;
+    for (; c + 3u <= c1; c += 4u) {
+        let b = 2u * (r0 + c);
+        mx = max(max(mx, part[b]), max(part[b + 2u], max(part[b + 4u], part[b + 6u])));
+    }
+    for (; c <= c1; c++) {
         mx = max(mx, part[2u * (r0 + c)]);
     }
     var l = 0.0;
     var acc = vec4<f32>(0.0);
     let abase = 2u * p.n_tokens * p.n_heads * p.n_chunks;
-    for (var c = c0; c <= c1; c++) {
+    c = c0;
+    for (; c + 3u <= c1; c += 4u) {
+        let b = 2u * (r0 + c);
+        let w0 = exp(part[b] - mx);
+        let w1 = exp(part[b + 2u] - mx);
+        let w2 = exp(part[b + 4u] - mx);
+        let w3 = exp(part[b + 6u] - mx);
+        let l0 = part[b + 1u];
+        let l1 = part[b + 3u];
+        let l2 = part[b + 5u];
+        let l3 = part[b + 7u];
+        l += w0 * l0;
+        l += w1 * l1;
+        l += w2 * l2;
+        l += w3 * l3;
+        let cb = abase + (r0 + c) * d;
+        for (var e = 0u; e < 4u; e++) {
+            let i = li + e * WG;
+            if (i < d) {
+                let a0 = part[cb + i];
+                let a1 = part[cb + d + i];
+                let a2 = part[cb + 2u * d + i];
+                let a3 = part[cb + 3u * d + i];
+                acc[e] += w0 * a0;
+                acc[e] += w1 * a1;
+                acc[e] += w2 * a2;
+                acc[e] += w3 * a3;
+            }
+        }
+    }
+    for (; c <= c1; c++) {
         let w = exp(part[2u * (r0 + c)] - mx);
         l += w * part[2u * (r0 + c) + 1u];
         let cb = abase + (r0 + c) * d;

@@ -311,6 +311,20 @@ pub enum AttentionKernel {
     /// attention_split_sg.wgsl + attention_split_merge.wgsl: split over the KV length,
     /// phase 1 laid out for CPU adapters (needs subgroups).
     SplitSg,
+    /// attention_split_heads.wgsl + attention_split_merge.wgsl: split over the KV length,
+    /// phase 1 laid out for GPUs (query heads of a KV head together, unrolled loads).
+    SplitHeads,
+}
+
+/// Phase 1 of the split attention ([`Kernels::attention_split`] and its variants).
+#[derive(Clone, Copy)]
+enum Phase1 {
+    /// attention_split.wgsl.
+    Plain,
+    /// attention_split_sg.wgsl with `heads` query heads and `tokens` tokens per workgroup.
+    Sg { heads: usize, tokens: usize },
+    /// attention_split_heads.wgsl with `heads` query heads per workgroup.
+    Heads { heads: usize },
 }
 
 #[repr(C)]
@@ -1117,6 +1131,10 @@ impl Kernels {
                 let chunk = self.attention_split_chunk(a.capacity);
                 self.attention_split(q, k_cache, v_cache, out, pos, a, chunk)
             }
+            AttentionKernel::SplitHeads => {
+                let chunk = self.attention_split_chunk(a.capacity);
+                self.attention_split_heads(q, k_cache, v_cache, out, pos, a, chunk)
+            }
             AttentionKernel::SplitSg => {
                 // Steps of many tokens (prefill) have workgroups enough without a split:
                 // one chunk, which writes the output directly.
@@ -1133,7 +1151,11 @@ impl Kernels {
     /// The variant [`Kernels::attention`] runs for `a`:
     /// - steps of at most [`Kernels::SPLIT_MAX_TOKENS`] tokens (decode, speculative
     ///   verification) on GPUs whose cache holds more than one chunk: split over the KV
-    ///   length (one workgroup per head would leave most of a GPU idle at long contexts);
+    ///   length (one workgroup per head would leave most of a GPU idle at long contexts),
+    ///   phase 1 by attention_split_heads where head_dim % 4 == 0 and <= 256 (the query
+    ///   heads of a KV head in one workgroup, head_dim a constant so the row loops are
+    ///   unrolled; attention_split's invocations walk 64 positions one load at a time,
+    ///   ~70 us per layer on an H200 whatever the context), else attention_split;
     ///   other steps on GPUs: tiled;
     /// - on CPU adapters, every step: attention_split_sg where the adapter has subgroups
     ///   and head_dim % 4 == 0, split over the KV length for the short steps and as one
@@ -1144,16 +1166,19 @@ impl Kernels {
     ///   and V);
     ///   else lane (head_dim % 4 == 0), else tiled.
     ///
-    /// `INFER_ATTENTION=split|split_sg|lane|tiled` overrides it (for tests and
-    /// measurements) where the variant can run: split only for steps of at most
-    /// [`Kernels::SPLIT_MAX_TOKENS`] tokens (its scratch grows with the tokens), split_sg
-    /// and lane only where head_dim % 4 == 0, split_sg only with subgroups.
+    /// `INFER_ATTENTION=split|split_heads|split_sg|lane|tiled` overrides it (for tests and
+    /// measurements) where the variant can run: split and split_heads only for steps of at
+    /// most [`Kernels::SPLIT_MAX_TOKENS`] tokens (their scratch grows with the tokens),
+    /// split_heads only where attention_split_heads fits, split_sg and lane only where
+    /// head_dim % 4 == 0, split_sg only with subgroups.
     pub fn attention_kernel(&self, a: &AttentionParams) -> AttentionKernel {
         let few = a.n_tokens <= Self::SPLIT_MAX_TOKENS;
         let lane_ok = a.head_dim.is_multiple_of(4);
         let sg_ok = lane_ok && self.attention_split_sg_supported();
+        let heads_ok = few && Self::attention_split_heads_fits(a);
         match std::env::var("INFER_ATTENTION").as_deref() {
             Ok("split") if few => return AttentionKernel::Split,
+            Ok("split_heads") if heads_ok => return AttentionKernel::SplitHeads,
             Ok("split_sg") if sg_ok => return AttentionKernel::SplitSg,
             Ok("lane") if lane_ok => return AttentionKernel::Lane,
             Ok("tiled") => return AttentionKernel::Tiled,
@@ -1168,7 +1193,11 @@ impl Kernels {
                 AttentionKernel::Tiled
             }
         } else if few && a.capacity > self.attention_split_chunk(a.capacity) {
-            AttentionKernel::Split
+            if heads_ok {
+                AttentionKernel::SplitHeads
+            } else {
+                AttentionKernel::Split
+            }
         } else {
             AttentionKernel::Tiled
         }
@@ -1211,7 +1240,90 @@ impl Kernels {
         a: &AttentionParams,
         chunk: usize,
     ) -> Result<Vec<Dispatch>> {
-        self.split(q, k_cache, v_cache, out, pos, a, chunk, (0, 1))
+        self.split(q, k_cache, v_cache, out, pos, a, chunk, Phase1::Plain)
+    }
+
+    /// Whether [`Kernels::attention_split_heads`] takes this shape: head_dim a multiple of
+    /// 4 up to 256.
+    pub fn attention_split_heads_fits(a: &AttentionParams) -> bool {
+        a.head_dim.is_multiple_of(4) && (4..=256).contains(&a.head_dim)
+    }
+
+    /// Query heads one workgroup of [`Kernels::attention_split_heads`] serves: the largest
+    /// divisor of the heads per KV head (n_heads / n_kv) up to 8.
+    pub fn attention_split_heads_group(a: &AttentionParams) -> usize {
+        let per_kv = if a.n_kv > 0 && a.n_heads.is_multiple_of(a.n_kv) {
+            a.n_heads / a.n_kv
+        } else {
+            1
+        };
+        (1..=8.min(per_kv))
+            .rev()
+            .find(|g| per_kv.is_multiple_of(*g))
+            .unwrap_or(1)
+    }
+
+    /// [`Kernels::attention_split`] with the phase 1 made for GPUs
+    /// (attention_split_heads.wgsl): a workgroup per (chunk, query heads sharing a KV head,
+    /// token) loads each K and V row once for those heads, and head_dim is a constant of
+    /// the pipeline, so the row loops are unrolled and their loads in flight together.
+    /// Decode's default on GPUs; needs [`Kernels::attention_split_heads_fits`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_split_heads(
+        &self,
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        out: &Tensor,
+        pos: &Tensor,
+        a: &AttentionParams,
+        chunk: usize,
+    ) -> Result<Vec<Dispatch>> {
+        let heads = Self::attention_split_heads_group(a);
+        self.attention_split_heads_grouped(q, k_cache, v_cache, out, pos, a, chunk, heads)
+    }
+
+    /// [`Kernels::attention_split_heads`] with `heads` query heads per workgroup (1..=8, a
+    /// divisor of n_heads / n_kv); every choice gives the same values (for tests and
+    /// measurements).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_split_heads_grouped(
+        &self,
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        out: &Tensor,
+        pos: &Tensor,
+        a: &AttentionParams,
+        chunk: usize,
+        heads: usize,
+    ) -> Result<Vec<Dispatch>> {
+        let per_kv = a.n_heads.checked_div(a.n_kv).unwrap_or(0);
+        if !(1..=8).contains(&heads) || per_kv == 0 || !per_kv.is_multiple_of(heads) {
+            return Err(KernelError::Shape {
+                kernel: "attention_split_heads",
+                reason: format!(
+                    "{heads} query heads per workgroup: needs 1..=8 dividing the {per_kv} \
+                     heads per KV head"
+                ),
+            });
+        }
+        if !Self::attention_split_heads_fits(a) {
+            return Err(KernelError::Shape {
+                kernel: "attention_split_heads",
+                reason: format!("head_dim {} must be a multiple of 4 up to 256", a.head_dim),
+            });
+        }
+        self.split(
+            q,
+            k_cache,
+            v_cache,
+            out,
+            pos,
+            a,
+            chunk,
+            Phase1::Heads { heads },
+        )
     }
 
     /// Whether [`Kernels::attention_split_sg`] runs here: the adapter has subgroups of at
@@ -1242,7 +1354,16 @@ impl Kernels {
         } else {
             1
         };
-        self.split(q, k_cache, v_cache, out, pos, a, chunk, (g, tokens))
+        self.split(
+            q,
+            k_cache,
+            v_cache,
+            out,
+            pos,
+            a,
+            chunk,
+            Phase1::Sg { heads: g, tokens },
+        )
     }
 
     /// Query heads one workgroup of [`Kernels::attention_split_sg`] serves: the largest
@@ -1309,7 +1430,16 @@ impl Kernels {
             });
         }
         self.split_sg_check(a)?;
-        self.split(q, k_cache, v_cache, out, pos, a, chunk, (heads, tokens))
+        self.split(
+            q,
+            k_cache,
+            v_cache,
+            out,
+            pos,
+            a,
+            chunk,
+            Phase1::Sg { heads, tokens },
+        )
     }
 
     /// What attention_split_sg needs of the adapter and the shape.
@@ -1330,9 +1460,8 @@ impl Kernels {
         Ok(())
     }
 
-    /// The split attention's two dispatches; phase 1 is attention_split.wgsl where `sg.0`
-    /// is 0, else attention_split_sg.wgsl with `sg.0` query heads and `sg.1` tokens per
-    /// workgroup (attention_split_sg over one chunk: one dispatch).
+    /// The split attention's two dispatches, phase 1 as `phase1` says (attention_split_sg
+    /// over one chunk: one dispatch).
     #[allow(clippy::too_many_arguments)]
     fn split(
         &self,
@@ -1343,9 +1472,8 @@ impl Kernels {
         pos: &Tensor,
         a: &AttentionParams,
         chunk: usize,
-        sg: (usize, usize),
+        phase1: Phase1,
     ) -> Result<Vec<Dispatch>> {
-        let (sg_heads, tokens) = sg;
         let base = self.attention_params(q, k_cache, v_cache, out, pos, a)?;
         if chunk == 0 {
             return Err(KernelError::Shape {
@@ -1368,7 +1496,7 @@ impl Kernels {
             _pad: [0; 2],
         };
         // attention_split_sg over one chunk writes the output itself: no scratch, no merge.
-        let direct = sg_heads > 0 && n_chunks == 1;
+        let direct = matches!(phase1, Phase1::Sg { .. }) && n_chunks == 1;
         let scratch = if direct {
             None
         } else {
@@ -1389,17 +1517,33 @@ impl Kernels {
             q.buffer(),
             k_cache.buffer(),
         ];
-        let phase1 = if sg_heads > 0 {
-            let tok = sg_attention_variant(sg_heads, a.head_dim, tokens);
-            let grid = [
-                u32s(n_chunks),
-                u32s(a.n_heads / sg_heads),
-                u32s(a.n_tokens.div_ceil(tokens)),
-            ];
-            self.dispatch_tok("attention_split_sg", None, tok, &params, &bind[..5], grid)?
-        } else {
-            let grid = [u32s(n_chunks), u32s(a.n_heads), u32s(a.n_tokens)];
-            self.dispatch("attention_split", None, &params, &bind, grid)?
+        let phase1 = match phase1 {
+            Phase1::Sg { heads, tokens } => {
+                let tok = sg_attention_variant(heads, a.head_dim, tokens);
+                let grid = [
+                    u32s(n_chunks),
+                    u32s(a.n_heads / heads),
+                    u32s(a.n_tokens.div_ceil(tokens)),
+                ];
+                self.dispatch_tok("attention_split_sg", None, tok, &params, &bind[..5], grid)?
+            }
+            Phase1::Heads { heads } => {
+                // G - 1 in bits 0-2, head_dim / 4 - 1 in bits 3-8 (attention_split_heads.wgsl).
+                let tok = u32s((heads - 1) | ((a.head_dim / 4 - 1) << 3)) + 1;
+                let grid = [u32s(n_chunks), u32s(a.n_heads / heads), u32s(a.n_tokens)];
+                self.dispatch_tok(
+                    "attention_split_heads",
+                    None,
+                    tok,
+                    &params,
+                    &bind[..5],
+                    grid,
+                )?
+            }
+            Phase1::Plain => {
+                let grid = [u32s(n_chunks), u32s(a.n_heads), u32s(a.n_tokens)];
+                self.dispatch("attention_split", None, &params, &bind, grid)?
+            }
         };
         let Some(scratch) = scratch else {
             return Ok(vec![phase1]);
@@ -1945,7 +2089,7 @@ impl Kernels {
         let sg = self.attention_split_sg_supported()
             && match std::env::var("INFER_ATTENTION").as_deref() {
                 // The GPUs' choices (lane for paged attention), as CI's second pass asks.
-                Ok("lane" | "split" | "tiled") => false,
+                Ok("lane" | "split" | "split_heads" | "tiled") => false,
                 Ok("split_sg") => true,
                 _ => self.dev.info.device_type == wgpu::DeviceType::Cpu,
             };

@@ -110,6 +110,7 @@ pub const SHADERS: &[Shader] = &[
         ["attention_split_params", "attention_tiles"]
     ),
     shader!("attention_split_merge", false, ["attention_split_params"]),
+    shader!("attention_split_heads", false, ["attention_split_params"]),
     shader!(
         "attention_split_sg",
         false,

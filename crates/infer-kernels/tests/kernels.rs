@@ -1138,7 +1138,8 @@ fn kv_write_then_attention_and_attention_lane_prefill_and_decode() {
 }
 
 #[test]
-fn attention_split_attention_split_sg_and_attention_split_merge_over_chunk_edges() {
+fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_merge_over_chunk_edges()
+ {
     let Some(k) = kernels() else { return };
     let mut rng = StdRng::seed_from_u64(19);
     // (n_heads, n_kv, head_dim, capacity, chunk, contexts (positions seen by the last
@@ -1209,6 +1210,12 @@ fn attention_split_attention_split_sg_and_attention_split_merge_over_chunk_edges
             k.attention_split(&qt, &kct, &vct, &out, &pos, &ap, chunk)
                 .unwrap(),
         )];
+        let heads = k.attention_split_heads(&qt, &kct, &vct, &out, &pos, &ap, chunk);
+        if hd % 4 == 0 && hd <= 256 {
+            variants.push(("attention_split_heads", heads.unwrap()));
+        } else {
+            assert!(heads.is_err(), "attention_split_heads with hd % 4");
+        }
         let sg = k.attention_split_sg(&qt, &kct, &vct, &out, &pos, &ap, chunk);
         if k.attention_split_sg_supported() && hd % 4 == 0 {
             variants.push(("attention_split_sg", sg.unwrap()));
@@ -1249,6 +1256,81 @@ fn attention_split_attention_split_sg_and_attention_split_merge_over_chunk_edges
                     &want,
                     2e-5,
                     1e-4,
+                );
+            }
+        }
+    }
+    // attention_split_heads with every number of query heads per workgroup (each divisor
+    // of the heads per KV head up to 8) gives the bits of one head per workgroup.
+    for &(nh, nkv, hd, cap, chunk, contexts, nt, softcap, window) in cases {
+        if hd % 4 != 0 || nt > Kernels::SPLIT_MAX_TOKENS {
+            continue;
+        }
+        let kct = f32_tensor(
+            k,
+            "kc",
+            &[nkv, cap, hd],
+            &rand_vec(&mut rng, nkv * cap * hd, 1.0),
+        );
+        let vct = f32_tensor(
+            k,
+            "vc",
+            &[nkv, cap, hd],
+            &rand_vec(&mut rng, nkv * cap * hd, 1.0),
+        );
+        let qt = f32_tensor(
+            k,
+            "q",
+            &[nt, nh, hd],
+            &rand_vec(&mut rng, nt * nh * hd, 2.0),
+        );
+        let pos = ids_tensor(k, "pos", &[0]);
+        let ap = AttentionParams {
+            n_tokens: nt,
+            n_heads: nh,
+            n_kv: nkv,
+            head_dim: hd,
+            capacity: cap,
+            scale: 1.0 / (hd as f32).sqrt(),
+            softcap,
+            window,
+        };
+        let per_kv = nh / nkv;
+        let auto = Kernels::attention_split_heads_group(&ap);
+        assert!(
+            per_kv % auto == 0 && auto <= 8 && (auto == per_kv || per_kv > 8),
+            "h{nh} kv{nkv}: {auto} heads"
+        );
+        let one = zeros(k, "one", &[nt, nh, hd]);
+        let d1 = k
+            .attention_split_heads_grouped(&qt, &kct, &vct, &one, &pos, &ap, chunk, 1)
+            .unwrap();
+        for g in (2..=per_kv.min(8)).filter(|g| per_kv % g == 0) {
+            let out = zeros(k, "out", &[nt, nh, hd]);
+            let d = k
+                .attention_split_heads_grouped(&qt, &kct, &vct, &out, &pos, &ap, chunk, g)
+                .unwrap();
+            for &ctx in contexts {
+                let pos0 = ctx.saturating_sub(nt);
+                k.dev
+                    .queue
+                    .write_buffer(pos.buffer(), 0, bytemuck::bytes_of(&(pos0 as u32)));
+                k.run(&d1).unwrap();
+                k.run(&d).unwrap();
+                let (a, b) = (one.read_f32(&k.dev).unwrap(), out.read_f32(&k.dev).unwrap());
+                assert!(
+                    a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "attention_split_heads h{nh} kv{nkv} d{hd} pos{pos0} t{nt}: {g} heads per \
+                     workgroup differ from 1"
+                );
+            }
+        }
+        for g in [0, per_kv + 1, 9] {
+            if g == 0 || per_kv % g != 0 || g > 8 {
+                assert!(
+                    k.attention_split_heads_grouped(&qt, &kct, &vct, &one, &pos, &ap, chunk, g)
+                        .is_err(),
+                    "h{nh} kv{nkv}: {g} heads per workgroup accepted"
                 );
             }
         }

@@ -1261,29 +1261,19 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
         }
     }
     // attention_split_heads with every number of query heads per workgroup (each divisor
-    // of the heads per KV head up to 8) gives the bits of one head per workgroup.
+    // of the heads per KV head up to 8) matches the reference. On CPU adapters it also
+    // gives the bits of one head per workgroup; a GPU's compiler may contract a variant's
+    // multiply-adds differently (on the H200 3 heads differed from 1 in the last bits).
     for &(nh, nkv, hd, cap, chunk, contexts, nt, softcap, window) in cases {
         if hd % 4 != 0 || nt > Kernels::SPLIT_MAX_TOKENS {
             continue;
         }
-        let kct = f32_tensor(
-            k,
-            "kc",
-            &[nkv, cap, hd],
-            &rand_vec(&mut rng, nkv * cap * hd, 1.0),
-        );
-        let vct = f32_tensor(
-            k,
-            "vc",
-            &[nkv, cap, hd],
-            &rand_vec(&mut rng, nkv * cap * hd, 1.0),
-        );
-        let qt = f32_tensor(
-            k,
-            "q",
-            &[nt, nh, hd],
-            &rand_vec(&mut rng, nt * nh * hd, 2.0),
-        );
+        let kc = rand_vec(&mut rng, nkv * cap * hd, 1.0);
+        let vc = rand_vec(&mut rng, nkv * cap * hd, 1.0);
+        let q = rand_vec(&mut rng, nt * nh * hd, 2.0);
+        let kct = f32_tensor(k, "kc", &[nkv, cap, hd], &kc);
+        let vct = f32_tensor(k, "vc", &[nkv, cap, hd], &vc);
+        let qt = f32_tensor(k, "q", &[nt, nh, hd], &q);
         let pos = ids_tensor(k, "pos", &[0]);
         let ap = AttentionParams {
             n_tokens: nt,
@@ -1318,11 +1308,29 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
                 k.run(&d1).unwrap();
                 k.run(&d).unwrap();
                 let (a, b) = (one.read_f32(&k.dev).unwrap(), out.read_f32(&k.dev).unwrap());
-                assert!(
-                    a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                let shape = AttentionShape {
+                    n_tokens: nt,
+                    n_heads: nh,
+                    n_kv: nkv,
+                    head_dim: hd,
+                    capacity: cap,
+                    pos0,
+                    scale: ap.scale,
+                    softcap,
+                    window,
+                };
+                let want = r::attention(&q, &kc, &vc, &shape);
+                let what = format!(
                     "attention_split_heads h{nh} kv{nkv} d{hd} pos{pos0} t{nt}: {g} heads per \
-                     workgroup differ from 1"
+                     workgroup"
                 );
+                assert_close(&what, &b, &want, 2e-5, 1e-4);
+                if k.dev.info.device_type == wgpu::DeviceType::Cpu {
+                    assert!(
+                        a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{what} differ from 1"
+                    );
+                }
             }
         }
         for g in [0, per_kv + 1, 9] {

@@ -46,11 +46,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let c = wg.x;
     let h0 = wg.y * G;
     let t = wg.z;
-    let at = pos[0] + t;
-    let lo = first_seen(t);
-    // This chunk's seen positions: first ..= last (the same for the whole workgroup).
-    let first = max(c * p.chunk, lo);
-    let last = min(c * p.chunk + p.chunk - 1u, at);
+    // This chunk's seen positions (the same for the whole workgroup).
+    let span = chunk_span(c, t);
+    let first = span.first;
+    let last = span.last;
     if (first > last) {
         return;
     }

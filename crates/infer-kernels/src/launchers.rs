@@ -1252,15 +1252,7 @@ impl Kernels {
     /// Query heads one workgroup of [`Kernels::attention_split_heads`] serves: the largest
     /// divisor of the heads per KV head (n_heads / n_kv) up to 8.
     pub fn attention_split_heads_group(a: &AttentionParams) -> usize {
-        let per_kv = if a.n_kv > 0 && a.n_heads.is_multiple_of(a.n_kv) {
-            a.n_heads / a.n_kv
-        } else {
-            1
-        };
-        (1..=8.min(per_kv))
-            .rev()
-            .find(|g| per_kv.is_multiple_of(*g))
-            .unwrap_or(1)
+        head_group(a, 8)
     }
 
     /// [`Kernels::attention_split`] with the phase 1 made for GPUs
@@ -1284,8 +1276,9 @@ impl Kernels {
     }
 
     /// [`Kernels::attention_split_heads`] with `heads` query heads per workgroup (1..=8, a
-    /// divisor of n_heads / n_kv); every choice gives the same values (for tests and
-    /// measurements).
+    /// divisor of n_heads / n_kv); every choice gives the same values up to rounding (the
+    /// same bits on CPU adapters; a GPU compiler may contract each variant's multiply-adds
+    /// its own way) (for tests and measurements).
     #[allow(clippy::too_many_arguments)]
     pub fn attention_split_heads_grouped(
         &self,
@@ -1298,16 +1291,7 @@ impl Kernels {
         chunk: usize,
         heads: usize,
     ) -> Result<Vec<Dispatch>> {
-        let per_kv = a.n_heads.checked_div(a.n_kv).unwrap_or(0);
-        if !(1..=8).contains(&heads) || per_kv == 0 || !per_kv.is_multiple_of(heads) {
-            return Err(KernelError::Shape {
-                kernel: "attention_split_heads",
-                reason: format!(
-                    "{heads} query heads per workgroup: needs 1..=8 dividing the {per_kv} \
-                     heads per KV head"
-                ),
-            });
-        }
+        check_head_group("attention_split_heads", a, heads)?;
         if !Self::attention_split_heads_fits(a) {
             return Err(KernelError::Shape {
                 kernel: "attention_split_heads",
@@ -1374,16 +1358,7 @@ impl Kernels {
     /// them (SmolLM2-135M, 9 heads over 3 KV heads: 3, a third of the loads). Only G = 1
     /// and 3 at head_dim 64 were measured (lavapipe); the bounds are a guess.
     pub fn attention_split_sg_heads(a: &AttentionParams) -> usize {
-        let per_kv = if a.n_kv > 0 && a.n_heads.is_multiple_of(a.n_kv) {
-            a.n_heads / a.n_kv
-        } else {
-            1
-        };
-        let most = 8.min(16 / a.head_dim.div_ceil(32).max(1)).max(1);
-        (1..=most.min(per_kv))
-            .rev()
-            .find(|g| per_kv.is_multiple_of(*g))
-            .unwrap_or(1)
+        head_group(a, 8.min(16 / a.head_dim.div_ceil(32).max(1)))
     }
 
     /// Tokens per workgroup of [`Kernels::attention_split_sg`] over one chunk (prefill on
@@ -1409,16 +1384,7 @@ impl Kernels {
         heads: usize,
         tokens: usize,
     ) -> Result<Vec<Dispatch>> {
-        let per_kv = a.n_heads.checked_div(a.n_kv).unwrap_or(0);
-        if !(1..=8).contains(&heads) || per_kv == 0 || !per_kv.is_multiple_of(heads) {
-            return Err(KernelError::Shape {
-                kernel: "attention_split_sg",
-                reason: format!(
-                    "{heads} query heads per workgroup: needs 1..=8 dividing the {per_kv} \
-                     heads per KV head"
-                ),
-            });
-        }
+        check_head_group("attention_split_sg", a, heads)?;
         if !(1..=8).contains(&tokens) || (tokens > 1 && a.capacity > chunk) {
             return Err(KernelError::Shape {
                 kernel: "attention_split_sg",
@@ -2268,6 +2234,37 @@ impl Kernels {
 /// workgroup (1..=8 each) at `head_dim` (<= 256; larger ones are rejected by the callers'
 /// checks): heads - 1, 8 - the vec4 units of a head per invocation, whether head_dim fills
 /// them all (a multiple of 32), rows - 1.
+/// The largest divisor of the query heads per KV head (n_heads / n_kv; 1 where they do not
+/// divide) up to `most` (at least 1): the query heads a workgroup of the grouped attention
+/// kernels serves.
+fn head_group(a: &AttentionParams, most: usize) -> usize {
+    let per_kv = if a.n_kv > 0 && a.n_heads.is_multiple_of(a.n_kv) {
+        a.n_heads / a.n_kv
+    } else {
+        1
+    };
+    (1..=most.max(1).min(per_kv))
+        .rev()
+        .find(|g| per_kv.is_multiple_of(*g))
+        .unwrap_or(1)
+}
+
+/// That `heads` query heads per workgroup of `kernel` is 1..=8 and divides the heads per KV
+/// head.
+fn check_head_group(kernel: &'static str, a: &AttentionParams, heads: usize) -> Result<()> {
+    let per_kv = a.n_heads.checked_div(a.n_kv).unwrap_or(0);
+    if !(1..=8).contains(&heads) || per_kv == 0 || !per_kv.is_multiple_of(heads) {
+        return Err(KernelError::Shape {
+            kernel,
+            reason: format!(
+                "{heads} query heads per workgroup: needs 1..=8 dividing the {per_kv} heads \
+                 per KV head"
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn sg_attention_variant(heads: usize, head_dim: usize, rows: usize) -> u32 {
     let units = head_dim.div_ceil(32).clamp(1, 8);
     let full = head_dim.is_multiple_of(32);

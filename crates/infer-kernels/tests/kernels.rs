@@ -1137,6 +1137,66 @@ fn kv_write_then_attention_and_attention_lane_prefill_and_decode() {
     }
 }
 
+/// A split-attention case: random q and K/V caches on the host and the adapter, and its
+/// parameters (scale 1 / sqrt(head_dim)).
+struct SplitCase {
+    q: Vec<f32>,
+    kc: Vec<f32>,
+    vc: Vec<f32>,
+    qt: Tensor,
+    kct: Tensor,
+    vct: Tensor,
+    ap: AttentionParams,
+}
+
+impl SplitCase {
+    /// (n_heads, n_kv, head_dim, capacity, n_tokens, softcap, window).
+    fn new(
+        k: &Kernels,
+        rng: &mut StdRng,
+        (nh, nkv, hd, cap, nt, softcap, window): (usize, usize, usize, usize, usize, f32, usize),
+    ) -> SplitCase {
+        let kc = rand_vec(rng, nkv * cap * hd, 1.0);
+        let vc = rand_vec(rng, nkv * cap * hd, 1.0);
+        let q = rand_vec(rng, nt * nh * hd, 2.0);
+        SplitCase {
+            qt: f32_tensor(k, "q", &[nt, nh, hd], &q),
+            kct: f32_tensor(k, "kc", &[nkv, cap, hd], &kc),
+            vct: f32_tensor(k, "vc", &[nkv, cap, hd], &vc),
+            q,
+            kc,
+            vc,
+            ap: AttentionParams {
+                n_tokens: nt,
+                n_heads: nh,
+                n_kv: nkv,
+                head_dim: hd,
+                capacity: cap,
+                scale: 1.0 / (hd as f32).sqrt(),
+                softcap,
+                window,
+            },
+        }
+    }
+
+    /// The reference output with the first token at position `pos0`.
+    fn reference(&self, pos0: usize) -> Vec<f32> {
+        let a = &self.ap;
+        let shape = AttentionShape {
+            n_tokens: a.n_tokens,
+            n_heads: a.n_heads,
+            n_kv: a.n_kv,
+            head_dim: a.head_dim,
+            capacity: a.capacity,
+            pos0,
+            scale: a.scale,
+            softcap: a.softcap,
+            window: a.window,
+        };
+        r::attention(&self.q, &self.kc, &self.vc, &shape)
+    }
+}
+
 #[test]
 fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_merge_over_chunk_edges()
  {
@@ -1186,37 +1246,21 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
         (6, 2, 32, 128, 128, &[128, 100, 9], 9, 0.0, 0),
     ];
     for &(nh, nkv, hd, cap, chunk, contexts, nt, softcap, window) in cases {
-        let kc = rand_vec(&mut rng, nkv * cap * hd, 1.0);
-        let vc = rand_vec(&mut rng, nkv * cap * hd, 1.0);
-        let q = rand_vec(&mut rng, nt * nh * hd, 2.0);
-        let kct = f32_tensor(k, "kc", &[nkv, cap, hd], &kc);
-        let vct = f32_tensor(k, "vc", &[nkv, cap, hd], &vc);
-        let qt = f32_tensor(k, "q", &[nt, nh, hd], &q);
+        let c = SplitCase::new(k, &mut rng, (nh, nkv, hd, cap, nt, softcap, window));
         let pos = ids_tensor(k, "pos", &[0]);
         let out = zeros(k, "out", &[nt, nh, hd]);
-        let scale = 1.0 / (hd as f32).sqrt();
-        let ap = AttentionParams {
-            n_tokens: nt,
-            n_heads: nh,
-            n_kv: nkv,
-            head_dim: hd,
-            capacity: cap,
-            scale,
-            softcap,
-            window,
-        };
         let mut variants = vec![(
             "attention_split",
-            k.attention_split(&qt, &kct, &vct, &out, &pos, &ap, chunk)
+            k.attention_split(&c.qt, &c.kct, &c.vct, &out, &pos, &c.ap, chunk)
                 .unwrap(),
         )];
-        let heads = k.attention_split_heads(&qt, &kct, &vct, &out, &pos, &ap, chunk);
+        let heads = k.attention_split_heads(&c.qt, &c.kct, &c.vct, &out, &pos, &c.ap, chunk);
         if hd % 4 == 0 && hd <= 256 {
             variants.push(("attention_split_heads", heads.unwrap()));
         } else {
             assert!(heads.is_err(), "attention_split_heads with hd % 4");
         }
-        let sg = k.attention_split_sg(&qt, &kct, &vct, &out, &pos, &ap, chunk);
+        let sg = k.attention_split_sg(&c.qt, &c.kct, &c.vct, &out, &pos, &c.ap, chunk);
         if k.attention_split_sg_supported() && hd % 4 == 0 {
             variants.push(("attention_split_sg", sg.unwrap()));
         } else {
@@ -1235,18 +1279,7 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
                     .queue
                     .write_buffer(pos.buffer(), 0, bytemuck::bytes_of(&(pos0 as u32)));
                 k.run(d).unwrap();
-                let shape = AttentionShape {
-                    n_tokens: nt,
-                    n_heads: nh,
-                    n_kv: nkv,
-                    head_dim: hd,
-                    capacity: cap,
-                    pos0,
-                    scale,
-                    softcap,
-                    window,
-                };
-                let want = r::attention(&q, &kc, &vc, &shape);
+                let want = c.reference(pos0);
                 assert_close(
                     &format!(
                         "{name} h{nh} kv{nkv} d{hd} cap{cap} chunk{chunk} pos{pos0} t{nt} \
@@ -1268,37 +1301,22 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
         if hd % 4 != 0 || nt > Kernels::SPLIT_MAX_TOKENS {
             continue;
         }
-        let kc = rand_vec(&mut rng, nkv * cap * hd, 1.0);
-        let vc = rand_vec(&mut rng, nkv * cap * hd, 1.0);
-        let q = rand_vec(&mut rng, nt * nh * hd, 2.0);
-        let kct = f32_tensor(k, "kc", &[nkv, cap, hd], &kc);
-        let vct = f32_tensor(k, "vc", &[nkv, cap, hd], &vc);
-        let qt = f32_tensor(k, "q", &[nt, nh, hd], &q);
+        let c = SplitCase::new(k, &mut rng, (nh, nkv, hd, cap, nt, softcap, window));
         let pos = ids_tensor(k, "pos", &[0]);
-        let ap = AttentionParams {
-            n_tokens: nt,
-            n_heads: nh,
-            n_kv: nkv,
-            head_dim: hd,
-            capacity: cap,
-            scale: 1.0 / (hd as f32).sqrt(),
-            softcap,
-            window,
-        };
         let per_kv = nh / nkv;
-        let auto = Kernels::attention_split_heads_group(&ap);
+        let auto = Kernels::attention_split_heads_group(&c.ap);
         assert!(
             per_kv % auto == 0 && auto <= 8 && (auto == per_kv || per_kv > 8),
             "h{nh} kv{nkv}: {auto} heads"
         );
         let one = zeros(k, "one", &[nt, nh, hd]);
         let d1 = k
-            .attention_split_heads_grouped(&qt, &kct, &vct, &one, &pos, &ap, chunk, 1)
+            .attention_split_heads_grouped(&c.qt, &c.kct, &c.vct, &one, &pos, &c.ap, chunk, 1)
             .unwrap();
         for g in (2..=per_kv.min(8)).filter(|g| per_kv % g == 0) {
             let out = zeros(k, "out", &[nt, nh, hd]);
             let d = k
-                .attention_split_heads_grouped(&qt, &kct, &vct, &out, &pos, &ap, chunk, g)
+                .attention_split_heads_grouped(&c.qt, &c.kct, &c.vct, &out, &pos, &c.ap, chunk, g)
                 .unwrap();
             for &ctx in contexts {
                 let pos0 = ctx.saturating_sub(nt);
@@ -1308,18 +1326,7 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
                 k.run(&d1).unwrap();
                 k.run(&d).unwrap();
                 let (a, b) = (one.read_f32(&k.dev).unwrap(), out.read_f32(&k.dev).unwrap());
-                let shape = AttentionShape {
-                    n_tokens: nt,
-                    n_heads: nh,
-                    n_kv: nkv,
-                    head_dim: hd,
-                    capacity: cap,
-                    pos0,
-                    scale: ap.scale,
-                    softcap,
-                    window,
-                };
-                let want = r::attention(&q, &kc, &vc, &shape);
+                let want = c.reference(pos0);
                 let what = format!(
                     "attention_split_heads h{nh} kv{nkv} d{hd} pos{pos0} t{nt}: {g} heads per \
                      workgroup"
@@ -1336,8 +1343,10 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
         for g in [0, per_kv + 1, 9] {
             if g == 0 || per_kv % g != 0 || g > 8 {
                 assert!(
-                    k.attention_split_heads_grouped(&qt, &kct, &vct, &one, &pos, &ap, chunk, g)
-                        .is_err(),
+                    k.attention_split_heads_grouped(
+                        &c.qt, &c.kct, &c.vct, &one, &pos, &c.ap, chunk, g
+                    )
+                    .is_err(),
                     "h{nh} kv{nkv}: {g} heads per workgroup accepted"
                 );
             }
@@ -1349,49 +1358,22 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
         if !k.attention_split_sg_supported() || hd % 4 != 0 {
             continue;
         }
-        let kct = f32_tensor(
-            k,
-            "kc",
-            &[nkv, cap, hd],
-            &rand_vec(&mut rng, nkv * cap * hd, 1.0),
-        );
-        let vct = f32_tensor(
-            k,
-            "vc",
-            &[nkv, cap, hd],
-            &rand_vec(&mut rng, nkv * cap * hd, 1.0),
-        );
-        let qt = f32_tensor(
-            k,
-            "q",
-            &[nt, nh, hd],
-            &rand_vec(&mut rng, nt * nh * hd, 2.0),
-        );
+        let c = SplitCase::new(k, &mut rng, (nh, nkv, hd, cap, nt, softcap, window));
         let pos = ids_tensor(k, "pos", &[0]);
-        let ap = AttentionParams {
-            n_tokens: nt,
-            n_heads: nh,
-            n_kv: nkv,
-            head_dim: hd,
-            capacity: cap,
-            scale: 1.0 / (hd as f32).sqrt(),
-            softcap,
-            window,
-        };
         let per_kv = nh / nkv;
-        let auto = Kernels::attention_split_sg_heads(&ap);
+        let auto = Kernels::attention_split_sg_heads(&c.ap);
         assert!(
             per_kv % auto == 0 && auto <= 8,
             "h{nh} kv{nkv}: {auto} heads"
         );
         let one = zeros(k, "one", &[nt, nh, hd]);
         let d1 = k
-            .attention_split_sg_grouped(&qt, &kct, &vct, &one, &pos, &ap, chunk, 1, 1)
+            .attention_split_sg_grouped(&c.qt, &c.kct, &c.vct, &one, &pos, &c.ap, chunk, 1, 1)
             .unwrap();
         for g in (2..=per_kv.min(8)).filter(|g| per_kv % g == 0) {
             let out = zeros(k, "out", &[nt, nh, hd]);
             let d = k
-                .attention_split_sg_grouped(&qt, &kct, &vct, &out, &pos, &ap, chunk, g, 1)
+                .attention_split_sg_grouped(&c.qt, &c.kct, &c.vct, &out, &pos, &c.ap, chunk, g, 1)
                 .unwrap();
             for &ctx in contexts {
                 let pos0 = ctx.saturating_sub(nt);
@@ -1416,7 +1398,7 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
                     let out = zeros(k, "out", &[nt, nh, hd]);
                     let d = k
                         .attention_split_sg_grouped(
-                            &qt, &kct, &vct, &out, &pos, &ap, chunk, g, tokens,
+                            &c.qt, &c.kct, &c.vct, &out, &pos, &c.ap, chunk, g, tokens,
                         )
                         .unwrap();
                     assert_eq!(d.len(), 1);
@@ -1440,15 +1422,17 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
             }
         } else {
             assert!(
-                k.attention_split_sg_grouped(&qt, &kct, &vct, &one, &pos, &ap, chunk, 1, 2)
+                k.attention_split_sg_grouped(&c.qt, &c.kct, &c.vct, &one, &pos, &c.ap, chunk, 1, 2)
                     .is_err(),
                 "2 tokens per workgroup over several chunks accepted"
             );
         }
         for tokens in [0, 9] {
             assert!(
-                k.attention_split_sg_grouped(&qt, &kct, &vct, &one, &pos, &ap, cap, 1, tokens)
-                    .is_err(),
+                k.attention_split_sg_grouped(
+                    &c.qt, &c.kct, &c.vct, &one, &pos, &c.ap, cap, 1, tokens
+                )
+                .is_err(),
                 "{tokens} tokens per workgroup accepted"
             );
         }
@@ -1456,8 +1440,10 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
         for g in [0, per_kv + 1, 9] {
             if g == 0 || per_kv % g != 0 || g > 8 {
                 assert!(
-                    k.attention_split_sg_grouped(&qt, &kct, &vct, &one, &pos, &ap, chunk, g, 1)
-                        .is_err(),
+                    k.attention_split_sg_grouped(
+                        &c.qt, &c.kct, &c.vct, &one, &pos, &c.ap, chunk, g, 1
+                    )
+                    .is_err(),
                     "h{nh} kv{nkv}: {g} heads per workgroup accepted"
                 );
             }

@@ -1,6 +1,6 @@
 // What the split-KV attention kernels share (attention_split, attention_split_sg,
-// attention_split_merge): their parameters, bindings 0 (them) and 1 (pos), and the first
-// position token t sees.
+// attention_split_merge, attention_split_heads): their parameters, bindings 0 (them) and 1
+// (pos), the first position token t sees, and the positions of a chunk it sees.
 struct Params {
     n_heads: u32,
     n_kv: u32,
@@ -26,4 +26,14 @@ fn first_seen(t: u32) -> u32 {
         return at + 1u - p.window;
     }
     return 0u;
+}
+
+// The positions of chunk c that token t sees: first ..= last (none where first > last).
+struct Span {
+    first: u32,
+    last: u32,
+}
+
+fn chunk_span(c: u32, t: u32) -> Span {
+    return Span(max(c * p.chunk, first_seen(t)), min(c * p.chunk + p.chunk - 1u, pos[0] + t));
 }

@@ -1252,7 +1252,7 @@ impl Kernels {
     /// Query heads one workgroup of [`Kernels::attention_split_heads`] serves: the largest
     /// divisor of the heads per KV head (n_heads / n_kv) up to 8.
     pub fn attention_split_heads_group(a: &AttentionParams) -> usize {
-        head_group(a, 8)
+        head_group(a.n_heads, a.n_kv, 8)
     }
 
     /// [`Kernels::attention_split`] with the phase 1 made for GPUs
@@ -1291,7 +1291,7 @@ impl Kernels {
         chunk: usize,
         heads: usize,
     ) -> Result<Vec<Dispatch>> {
-        check_head_group("attention_split_heads", a, heads)?;
+        check_head_group("attention_split_heads", a.n_heads, a.n_kv, heads)?;
         if !Self::attention_split_heads_fits(a) {
             return Err(KernelError::Shape {
                 kernel: "attention_split_heads",
@@ -1358,7 +1358,11 @@ impl Kernels {
     /// them (SmolLM2-135M, 9 heads over 3 KV heads: 3, a third of the loads). Only G = 1
     /// and 3 at head_dim 64 were measured (lavapipe); the bounds are a guess.
     pub fn attention_split_sg_heads(a: &AttentionParams) -> usize {
-        head_group(a, 8.min(16 / a.head_dim.div_ceil(32).max(1)))
+        head_group(
+            a.n_heads,
+            a.n_kv,
+            8.min(16 / a.head_dim.div_ceil(32).max(1)),
+        )
     }
 
     /// Tokens per workgroup of [`Kernels::attention_split_sg`] over one chunk (prefill on
@@ -1384,7 +1388,7 @@ impl Kernels {
         heads: usize,
         tokens: usize,
     ) -> Result<Vec<Dispatch>> {
-        check_head_group("attention_split_sg", a, heads)?;
+        check_head_group("attention_split_sg", a.n_heads, a.n_kv, heads)?;
         if !(1..=8).contains(&tokens) || (tokens > 1 && a.capacity > chunk) {
             return Err(KernelError::Shape {
                 kernel: "attention_split_sg",
@@ -1494,8 +1498,7 @@ impl Kernels {
                 self.dispatch_tok("attention_split_sg", None, tok, &params, &bind[..5], grid)?
             }
             Phase1::Heads { heads } => {
-                // G - 1 in bits 0-2, head_dim / 4 - 1 in bits 3-8 (attention_split_heads.wgsl).
-                let tok = u32s((heads - 1) | ((a.head_dim / 4 - 1) << 3)) + 1;
+                let tok = heads_variant(heads, a.head_dim);
                 let grid = [u32s(n_chunks), u32s(a.n_heads / heads), u32s(a.n_tokens)];
                 self.dispatch_tok(
                     "attention_split_heads",
@@ -2036,10 +2039,13 @@ impl Kernels {
     /// this runs [`Kernels::paged_attention_sg`] (the query heads of a KV head, and a
     /// prompt's consecutive rows, share each K and V load; on lavapipe the serving
     /// benchmark's 428-token prefill went from 75 to 109 tok/s with the heads shared and
-    /// to 119 with 4 rows too), elsewhere [`Kernels::paged_attention_lane`] (one
-    /// invocation per row and head; GPUs keep it, unmeasured). `INFER_ATTENTION=lane`,
-    /// `split` or `tiled` (the GPUs' choices) force the second, `split_sg` the first
-    /// where supported.
+    /// to 119 with 4 rows too), on GPUs [`Kernels::paged_attention_heads`] (the layout of
+    /// the contiguous decode kernel attention_split_heads, 3.2x faster than
+    /// attention_split and ~100x than the lane kernel on an H200 at 512 positions; the
+    /// paged kernel itself is not yet measured on a GPU), and on CPU adapters without
+    /// subgroups [`Kernels::paged_attention_lane`] (one invocation per row and head).
+    /// `INFER_ATTENTION=lane` forces the lane kernel, `split`, `split_heads` or `tiled` (the
+    /// GPUs' choices) the heads kernel, `split_sg` the subgroup one where supported.
     #[allow(clippy::too_many_arguments)]
     pub fn paged_attention(
         &self,
@@ -2052,17 +2058,21 @@ impl Kernels {
         table: &Tensor,
         a: &PagedParams,
     ) -> Result<Vec<Dispatch>> {
-        let sg = self.attention_split_sg_supported()
-            && match std::env::var("INFER_ATTENTION").as_deref() {
-                // The GPUs' choices (lane for paged attention), as CI's second pass asks.
-                Ok("lane" | "split" | "split_heads" | "tiled") => false,
-                Ok("split_sg") => true,
-                _ => self.dev.info.device_type == wgpu::DeviceType::Cpu,
-            };
-        if sg {
-            self.paged_attention_sg(q, k_cache, v_cache, out, pos, seq, table, a)
-        } else {
-            self.paged_attention_lane(q, k_cache, v_cache, out, pos, seq, table, a)
+        let sg_ok = self.attention_split_sg_supported();
+        let cpu = self.dev.info.device_type == wgpu::DeviceType::Cpu;
+        let kernel = match std::env::var("INFER_ATTENTION").as_deref() {
+            Ok("lane") => "lane",
+            // The GPUs' choices, as CI's second pass asks.
+            Ok("split" | "split_heads" | "tiled") => "heads",
+            Ok("split_sg") if sg_ok => "sg",
+            _ if !cpu => "heads",
+            _ if sg_ok => "sg",
+            _ => "lane",
+        };
+        match kernel {
+            "sg" => self.paged_attention_sg(q, k_cache, v_cache, out, pos, seq, table, a),
+            "heads" => self.paged_attention_heads(q, k_cache, v_cache, out, pos, seq, table, a),
+            _ => self.paged_attention_lane(q, k_cache, v_cache, out, pos, seq, table, a),
         }
     }
 
@@ -2089,6 +2099,53 @@ impl Kernels {
         )
     }
 
+    /// [`Kernels::paged_attention`] laid out for GPUs (paged_attention_heads.wgsl): a
+    /// workgroup of 64 per (group of query heads sharing a KV head, as many as
+    /// [`Kernels::attention_split_heads_group`] gives; row) walks the row's positions in
+    /// tiles of 64, loading each K and V row once for those heads, with head_dim a constant
+    /// of the pipeline so the row loops unroll.
+    #[allow(clippy::too_many_arguments)]
+    pub fn paged_attention_heads(
+        &self,
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        out: &Tensor,
+        pos: &Tensor,
+        seq: &Tensor,
+        table: &Tensor,
+        a: &PagedParams,
+    ) -> Result<Vec<Dispatch>> {
+        let heads = head_group(a.n_heads, a.n_kv, 8);
+        self.paged_attention_heads_grouped(q, k_cache, v_cache, out, pos, seq, table, a, heads)
+    }
+
+    /// [`Kernels::paged_attention_heads`] with `heads` query heads per workgroup (1..=8, a
+    /// divisor of n_heads / n_kv); every choice gives the same values up to rounding (for
+    /// tests and measurements).
+    #[allow(clippy::too_many_arguments)]
+    pub fn paged_attention_heads_grouped(
+        &self,
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        out: &Tensor,
+        pos: &Tensor,
+        seq: &Tensor,
+        table: &Tensor,
+        a: &PagedParams,
+        heads: usize,
+    ) -> Result<Vec<Dispatch>> {
+        check_head_group("paged_attention_heads", a.n_heads, a.n_kv, heads)?;
+        self.paged_dispatch(
+            "paged_attention_heads",
+            heads_variant(heads, a.head_dim),
+            [q, k_cache, v_cache, out, pos, seq, table],
+            a,
+            [u32s(a.n_heads / heads), u32s(a.n_rows.max(1)), 1],
+        )
+    }
+
     /// [`Kernels::paged_attention`] laid out for CPU adapters (paged_attention_sg.wgsl): a
     /// workgroup of 8 invocations across head_dim per (rows, group of query heads sharing
     /// a KV head; as many as [`Kernels::attention_split_sg_heads`] gives), scores by
@@ -2106,16 +2163,11 @@ impl Kernels {
         table: &Tensor,
         a: &PagedParams,
     ) -> Result<Vec<Dispatch>> {
-        let heads = Self::attention_split_sg_heads(&AttentionParams {
-            n_tokens: a.n_rows,
-            n_heads: a.n_heads,
-            n_kv: a.n_kv,
-            head_dim: a.head_dim,
-            capacity: a.n_blocks * a.block_size,
-            scale: a.scale,
-            softcap: a.softcap,
-            window: a.window,
-        });
+        let heads = head_group(
+            a.n_heads,
+            a.n_kv,
+            8.min(16 / a.head_dim.div_ceil(32).max(1)),
+        );
         let rows = if a.n_rows >= 4 * Self::PAGED_SG_ROWS {
             Self::PAGED_SG_ROWS
         } else {
@@ -2157,16 +2209,7 @@ impl Kernels {
                 ),
             });
         }
-        let per_kv = a.n_heads.checked_div(a.n_kv).unwrap_or(0);
-        if !(1..=8).contains(&heads) || per_kv == 0 || !per_kv.is_multiple_of(heads) {
-            return Err(KernelError::Shape {
-                kernel: "paged_attention_sg",
-                reason: format!(
-                    "{heads} query heads per workgroup: needs 1..=8 dividing the {per_kv} \
-                     heads per KV head"
-                ),
-            });
-        }
+        check_head_group("paged_attention_sg", a.n_heads, a.n_kv, heads)?;
         if !(1..=8).contains(&rows) {
             return Err(KernelError::Shape {
                 kernel: "paged_attention_sg",
@@ -2229,17 +2272,20 @@ impl Kernels {
     }
 }
 
-/// The variant number (`TOK`, 1-based) of the subgroup attention kernels
-/// (common/attention_sg.wgsl) for `heads` query heads and `rows` tokens or rows per
-/// workgroup (1..=8 each) at `head_dim` (<= 256; larger ones are rejected by the callers'
-/// checks): heads - 1, 8 - the vec4 units of a head per invocation, whether head_dim fills
-/// them all (a multiple of 32), rows - 1.
+/// The variant number (`TOK`, 1-based) of the grouped-heads attention kernels
+/// (common/attention_heads.wgsl) for `heads` query heads per workgroup (1..=8) at
+/// `head_dim` (a multiple of 4, 4..=256; the callers check): heads - 1 in bits 0-2,
+/// head_dim / 4 - 1 in bits 3-8.
+fn heads_variant(heads: usize, head_dim: usize) -> u32 {
+    u32s((heads - 1) | (((head_dim / 4).clamp(1, 64) - 1) << 3)) + 1
+}
+
 /// The largest divisor of the query heads per KV head (n_heads / n_kv; 1 where they do not
 /// divide) up to `most` (at least 1): the query heads a workgroup of the grouped attention
 /// kernels serves.
-fn head_group(a: &AttentionParams, most: usize) -> usize {
-    let per_kv = if a.n_kv > 0 && a.n_heads.is_multiple_of(a.n_kv) {
-        a.n_heads / a.n_kv
+fn head_group(n_heads: usize, n_kv: usize, most: usize) -> usize {
+    let per_kv = if n_kv > 0 && n_heads.is_multiple_of(n_kv) {
+        n_heads / n_kv
     } else {
         1
     };
@@ -2251,8 +2297,8 @@ fn head_group(a: &AttentionParams, most: usize) -> usize {
 
 /// That `heads` query heads per workgroup of `kernel` is 1..=8 and divides the heads per KV
 /// head.
-fn check_head_group(kernel: &'static str, a: &AttentionParams, heads: usize) -> Result<()> {
-    let per_kv = a.n_heads.checked_div(a.n_kv).unwrap_or(0);
+fn check_head_group(kernel: &'static str, n_heads: usize, n_kv: usize, heads: usize) -> Result<()> {
+    let per_kv = n_heads.checked_div(n_kv).unwrap_or(0);
     if !(1..=8).contains(&heads) || per_kv == 0 || !per_kv.is_multiple_of(heads) {
         return Err(KernelError::Shape {
             kernel,
@@ -2265,6 +2311,11 @@ fn check_head_group(kernel: &'static str, a: &AttentionParams, heads: usize) -> 
     Ok(())
 }
 
+/// The variant number (`TOK`, 1-based) of the subgroup attention kernels
+/// (common/attention_sg.wgsl) for `heads` query heads and `rows` tokens or rows per
+/// workgroup (1..=8 each) at `head_dim` (<= 256; larger ones are rejected by the callers'
+/// checks): heads - 1, 8 - the vec4 units of a head per invocation, whether head_dim fills
+/// them all (a multiple of 32), rows - 1.
 fn sg_attention_variant(heads: usize, head_dim: usize, rows: usize) -> u32 {
     let units = head_dim.div_ceil(32).clamp(1, 8);
     let full = head_dim.is_multiple_of(32);

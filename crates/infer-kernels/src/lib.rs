@@ -110,7 +110,11 @@ pub const SHADERS: &[Shader] = &[
         ["attention_split_params", "attention_tiles"]
     ),
     shader!("attention_split_merge", false, ["attention_split_params"]),
-    shader!("attention_split_heads", false, ["attention_split_params"]),
+    shader!(
+        "attention_split_heads",
+        false,
+        ["attention_split_params", "attention_heads"]
+    ),
     shader!(
         "attention_split_sg",
         false,
@@ -126,6 +130,11 @@ pub const SHADERS: &[Shader] = &[
         "paged_attention_sg",
         false,
         ["paged_attention_params", "attention_sg"]
+    ),
+    shader!(
+        "paged_attention_heads",
+        false,
+        ["paged_attention_params", "attention_heads"]
     ),
     shader!("rope_kv", false, ["rope_kv"]),
     shader!("paged_rope_kv", false, ["rope_kv"]),

@@ -1730,7 +1730,8 @@ fn rope_rows_matches_reference_at_per_row_positions() {
 }
 
 #[test]
-fn paged_kv_write_then_paged_attention_and_paged_attention_sg_over_shuffled_blocks() {
+fn paged_kv_write_then_paged_attention_paged_attention_sg_and_paged_attention_heads_over_shuffled_blocks()
+ {
     use infer_kernels::PagedParams;
     let Some(k) = kernels() else { return };
     let mut rng = StdRng::seed_from_u64(22);
@@ -1829,42 +1830,60 @@ fn paged_kv_write_then_paged_attention_and_paged_attention_sg_over_shuffled_bloc
             0.0,
         );
         let want = r::paged_attention(&q, &kc, &vc, nh, scale, window, &shape);
-        // The lane kernel, the default choice, and the subgroup kernel with every number
-        // of query heads per workgroup (where the adapter has subgroups of >= 8), each
-        // against the reference and batch invariant; the subgroup kernel's values do not
-        // depend on its heads per workgroup.
-        let mut variants: Vec<Option<(usize, usize)>> = vec![None, Some((0, 0))];
-        if k.attention_split_sg_supported() {
-            for g in (1..=8).filter(|g| (nh / nkv) % g == 0) {
+        // The lane kernel, the default choice, the heads kernel with every number of query
+        // heads per workgroup, and the subgroup kernel with every number of query heads and
+        // rows per workgroup (where the adapter has subgroups of >= 8), each against the
+        // reference and batch invariant. The subgroup kernel's values do not depend on its
+        // heads and rows per workgroup; nor do the heads kernel's on CPU adapters (a GPU
+        // compiler may contract each variant's multiply-adds its own way).
+        let mut variants = vec![Paged::Lane, Paged::Default];
+        for g in (1..=8).filter(|g| (nh / nkv) % g == 0) {
+            variants.push(Paged::Heads(g));
+            if k.attention_split_sg_supported() {
                 for rows in [1, 3, 4, 8] {
-                    variants.push(Some((g, rows)));
+                    variants.push(Paged::Sg(g, rows));
                 }
             }
         }
-        let mut sg_bits: Option<Vec<u32>> = None;
+        let (mut sg_bits, mut heads_bits): (Option<Vec<u32>>, Option<Vec<u32>>) = (None, None);
         for v in variants {
             let run = |qt: &Tensor, out: &Tensor, post: &Tensor, seqt: &Tensor, a: &PagedParams| {
                 let d = match v {
-                    None => k.paged_attention_lane(qt, &kct, &vct, out, post, seqt, &tablet, a),
-                    Some((0, _)) => k.paged_attention(qt, &kct, &vct, out, post, seqt, &tablet, a),
-                    Some((g, rows)) => k.paged_attention_sg_grouped(
+                    Paged::Lane => {
+                        k.paged_attention_lane(qt, &kct, &vct, out, post, seqt, &tablet, a)
+                    }
+                    Paged::Default => {
+                        k.paged_attention(qt, &kct, &vct, out, post, seqt, &tablet, a)
+                    }
+                    Paged::Heads(g) => k.paged_attention_heads_grouped(
+                        qt, &kct, &vct, out, post, seqt, &tablet, a, g,
+                    ),
+                    Paged::Sg(g, rows) => k.paged_attention_sg_grouped(
                         qt, &kct, &vct, out, post, seqt, &tablet, a, g, rows,
                     ),
                 };
                 k.run(&d.unwrap()).unwrap();
             };
             let name = match v {
-                None => "paged_attention (lane)".to_string(),
-                Some((0, _)) => "paged_attention (default)".to_string(),
-                Some((g, rows)) => format!("paged_attention_sg {g} heads x {rows} rows"),
+                Paged::Lane => "paged_attention (lane)".to_string(),
+                Paged::Default => "paged_attention (default)".to_string(),
+                Paged::Heads(g) => format!("paged_attention_heads {g} heads"),
+                Paged::Sg(g, rows) => format!("paged_attention_sg {g} heads x {rows} rows"),
             };
             run(&qt, &out, &post, &seqt, &a);
             let got = out.read_f32(&k.dev).unwrap();
             assert_close(&format!("{name} {what}"), &got, &want, 2e-5, 1e-4);
-            if v.is_some_and(|(g, _)| g > 0) {
-                let b: Vec<u32> = got.iter().map(|x| x.to_bits()).collect();
-                match &sg_bits {
-                    None => sg_bits = Some(b),
+            let b: Vec<u32> = got.iter().map(|x| x.to_bits()).collect();
+            let first = match v {
+                Paged::Sg(..) => Some(&mut sg_bits),
+                Paged::Heads(_) if k.dev.info.device_type == wgpu::DeviceType::Cpu => {
+                    Some(&mut heads_bits)
+                }
+                _ => None,
+            };
+            if let Some(first) = first {
+                match first {
+                    None => *first = Some(b),
                     Some(b1) => assert!(*b1 == b, "{name} {what}: differs from 1 head x 1 row"),
                 }
             }
@@ -1910,6 +1929,10 @@ fn paged_kv_write_then_paged_attention_and_paged_attention_sg_over_shuffled_bloc
         k.paged_attention_sg(&t4, &t4, &t4, &t4, &t, &t, &t, &bad)
             .is_err()
     );
+    assert!(
+        k.paged_attention_heads(&t4, &t4, &t4, &t4, &t, &t, &t, &bad)
+            .is_err()
+    );
     // Heads per workgroup that do not divide the heads per KV head are errors.
     let ok = PagedParams {
         n_heads: 4,
@@ -1924,12 +1947,34 @@ fn paged_kv_write_then_paged_attention_and_paged_attention_sg_over_shuffled_bloc
             "{g} heads x {rows} rows per workgroup accepted"
         );
     }
+    for g in [0, 3, 9] {
+        assert!(
+            k.paged_attention_heads_grouped(&q8, &q8, &q8, &q8, &t, &t, &t, &ok, g)
+                .is_err(),
+            "{g} heads per workgroup accepted"
+        );
+    }
+    for g in [1, 2] {
+        k.paged_attention_heads_grouped(&q8, &q8, &q8, &q8, &t, &t, &t, &ok, g)
+            .unwrap();
+    }
     if k.attention_split_sg_supported() {
         for (g, rows) in [(1, 1), (2, 8)] {
             k.paged_attention_sg_grouped(&q8, &q8, &q8, &q8, &t, &t, &t, &ok, g, rows)
                 .unwrap();
         }
     }
+}
+
+/// A paged attention launcher under test.
+#[derive(Clone, Copy)]
+enum Paged {
+    Lane,
+    Default,
+    /// paged_attention_heads with this many heads per workgroup.
+    Heads(usize),
+    /// paged_attention_sg with (heads, rows) per workgroup.
+    Sg(usize, usize),
 }
 
 fn qt_rows(k: &Kernels, q: &[f32], row0: usize, n: usize, width: usize) -> Tensor {

@@ -82,6 +82,12 @@ class Server:
                     out[k] = float(v)
             return out
 
+    def log_text(self):
+        """What the server has written to its log so far."""
+        self.log.flush()
+        with open(self.log.name) as f:
+            return f.read()
+
     def stop(self):
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)

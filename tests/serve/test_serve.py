@@ -101,12 +101,21 @@ def test_disconnect_mid_stream_frees_kv_blocks(smol):
         with h.stream("POST", smol.url + "/v1/completions", json=body) as r:
             assert r.status_code == 200
             n = 0
-            for line in r.iter_lines():
+            lines = r.iter_lines()
+            seen = []
+            for line in lines:
                 if line.startswith("data: {"):
                     n += 1
+                    seen.append(line)
                 if n == 3:
                     break
-            assert smol.metrics()["infer_kv_cache_blocks_used"] > 0
+            held = smol.metrics()
+            if held["infer_kv_cache_blocks_used"] == 0:
+                # The sequence ended early: say how (the rest of the stream, the metrics and
+                # the server's log) rather than only that it did.
+                rest = [l for _, l in zip(range(5), lines)]
+                raise AssertionError(f"no KV blocks held mid-stream; read {seen}, then {rest}; "
+                                     f"metrics {held}; log {smol.log_text()[-2000:]}")
     deadline = time.time() + 10
     while time.time() < deadline:
         m = smol.metrics()

@@ -219,6 +219,11 @@ impl Engine {
             }
             if let Err(e) = self.step() {
                 let msg = format!("forward step failed: {e}");
+                // In the server's log too: the clients may be gone.
+                eprintln!(
+                    "infer serve: {msg} ({} sequences dropped)",
+                    self.running.len()
+                );
                 for mut s in std::mem::take(&mut self.running) {
                     let _ = s.req.events.send(Event::Error {
                         message: msg.clone(),

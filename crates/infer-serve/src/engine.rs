@@ -261,6 +261,13 @@ impl Engine {
         while i < self.running.len() {
             if self.running[i].req.events.is_closed() {
                 let mut s = self.running.swap_remove(i);
+                eprintln!(
+                    "infer serve: a request's client went away after {} of {} tokens ({:.1} s); \
+                     its sequence is dropped",
+                    s.generated(),
+                    s.max_new,
+                    s.req.arrived.elapsed().as_secs_f64()
+                );
                 self.free(&mut s);
                 m.cancelled.fetch_add(1, Relaxed);
             } else {

@@ -2,7 +2,7 @@
 //! field for field.
 
 use bytemuck::{Pod, Zeroable};
-use infer_tensor::{DType, Layout, Tensor, wgpu};
+use infer_tensor::{AttentionChoice, DType, Layout, PagedAttentionChoice, Tensor, wgpu};
 
 use crate::{
     COALESCED_LINEAR_ROWS, Dispatch, KernelError, Kernels, Result, grid1, need_f32, need_len,
@@ -1176,12 +1176,12 @@ impl Kernels {
         let lane_ok = a.head_dim.is_multiple_of(4);
         let sg_ok = lane_ok && self.attention_split_sg_supported();
         let heads_ok = few && Self::attention_split_heads_fits(a);
-        match std::env::var("INFER_ATTENTION").as_deref() {
-            Ok("split") if few => return AttentionKernel::Split,
-            Ok("split_heads") if heads_ok => return AttentionKernel::SplitHeads,
-            Ok("split_sg") if sg_ok => return AttentionKernel::SplitSg,
-            Ok("lane") if lane_ok => return AttentionKernel::Lane,
-            Ok("tiled") => return AttentionKernel::Tiled,
+        match self.tuning().attention {
+            Some(AttentionChoice::Split) if few => return AttentionKernel::Split,
+            Some(AttentionChoice::SplitHeads) if heads_ok => return AttentionKernel::SplitHeads,
+            Some(AttentionChoice::SplitSg) if sg_ok => return AttentionKernel::SplitSg,
+            Some(AttentionChoice::Lane) if lane_ok => return AttentionKernel::Lane,
+            Some(AttentionChoice::Tiled) => return AttentionKernel::Tiled,
             _ => {}
         }
         if self.dev.info.device_type == wgpu::DeviceType::Cpu {
@@ -2058,21 +2058,16 @@ impl Kernels {
         table: &Tensor,
         a: &PagedParams,
     ) -> Result<Vec<Dispatch>> {
-        let sg_ok = self.attention_split_sg_supported();
-        let cpu = self.dev.info.device_type == wgpu::DeviceType::Cpu;
-        let kernel = match std::env::var("INFER_ATTENTION").as_deref() {
-            Ok("lane") => "lane",
-            // The GPUs' choices, as CI's second pass asks.
-            Ok("split" | "split_heads" | "tiled") => "heads",
-            Ok("split_sg") if sg_ok => "sg",
-            _ if !cpu => "heads",
-            _ if sg_ok => "sg",
-            _ => "lane",
-        };
-        match kernel {
-            "sg" => self.paged_attention_sg(q, k_cache, v_cache, out, pos, seq, table, a),
-            "heads" => self.paged_attention_heads(q, k_cache, v_cache, out, pos, seq, table, a),
-            _ => self.paged_attention_lane(q, k_cache, v_cache, out, pos, seq, table, a),
+        match self.tuning().paged_attention {
+            PagedAttentionChoice::Sg => {
+                self.paged_attention_sg(q, k_cache, v_cache, out, pos, seq, table, a)
+            }
+            PagedAttentionChoice::Heads => {
+                self.paged_attention_heads(q, k_cache, v_cache, out, pos, seq, table, a)
+            }
+            PagedAttentionChoice::Lane => {
+                self.paged_attention_lane(q, k_cache, v_cache, out, pos, seq, table, a)
+            }
         }
     }
 

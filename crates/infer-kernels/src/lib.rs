@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use infer_tensor::{DType, Device, Tensor};
+use infer_tensor::{DType, Device, MatvecLayout, PipelineCache, Tensor, Tuning};
 use wgpu::util::DeviceExt;
 
 mod launchers;
@@ -302,6 +302,7 @@ pub struct Kernels {
     pub dev: Arc<Device>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     disk_cache: Option<DiskCache>,
+    tuning: Tuning,
     /// matvec runs as matvec_coalesced (chosen once, at creation).
     pub(crate) coalesced: bool,
     /// matvec and matvec_glu share x over subgroups ([`with_x_broadcast`]) for the dtypes
@@ -317,24 +318,6 @@ struct DiskCache {
     cache: wgpu::PipelineCache,
     path: std::path::PathBuf,
     dirty: std::sync::atomic::AtomicBool,
-}
-
-/// Where pipeline caches live: `INFER_PIPELINE_CACHE_DIR`, else `$XDG_CACHE_HOME/infer`,
-/// else `~/.cache/infer`. `INFER_PIPELINE_CACHE_DIR=off` disables the disk cache.
-fn cache_dir() -> Option<std::path::PathBuf> {
-    match std::env::var("INFER_PIPELINE_CACHE_DIR") {
-        Ok(d) if d == "off" => return None,
-        Ok(d) if !d.is_empty() => return Some(d.into()),
-        _ => {}
-    }
-    if let Ok(d) = std::env::var("XDG_CACHE_HOME")
-        && !d.is_empty()
-    {
-        return Some(std::path::Path::new(&d).join("infer"));
-    }
-    std::env::var("HOME")
-        .ok()
-        .map(|h| std::path::Path::new(&h).join(".cache/infer"))
 }
 
 impl DiskCache {
@@ -416,12 +399,46 @@ fn shader_module(device: &wgpu::Device, label: &str, source: String) -> wgpu::Sh
 pub(crate) type Binding<'a> = &'a wgpu::Buffer;
 
 impl Kernels {
+    /// The kernels of `dev` with the device's tuning ([`Device::tuning`]).
     pub fn new(dev: Arc<Device>) -> Kernels {
-        Self::with_cache_dir(dev, cache_dir())
+        let tuning = dev.tuning.clone();
+        Self::build(dev, tuning)
+    }
+
+    /// The kernels of `dev` choosing code paths by `tuning` instead of the device's (tests
+    /// run the GPU choices on any adapter this way). An error where `tuning` asks for what
+    /// the adapter cannot run, or a weight layout other than the one the device's weights
+    /// were packed with.
+    pub fn with_tuning(dev: Arc<Device>, tuning: Tuning) -> Result<Kernels> {
+        if tuning.weight_group != dev.tuning.weight_group {
+            return Err(KernelError::Shape {
+                kernel: "matvec",
+                reason: format!(
+                    "tuning.weight_group {} differs from the device's {} (weights are packed at upload)",
+                    tuning.weight_group, dev.tuning.weight_group
+                ),
+            });
+        }
+        let mut k = Self::build(dev, tuning.clone());
+        k.set_matvec_x_broadcast(tuning.x_broadcast)?;
+        Ok(k)
     }
 
     /// [`Kernels::new`] keeping the pipeline cache in `dir` (`None`: no disk cache).
     pub fn with_cache_dir(dev: Arc<Device>, dir: Option<std::path::PathBuf>) -> Kernels {
+        let mut tuning = dev.tuning.clone();
+        tuning.pipeline_cache = match dir {
+            Some(d) => PipelineCache::Dir(d),
+            None => PipelineCache::Off,
+        };
+        Self::build(dev, tuning)
+    }
+
+    fn build(dev: Arc<Device>, tuning: Tuning) -> Kernels {
+        let dir = match &tuning.pipeline_cache {
+            PipelineCache::Dir(d) => Some(d.clone()),
+            PipelineCache::Off => None,
+        };
         let disk_cache = DiskCache::open(&dev, dir);
         let spare = dev.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("split output spare"),
@@ -429,18 +446,21 @@ impl Kernels {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let mut k = Kernels {
+        let x_broadcast = tuning.x_broadcast && infer_tensor::tuning::subgroups_of_8(&dev.caps);
+        Kernels {
+            coalesced: tuning.matvec == MatvecLayout::Coalesced,
+            x_broadcast,
+            tuning,
             dev,
             pipelines: Mutex::default(),
             disk_cache,
-            coalesced: false,
-            x_broadcast: false,
             spare,
-        };
-        k.coalesced = k.matvec_coalesced_default();
-        k.x_broadcast = k.matvec_x_broadcast_supported()
-            && std::env::var("INFER_MATVEC_X").as_deref() != Ok("load");
-        k
+        }
+    }
+
+    /// The code-path choices these kernels make.
+    pub fn tuning(&self) -> &Tuning {
+        &self.tuning
     }
 
     /// Whether matvec and matvec_glu can share x over subgroups ([`with_x_broadcast`]):
@@ -472,6 +492,7 @@ impl Kernels {
             });
         }
         self.x_broadcast = on;
+        self.tuning.x_broadcast = on;
         self.pipelines
             .lock()
             .expect("pipeline cache poisoned")
@@ -491,26 +512,14 @@ impl Kernels {
         self.disk_cache.as_ref().map(|c| c.path.as_path())
     }
 
-    /// Workgroup size of matvec: 8 on CPU adapters (more, smaller workgroups spread better
-    /// over the driver's threads), 64 on GPUs.
+    /// Workgroup size of the row-walking matvec ([`Tuning::matvec_wg`]).
     pub fn matvec_wg(&self) -> u32 {
-        if self.dev.info.device_type == wgpu::DeviceType::Cpu {
-            8
-        } else {
-            64
-        }
+        self.tuning.matvec_wg
     }
 
-    /// Whether matvec runs as `matvec_coalesced` (a workgroup per 4 rows, lanes across the
-    /// row, a tree reduction): on GPUs, where the one-lane-per-8-rows kernel made for CPU
-    /// adapters would leave most of the chip idle. `INFER_MATVEC=coalesced` or `rows`
-    /// overrides the choice (for tests and measurements).
+    /// Whether matvec runs as `matvec_coalesced` ([`Tuning::matvec`]).
     pub fn matvec_coalesced_default(&self) -> bool {
-        match std::env::var("INFER_MATVEC").as_deref() {
-            Ok("coalesced") => true,
-            Ok("rows") => false,
-            _ => self.dev.info.device_type != wgpu::DeviceType::Cpu,
-        }
+        self.tuning.matvec == MatvecLayout::Coalesced
     }
 
     /// Tokens per full tile of batched matvec (for the dtypes and token counts where tiles
@@ -548,7 +557,7 @@ impl Kernels {
             constants.push(("WG", self.matvec_wg() as f64));
         }
         if source.contains("override W_GROUP") {
-            constants.push(("W_GROUP", self.dev.weight_group as f64));
+            constants.push(("W_GROUP", self.tuning.weight_group as f64));
         }
         let source = if self.x_broadcast
             && (name == "matvec" || name == "matvec_glu")

@@ -529,6 +529,7 @@ impl<G: Graph> Runner<G> {
             .chain
             .unwrap_or_else(|| chain_ahead(&kernels))
             .min(MAX_CHAIN - 1);
+        let profile = kernels.tuning().profile;
         Ok(Runner {
             kernels,
             io,
@@ -540,7 +541,7 @@ impl<G: Graph> Runner<G> {
             chain_input: 0,
             next_slot: 0,
             max_ahead,
-            profile: std::env::var("INFER_PROFILE").is_ok_and(|v| !v.is_empty() && v != "0"),
+            profile,
         })
     }
 
@@ -730,37 +731,16 @@ impl<G> Runner<G> {
     }
 }
 
-/// [`Model::row_cost`] on `kernels`' adapter. On CPU adapters every row is compute: a
-/// 5-row verification of SmolLM2-135M Q4_1 measured 2.8x a one-token step on lavapipe
-/// (134 vs 49 ms), so 0.45 a row. GPUs get the bandwidth-bound default, 0.1 (not yet
-/// measured on one).
+/// [`Model::row_cost`] on `kernels`' adapter: on CPU adapters every row of a step is
+/// compute, on GPUs a step is bound by its weight reads (BENCHMARKS.md has the figures).
 pub fn row_cost(kernels: &Kernels) -> f64 {
-    if kernels.dev.info.device_type == wgpu::DeviceType::Cpu {
-        0.45
-    } else {
-        0.1
-    }
+    if kernels.tuning().cpu { 0.45 } else { 0.1 }
 }
 
 /// Greedy steps [`Model::greedy_next`] chains ahead of the host by default on `kernels`'
-/// adapter. GPUs: as many as asked (up to [`MAX_CHAIN`] - 1), since the host's recording,
-/// submission and read-back wait then overlap the GPU's step. CPU adapters: none, since
-/// their "GPU" is the host's own cores: SmolLM2-135M Q4_1 on lavapipe (2 cores), medians
-/// of 8 alternating runs of 32 tokens, twice: 21.2 / 21.8 tok/s plain, 20.7 / 22.5 through
-/// the chained path with nothing ahead, 17.8-19.1 with 1-3 steps ahead.
-/// `INFER_GREEDY_AHEAD=N` overrides it (for measurements).
+/// adapter ([`infer_tensor::Tuning::greedy_ahead`]).
 pub fn chain_ahead(kernels: &Kernels) -> usize {
-    if let Some(n) = std::env::var("INFER_GREEDY_AHEAD")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        return n;
-    }
-    if kernels.dev.info.device_type == wgpu::DeviceType::Cpu {
-        0
-    } else {
-        MAX_CHAIN - 1
-    }
+    kernels.tuning().greedy_ahead.min(MAX_CHAIN - 1)
 }
 
 impl<G: Graph> Model for Runner<G> {

@@ -8,6 +8,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Result, TensorError};
+use crate::tuning::Tuning;
 
 /// The optional features kernels may pick variants by.
 #[derive(Clone, Copy, Debug, Default)]
@@ -117,25 +118,6 @@ pub fn wanted_features() -> wgpu::Features {
         | wgpu::Features::PIPELINE_CACHE
 }
 
-/// The weight layout's rows per group for an adapter of `kind` (see
-/// [`Device::weight_group`]).
-fn weight_group(kind: wgpu::DeviceType) -> Result<u32> {
-    parse_weight_group(std::env::var("INFER_WEIGHT_GROUP").ok().as_deref(), kind)
-}
-
-/// [`weight_group`] given the variable's value (`None`: unset).
-fn parse_weight_group(value: Option<&str>, kind: wgpu::DeviceType) -> Result<u32> {
-    match value {
-        Some("1") => Ok(1),
-        Some("8") => Ok(8),
-        Some(other) => Err(TensorError::Env(format!(
-            "INFER_WEIGHT_GROUP must be 1 or 8, got `{other}`"
-        ))),
-        None if kind == wgpu::DeviceType::Cpu => Ok(8),
-        None => Ok(1),
-    }
-}
-
 /// A wgpu device and queue with what was granted recorded.
 pub struct Device {
     pub device: wgpu::Device,
@@ -146,12 +128,11 @@ pub struct Device {
     pub caps: Caps,
     /// Reusable buffers (readback staging), so repeated reads allocate nothing new.
     pub pool: crate::tensor::BufferPool,
-    /// Rows per group of the weight layout ([`crate::tensor::pack_weights`]): 8 on CPU
-    /// adapters, where one invocation of matvec walks 8 rows and the interleaved units make
-    /// its loads one contiguous run (1.2-1.8x the f32 matvec's GB/s on lavapipe), 1 (plain
-    /// row-major units) elsewhere, where lanes walk along a row. `INFER_WEIGHT_GROUP=1|8`
-    /// overrides it (tests run the GPU layout on lavapipe that way).
-    pub weight_group: u32,
+    /// The code-path choices for this adapter ([`crate::tuning`]), from its type, its
+    /// capabilities and the `INFER_*` environment. `tuning.weight_group` is the weight
+    /// layout's rows per group ([`crate::tensor::pack_weights`]) for every weight uploaded
+    /// to this device; tests may change it before uploading any.
+    pub tuning: Tuning,
     uncaptured: Arc<Mutex<Vec<String>>>,
 }
 
@@ -223,7 +204,7 @@ impl Device {
             timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             pipeline_cache: features.contains(wgpu::Features::PIPELINE_CACHE),
         };
-        let weight_group = weight_group(info.device_type)?;
+        let tuning = Tuning::from_env(info.device_type, &caps)?;
         Ok(Device {
             device,
             queue,
@@ -232,7 +213,7 @@ impl Device {
             features,
             caps,
             pool: Default::default(),
-            weight_group,
+            tuning,
             uncaptured,
         })
     }
@@ -326,25 +307,6 @@ pub fn test_device() -> Option<Device> {
             }
             eprintln!("SKIP: no GPU adapter ({e}); GPU tests did NOT run");
             None
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn weight_group_defaults_by_adapter_kind_and_rejects_bad_values() {
-        use wgpu::DeviceType::{Cpu, DiscreteGpu, IntegratedGpu};
-        assert_eq!(parse_weight_group(None, Cpu).unwrap(), 8);
-        assert_eq!(parse_weight_group(None, DiscreteGpu).unwrap(), 1);
-        assert_eq!(parse_weight_group(None, IntegratedGpu).unwrap(), 1);
-        assert_eq!(parse_weight_group(Some("1"), Cpu).unwrap(), 1);
-        assert_eq!(parse_weight_group(Some("8"), DiscreteGpu).unwrap(), 8);
-        for bad in ["", "0", "4", "16", "eight"] {
-            let e = parse_weight_group(Some(bad), Cpu).unwrap_err().to_string();
-            assert!(e.contains("INFER_WEIGHT_GROUP"), "{bad}: {e}");
         }
     }
 }

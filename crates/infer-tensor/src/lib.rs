@@ -7,9 +7,11 @@ pub mod dtype;
 pub mod error;
 pub mod reference;
 pub mod tensor;
+pub mod tuning;
 
 pub use device::{AdapterSummary, Caps, Device, DeviceOptions};
 pub use dtype::DType;
 pub use error::{Result, TensorError};
 pub use tensor::{BufferPool, Layout, Part, Tensor};
+pub use tuning::{AttentionChoice, MatvecLayout, PagedAttentionChoice, PipelineCache, Tuning};
 pub use wgpu;

@@ -103,7 +103,7 @@ fn value_bytes(dtype: DType) -> usize {
 /// region's offset in 16-byte units. Kernels then load a whole unit with one aligned
 /// 16-byte read instead of byte-level gathers.
 ///
-/// Rows go in groups of `group` (the device's [`Device::weight_group`]; the last group
+/// Rows go in groups of `group` (the device's `Tuning::weight_group`; the last group
 /// zero-padded), and within a group the units are interleaved: unit `b` of row `r` is unit
 /// number `(r / group) * group * nb + b * group + r % group` of the value region and of the
 /// scale region (`nb` units per row). With `group` 1 that is plain row-major order.
@@ -329,7 +329,7 @@ impl Tensor {
             // Parts start on whole row groups, so each part's groups are the tensor's. A
             // part holds at least one group, past `max_part_bytes` if need be (it only has
             // to fit the adapter's binding).
-            let g = dev.weight_group as usize;
+            let g = dev.tuning.weight_group as usize;
             rows_per_part = (rows_per_part / g * g).max(g);
             let group_bytes = (g * stored_row) as u64;
             if group_bytes + 16 > dev.max_binding() {
@@ -354,7 +354,9 @@ impl Tensor {
             let chunk =
                 &bytes[(r * row_bytes).min(bytes.len())..((r + n) * row_bytes).min(bytes.len())];
             let (packed, scale_offset) = match layout {
-                Layout::Weights => pack_weights(dtype, n, cols, dev.weight_group as usize, chunk),
+                Layout::Weights => {
+                    pack_weights(dtype, n, cols, dev.tuning.weight_group as usize, chunk)
+                }
                 Layout::Plain => (Vec::new(), 0),
             };
             let chunk = if layout == Layout::Weights {

@@ -2,6 +2,8 @@
 //! against. f32 in and out, f64 accumulation, no cleverness.
 
 mod attention;
+mod ggml_quantize;
+pub mod ggml_quants;
 mod linalg;
 mod ops;
 mod paged;
@@ -12,6 +14,7 @@ mod topk;
 pub use attention::{
     AttentionShape, RopeMode, RopeScaling, attention, kv_write, rope, rope_inv_freq, rope_table,
 };
+pub use ggml_quants::{GgmlQuant, GgmlQuantError};
 pub use linalg::{matmul, matvec};
 pub use ops::{GeluMode, add, argmax, embedding, gelu, layer_norm, mul, rms_norm, softmax, swiglu};
 pub use paged::{PagedShape, paged_attention, paged_kv_write, rope_rows};

@@ -66,6 +66,25 @@ fn q5_quantizers_are_byte_exact_with_gguf_py() {
 }
 
 #[test]
+fn quantizers_are_byte_exact_with_llama_cpp() {
+    // llama.cpp's own quantize_row_*_ref, compiled by the fixture script (--ggml-src).
+    for kind in QUANTIZABLE {
+        let x = f32s(&fixture(&format!("{}.ref_input.f32", lower(kind))));
+        let want = fixture(&format!("{}.ref_quant.bin", lower(kind)));
+        let got = ggml_quants::quantize(kind, &x).unwrap();
+        assert_eq!(got.len(), want.len(), "{kind}");
+        let first = (0..want.len()).find(|&i| got[i] != want[i]);
+        assert_eq!(
+            first,
+            None,
+            "{kind}: first differing byte (block {}, byte {})",
+            first.unwrap_or(0) / kind.block_bytes(),
+            first.unwrap_or(0) % kind.block_bytes()
+        );
+    }
+}
+
+#[test]
 fn type_ids_and_sizes_are_ggmls() {
     let table = [
         (6, "Q5_0", 32, 22),

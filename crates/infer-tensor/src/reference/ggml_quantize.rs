@@ -226,6 +226,23 @@ fn make_qkx2_quants(
     (scale, -min)
 }
 
+/// Packs 8 six-bit scales and mins into Q4_K / Q5_K's 12 bytes, the inverse of
+/// [`scale_min_k4`].
+fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; 12] {
+    let mut sc = [0u8; 12];
+    for j in 0..8 {
+        if j < 4 {
+            sc[j] = ls[j];
+            sc[j + 4] = lm[j];
+        } else {
+            sc[j + 4] = (ls[j] & 0xF) | ((lm[j] & 0xF) << 4);
+            sc[j - 4] |= (ls[j] >> 4) << 6;
+            sc[j] |= (lm[j] >> 4) << 6;
+        }
+    }
+    sc
+}
+
 /// Q4_K and Q5_K's shared part: per 32 elements a `make_qkx2_quants` scale and min with
 /// weights `rms + |x|`, both quantized to 6 bits against their maxima (`d = max_scale / 63`,
 /// `dmin = max_min / 63`) and packed into bytes 4..16, then every element re-rounded against
@@ -268,20 +285,13 @@ fn k4_levels(x: &[f32], y: &mut [u8], nmax: i32, rmin: f32, nstep: i32) -> [u8; 
         0.0
     };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
-    let sc = &mut y[4..16];
+    let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
     for j in 0..8 {
         // C stores nearest_int's int in a uint8_t before MIN(63, ..).
-        let ls = (nearest_int(inv_scale * scales[j]) as u8).min(63);
-        let lm = (nearest_int(inv_min * mins[j]) as u8).min(63);
-        if j < 4 {
-            sc[j] = ls;
-            sc[j + 4] = lm;
-        } else {
-            sc[j + 4] = (ls & 0xF) | ((lm & 0xF) << 4);
-            sc[j - 4] |= (ls >> 4) << 6;
-            sc[j] |= (lm >> 4) << 6;
-        }
+        ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
     }
+    y[4..16].copy_from_slice(&pack_scale_min_k4(&ls, &lm));
     put_f16(y, 0, max_scale / 63.0);
     put_f16(y, 2, max_min / 63.0);
     let (d_all, dmin_all) = (f16_at(y, 0), f16_at(y, 2));
@@ -389,6 +399,42 @@ pub(super) fn q6_k(x: &[f32], y: &mut [u8]) {
             ql[i + 32] = (lv(32) & 0xF) | ((lv(96) & 0xF) << 4);
             qh[i] =
                 (lv(0) >> 4) | ((lv(32) >> 4) << 2) | ((lv(64) >> 4) << 4) | ((lv(96) >> 4) << 6);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_int_rounds_half_to_even() {
+        let cases = [
+            (0.5, 0),
+            (1.5, 2),
+            (2.5, 2),
+            (-0.5, 0),
+            (-1.5, -2),
+            (-2.5, -2),
+            (0.49999997, 0),
+            (3.7, 4),
+            (-3.7, -4),
+            (-0.0, 0),
+            (4194303.0, 4194303),
+            (-4194303.0, -4194303),
+        ];
+        for (f, want) in cases {
+            assert_eq!(nearest_int(f), want, "{f}");
+        }
+    }
+
+    #[test]
+    fn k4_scale_packing_round_trips() {
+        let ls: [u8; 8] = [0, 63, 17, 42, 1, 62, 31, 32];
+        let lm: [u8; 8] = [63, 0, 5, 60, 33, 2, 48, 15];
+        let sc = pack_scale_min_k4(&ls, &lm);
+        for j in 0..8 {
+            assert_eq!(scale_min_k4(j, &sc), (ls[j], lm[j]), "sub-block {j}");
         }
     }
 }

@@ -1,7 +1,8 @@
-//! GGML's K-quant / I-quant / Q5 block formats against gguf-py: dequantization bit for bit on
-//! random blocks, Q5_0/Q5_1 quantization byte for byte (fixtures from
-//! scripts/fixtures/make_ggml_quant_fixtures.py), bad lengths as errors, and the K-quant
-//! reference quantizers' round-trip error. No GPU.
+//! GGML's K-quant / I-quant / Q5 block formats: dequantization bit for bit against gguf-py on
+//! random blocks, Q5_0/Q5_1 quantization byte for byte against gguf-py, all five reference
+//! quantizers byte for byte against llama.cpp's C (fixtures from
+//! scripts/fixtures/make_ggml_quant_fixtures.py), bad lengths and non-finite values as errors,
+//! and the quantizers' round-trip error. No GPU.
 
 use std::path::PathBuf;
 

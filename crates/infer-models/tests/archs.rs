@@ -186,7 +186,6 @@ fn gpt2_context_past_learned_positions_is_an_error() {
 #[test]
 fn table_rows_and_gguf_names() {
     use infer_models::arch::{Family, from_gguf, from_hf};
-    use infer_models::source::{gguf_name, gguf_name_for};
     for (hf, mt, gg, fam) in [
         ("Phi3ForCausalLM", "phi3", "phi3", Family::Phi3),
         ("GemmaForCausalLM", "gemma", "gemma", Family::Gemma),
@@ -199,7 +198,7 @@ fn table_rows_and_gguf_names() {
     }
     let e = from_hf(&["FalconForCausalLM".into()], Some("falcon")).unwrap_err();
     assert!(e.to_string().contains("GPT2LMHeadModel"), "{e}");
-    let n = |hf: &str| gguf_name(hf).unwrap();
+    let n = |hf: &str| Family::Phi3.gguf_name(hf).unwrap();
     assert_eq!(
         n("model.layers.3.self_attn.qkv_proj.weight"),
         "blk.3.attn_qkv.weight"
@@ -208,6 +207,7 @@ fn table_rows_and_gguf_names() {
         n("model.layers.3.mlp.gate_up_proj.weight"),
         "blk.3.ffn_up.weight"
     );
+    let n = |hf: &str| Family::Gpt2.gguf_name(hf).unwrap();
     assert_eq!(n("transformer.h.1.attn.c_attn.bias"), "blk.1.attn_qkv.bias");
     assert_eq!(
         n("transformer.h.1.mlp.c_proj.weight"),
@@ -215,7 +215,7 @@ fn table_rows_and_gguf_names() {
     );
     assert_eq!(n("transformer.wpe.weight"), "position_embd.weight");
     assert_eq!(n("transformer.ln_f.bias"), "output_norm.bias");
-    let g2 = |hf: &str| gguf_name_for("gemma2", hf).unwrap();
+    let g2 = |hf: &str| Family::Gemma2.gguf_name(hf).unwrap();
     assert_eq!(
         g2("model.layers.0.post_attention_layernorm.weight"),
         "blk.0.post_attention_norm.weight"
@@ -229,7 +229,9 @@ fn table_rows_and_gguf_names() {
         "blk.0.post_ffw_norm.weight"
     );
     assert_eq!(
-        gguf_name_for("gemma", "model.layers.0.post_attention_layernorm.weight").unwrap(),
+        Family::Gemma
+            .gguf_name("model.layers.0.post_attention_layernorm.weight")
+            .unwrap(),
         "blk.0.ffn_norm.weight"
     );
 }

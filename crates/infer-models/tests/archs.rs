@@ -14,21 +14,15 @@ fn fixtures() -> std::path::PathBuf {
 }
 
 fn check_case(case: &str) {
-    let Some(k) = kernels() else { return };
     let dir = fixtures().join(case);
     let expected = read_json(&dir.join("expected.json"));
-    // max_batch 4 makes the 7-token prompt go in two chunks.
-    for max_batch in [256, 4] {
-        let opts = LoadOptions {
-            max_batch,
-            ..Default::default()
-        };
-        let mut m = load(&k, ModelPath::HfDir(dir.clone()), &opts);
-        check_against(
-            m.as_mut(),
-            &expected,
-            &format!("{case} (max_batch {max_batch})"),
-        );
+    for (tuning, k) in tunings() {
+        // max_batch 4 makes the 7-token prompt go in two chunks.
+        for max_batch in [256, 4] {
+            let mut m = load(&k, ModelPath::HfDir(dir.clone()), &opts(max_batch));
+            let what = format!("{case} (max_batch {max_batch}, {tuning})");
+            check_against(m.as_mut(), &expected, &what);
+        }
     }
 }
 
@@ -67,7 +61,6 @@ fn gpt2_matches_transformers() {
 /// transformers run with query_pre_attn_scalar = head_dim (expected_gguf.json).
 #[test]
 fn gguf_copies_give_the_same_tokens() {
-    let Some(k) = kernels() else { return };
     for (case, reference) in [
         ("gpt2", "expected.json"),
         ("gemma", "expected.json"),
@@ -77,18 +70,14 @@ fn gguf_copies_give_the_same_tokens() {
     ] {
         let dir = fixtures().join(case);
         let expected = read_json(&dir.join(reference));
-        // max_batch 4 makes the 7-token prompt go in two chunks.
-        for max_batch in [256, 4] {
-            let opts = LoadOptions {
-                max_batch,
-                ..Default::default()
-            };
-            let mut m = load(&k, ModelPath::Gguf(dir.join("model.gguf")), &opts);
-            check_against(
-                m.as_mut(),
-                &expected,
-                &format!("{case} GGUF (max_batch {max_batch})"),
-            );
+        for (tuning, k) in tunings() {
+            // max_batch 4 makes the 7-token prompt go in two chunks.
+            for max_batch in [256, 4] {
+                let path = ModelPath::Gguf(dir.join("model.gguf"));
+                let mut m = load(&k, path, &opts(max_batch));
+                let what = format!("{case} GGUF (max_batch {max_batch}, {tuning})");
+                check_against(m.as_mut(), &expected, &what);
+            }
         }
     }
 }
@@ -148,11 +137,14 @@ fn load_with_tokenizer_and_quantize_on_load() {
     assert!(!tok.decode(&greedy, false).unwrap().is_empty());
     // --quant q8_0 re-encodes the split and transposed matrices too: it runs, and the first
     // greedy token (margin >= 0.1) survives.
-    for case in ["gpt2", "phi3_partial_rotary"] {
-        let opts = LoadOptions {
-            quant: Some(infer_tensor::DType::Q8_0),
-            ..Default::default()
-        };
+    let opts = LoadOptions {
+        quant: Some(infer_tensor::DType::Q8_0),
+        ..Default::default()
+    };
+    for ((tuning, k), case) in tunings()
+        .into_iter()
+        .flat_map(|t| [(t.clone(), "gpt2"), (t, "phi3_partial_rotary")])
+    {
         let dir = fixtures().join(case);
         let expected = read_json(&dir.join("expected.json"));
         let mut m = load(&k, ModelPath::HfDir(dir), &opts);
@@ -164,7 +156,7 @@ fn load_with_tokenizer_and_quantize_on_load() {
             .zip(&want[0])
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
-        assert!(err < 0.5, "{case} q8_0: logits off by {err}");
+        assert!(err < 0.5, "{case} q8_0 ({tuning}): logits off by {err}");
     }
 }
 

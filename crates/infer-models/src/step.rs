@@ -301,12 +301,12 @@ impl<'a> Step<'a> {
         })
     }
 
-    /// Rotary embedding (`rope`) of `q` in place and of `k`, the rotated
-    /// `k` and `v` written into layer `layer`'s cache, then [`Step::attention`]'s attention:
-    /// one fused dispatch (`rope_kv` / `paged_rope_kv`) before the attention kernel instead
-    /// of rope on q, rope on k and the cache write, with the same values. Afterwards `k`
-    /// holds unspecified values (the fused kernels leave it unrotated; the fallback, for
-    /// adapters that bind too few storage buffers for `paged_rope_kv`, rotates it in place).
+    /// Rotary embedding (`rope`) of `q` in place and of `k`, the rotated `k` and `v` written
+    /// into layer `layer`'s cache, then [`Step::attention`]'s attention: one fused dispatch
+    /// (`rope_kv` / `paged_rope_kv`) before the attention kernel instead of rope on q, rope
+    /// on k and the cache write, with the same values. Afterwards `k` holds unspecified
+    /// values (the fused kernels leave it unrotated; the fallback, for adapters that bind
+    /// too few storage buffers for `paged_rope_kv`, rotates it in place).
     pub fn rope_attention(
         &self,
         layer: usize,

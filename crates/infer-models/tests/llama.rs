@@ -158,29 +158,35 @@ fn qkv_of_different_dtypes_run_as_three_projections() {
     // (Qkv::Fused). Only the order of each row's float sum may differ between the two.
     let (mixed, fused) = (with_f16_v("v-f16", true), with_f16_v("v-f32", false));
     for (tuning, k) in tunings() {
-        eprintln!("{tuning}");
-        f16_v_as_three_projections(&k, &mixed, &fused);
+        f16_v_as_three_projections(&k, tuning, [&mixed, &fused]);
     }
 }
 
-fn f16_v_as_three_projections(k: &Arc<Kernels>, mixed: &tempdir::Dir, fused: &tempdir::Dir) {
+fn f16_v_as_three_projections(k: &Arc<Kernels>, tuning: &str, [mixed, fused]: [&tempdir::Dir; 2]) {
     let opts = LoadOptions::default();
     let mut a = load(k, ModelPath::HfDir(mixed.0.clone()), &opts);
     let mut b = load(k, ModelPath::HfDir(fused.0.clone()), &opts);
     let expected = read_json(&fixtures().join("llama_gqa_f32/expected.json"));
     let prompt = ids(&expected["prompt_ids"]);
     let (la, lb) = (logits(a.as_mut(), &prompt), logits(b.as_mut(), &prompt));
-    assert_logits("f16 v as three projections vs one", &la, &lb);
+    assert_logits(
+        &format!("f16 v as three projections vs one ({tuning})"),
+        &la,
+        &lb,
+    );
     let (mut ta, mut tb) = (argmax(&la), argmax(&lb));
-    assert_eq!(ta, tb);
+    assert_eq!(ta, tb, "{tuning}");
     for step in 0..8 {
         (ta, tb) = (token(a.as_mut(), &[ta]), token(b.as_mut(), &[tb]));
-        assert_eq!(ta, tb, "greedy step {step}");
+        assert_eq!(ta, tb, "greedy step {step} ({tuning})");
     }
     // The f16 rounding of v is visible: not a run of the f32 fixture twice.
     let mut f = load(k, ModelPath::HfDir(fixtures().join("llama_gqa_f32")), &opts);
     let lf = logits(f.as_mut(), &prompt);
-    assert!(lf.iter().zip(&lb).any(|(x, y)| x != y), "v was not rounded");
+    assert!(
+        lf.iter().zip(&lb).any(|(x, y)| x != y),
+        "v was not rounded ({tuning})"
+    );
 }
 
 #[test]

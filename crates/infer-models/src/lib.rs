@@ -7,6 +7,7 @@ pub mod error;
 pub mod gemma;
 pub mod gguf;
 pub mod gpt2;
+pub mod hub;
 pub mod llama;
 pub mod load;
 pub mod model;

@@ -448,8 +448,23 @@ fn hub_ids_download_resolve_from_cache_and_fail_clearly() {
         before,
         "HF_HUB_OFFLINE: no request"
     );
+    // HF_TOKEN is sent; HF_HUB_CACHE overrides HF_HOME/hub.
+    let alt = home.0.join("alt-cache");
     // SAFETY: as above.
-    unsafe { std::env::remove_var("HF_HUB_OFFLINE") };
+    unsafe {
+        std::env::remove_var("HF_HUB_OFFLINE");
+        std::env::set_var("HF_TOKEN", TOKEN);
+        std::env::set_var("HF_HUB_CACHE", &alt);
+    }
+    let g = load::resolve("tiny/gated:Q8_0").expect("HF_TOKEN opens the gated repo");
+    let gated_snap = alt.join("models--tiny--gated/snapshots").join(COMMIT);
+    assert_eq!(g, ModelPath::Gguf(gated_snap.join("m-Q8_0.gguf")));
+    // SAFETY: as above.
+    unsafe {
+        for k in ["HF_TOKEN", "HF_HUB_CACHE", "HF_ENDPOINT", "HF_HOME"] {
+            std::env::remove_var(k);
+        }
+    }
 
     // With the stand-in gone: cached models still resolve, others fail as unreachable.
     server.stop();

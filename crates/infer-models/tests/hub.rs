@@ -288,6 +288,15 @@ fn repos() -> BTreeMap<String, RepoFiles> {
 
 #[test]
 fn hub_ids_download_resolve_from_cache_and_fail_clearly() {
+    // ureq 2 (hf-hub's client) takes a proxy from the environment and has no NO_PROXY: the
+    // stand-in on 127.0.0.1 is reached directly.
+    // SAFETY: this is the only test of this binary and no thread has started yet.
+    unsafe {
+        for k in ["ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY"] {
+            std::env::remove_var(k);
+            std::env::remove_var(k.to_ascii_lowercase());
+        }
+    }
     let mut server = StandIn::start(repos());
     let tmp = TempDir::new("cache");
     let cache = tmp.0.join("hub");

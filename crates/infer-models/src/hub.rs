@@ -291,7 +291,7 @@ impl Hub {
         let f = Fetch {
             hub: self,
             id,
-            repo: self.api()?.repo(Repo::model(id.repo().into())),
+            repo: self.api(id)?.repo(Repo::model(id.repo().into())),
         };
         match id {
             HubId::File { file, .. } => Ok(ModelPath::Gguf(f.get(file)?)),
@@ -309,19 +309,8 @@ impl Hub {
                         available: quants_available(&files),
                     });
                 }
-                let config = f.get("config.json")?;
-                f.get("tokenizer.json")?;
-                for name in OPTIONAL_FILES.into_iter().filter(|n| has(n)) {
-                    f.get(name)?;
-                }
-                if has("model.safetensors.index.json") {
-                    let index = f.get("model.safetensors.index.json")?;
-                    for shard in index_shards(&index)? {
-                        f.get(&shard)?;
-                    }
-                } else if has("model.safetensors") {
-                    f.get("model.safetensors")?;
-                } else {
+                let index = "model.safetensors.index.json";
+                if !has(index) && !has("model.safetensors") {
                     let found: Vec<&str> = files
                         .iter()
                         .filter(|s| s.ends_with(".safetensors"))
@@ -332,6 +321,18 @@ impl Hub {
                         found: list_or_none(&found),
                     });
                 }
+                let config = f.get("config.json")?;
+                f.get("tokenizer.json")?;
+                for name in OPTIONAL_FILES.into_iter().filter(|n| has(n)) {
+                    f.get(name)?;
+                }
+                if has(index) {
+                    for shard in index_shards(&f.get(index)?)? {
+                        f.get(&shard)?;
+                    }
+                } else {
+                    f.get("model.safetensors")?;
+                }
                 let dir = config
                     .parent()
                     .expect("a cached file sits in a snapshot folder");
@@ -340,7 +341,7 @@ impl Hub {
         }
     }
 
-    fn api(&self) -> Result<Api, HubError> {
+    fn api(&self, id: &HubId) -> Result<Api, HubError> {
         ApiBuilder::from_cache(Cache::new(self.cache_dir.clone()))
             .with_endpoint(self.endpoint.clone())
             .with_token(self.token.clone())
@@ -349,8 +350,8 @@ impl Hub {
             .with_user_agent("infer", env!("CARGO_PKG_VERSION"))
             .build()
             .map_err(|e| HubError::Download {
-                repo: String::new(),
-                file: String::new(),
+                repo: id.repo().into(),
+                file: id.to_string(),
                 reason: format!("building the HTTP client: {e}"),
             })
     }

@@ -261,7 +261,52 @@ fn repos() -> BTreeMap<String, RepoFiles> {
     let mut gated = BTreeMap::new();
     gated.insert("m-Q8_0.gguf".to_string(), gguf);
 
+    // The same weights as two shards with an index, and a repo without loadable weights.
+    let st_bytes = read(&gpt2.join("model.safetensors"));
+    let parsed = safetensors::SafeTensors::deserialize(&st_bytes).expect("fixture safetensors");
+    let mut tensors = parsed.tensors();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let (first, second) = tensors.split_at(tensors.len() / 2);
+    let mut sharded = BTreeMap::new();
+    let mut weight_map = serde_json::Map::new();
+    for (i, part) in [first, second].into_iter().enumerate() {
+        let name = format!("model-0000{}-of-00002.safetensors", i + 1);
+        for (t, _) in part {
+            weight_map.insert(t.clone(), name.clone().into());
+        }
+        let bytes = safetensors::serialize(part.iter().map(|(n, v)| (n, v)), None)
+            .expect("serialize a shard");
+        sharded.insert(name, bytes);
+    }
+    sharded.insert(
+        "model.safetensors.index.json".to_string(),
+        serde_json::json!({ "metadata": {}, "weight_map": weight_map })
+            .to_string()
+            .into_bytes(),
+    );
+    let mut no_weights = BTreeMap::new();
+    for f in ["config.json", "tokenizer.json"] {
+        sharded.insert(f.to_string(), read(&gpt2.join(f)));
+        no_weights.insert(f.to_string(), read(&gpt2.join(f)));
+    }
+    sharded.insert("consolidated.safetensors".into(), b"not fetched".to_vec());
+    no_weights.insert("consolidated.safetensors".into(), st_bytes.clone());
+
     let mut r = BTreeMap::new();
+    r.insert(
+        "tiny/sharded".to_string(),
+        RepoFiles {
+            files: sharded,
+            gated: false,
+        },
+    );
+    r.insert(
+        "tiny/noweights".to_string(),
+        RepoFiles {
+            files: no_weights,
+            gated: false,
+        },
+    );
     r.insert(
         "tiny/gpt2".to_string(),
         RepoFiles {
@@ -334,6 +379,23 @@ fn hub_ids_download_resolve_from_cache_and_fail_clearly() {
     let want = infer_models::ModelConfig::from_hf_dir(&gpt2).expect("fixture config");
     assert_eq!(format!("{cfg:?}"), format!("{want:?}"));
 
+    // A sharded repo: the index and every shard it names, nothing else.
+    let sh = hub
+        .resolve(&id("tiny/sharded"))
+        .expect("tiny/sharded resolves");
+    let sh_snap = cache.join("models--tiny--sharded/snapshots").join(COMMIT);
+    assert_eq!(sh, ModelPath::HfDir(sh_snap.clone()));
+    for f in [
+        "model.safetensors.index.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ] {
+        assert!(sh_snap.join(f).is_file(), "{f} fetched");
+    }
+    assert!(!sh_snap.join("consolidated.safetensors").exists());
+    let (sh_src, _) = load::open(&sh).expect("the loader opens the shards");
+    load::tokenizer(&sh, &sh_src).expect("its tokenizer loads");
+
     // org/name:QUANT picks the one file that carries the quant, case ignored.
     let q = hub
         .resolve(&id("tiny/gguf:q4_k_m"))
@@ -374,6 +436,9 @@ fn hub_ids_download_resolve_from_cache_and_fail_clearly() {
     );
     let e = err("tiny/gguf:Q6_K", &hub);
     assert!(matches!(e, HubError::SplitGguf { .. }), "{e:?}");
+    let e = err("tiny/noweights", &hub);
+    assert!(matches!(e, HubError::NoWeights { .. }), "{e:?}");
+    assert!(e.to_string().contains("consolidated.safetensors"), "{e}");
     let e = err("tiny/gguf", &hub);
     assert!(matches!(e, HubError::NotSafetensors { .. }), "{e:?}");
     assert!(e.to_string().contains("`tiny/gguf:<QUANT>`"), "{e}");
@@ -403,6 +468,7 @@ fn hub_ids_download_resolve_from_cache_and_fail_clearly() {
     let before = server.requests().len();
     for (spec, want) in [
         ("tiny/gpt2", &path),
+        ("tiny/sharded", &sh),
         ("tiny/gguf:Q4_K_M", &q),
         ("tiny/gguf/tiny.Q8_0.gguf", &f),
     ] {

@@ -8,6 +8,7 @@ pub mod gemma;
 pub mod gguf;
 pub mod gpt2;
 pub mod graph;
+pub mod hub;
 pub mod io;
 pub mod llama;
 pub mod load;

@@ -29,20 +29,8 @@ pub enum ModelPath {
     Gguf(PathBuf),
 }
 
-fn hub_cache() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("HF_HUB_CACHE") {
-        return Some(p.into());
-    }
-    if let Ok(p) = std::env::var("HF_HOME") {
-        return Some(Path::new(&p).join("hub"));
-    }
-    std::env::var("HOME")
-        .ok()
-        .map(|h| Path::new(&h).join(".cache/huggingface/hub"))
-}
-
-/// Resolves a `--model` argument. A repo id (`org/name`) is looked up in the standard hub
-/// cache; this build does not download, so a repo missing there is a clear error.
+/// Resolves a `--model` argument: a local folder or file first, else a Hugging Face Hub id
+/// (`org/name`, `org/name:QUANT`, `org/name/file.gguf`; see [`crate::hub`]).
 pub fn resolve(spec: &str) -> Result<ModelPath> {
     let p = Path::new(spec);
     if p.is_dir() {
@@ -57,28 +45,8 @@ pub fn resolve(spec: &str) -> Result<ModelPath> {
     if p.is_file() {
         return Ok(ModelPath::Gguf(p.into()));
     }
-    let looks_like_repo = spec.split('/').count() == 2 && !spec.ends_with(".gguf");
-    if looks_like_repo && let Some(cache) = hub_cache() {
-        let snaps = cache
-            .join(format!("models--{}", spec.replace('/', "--")))
-            .join("snapshots");
-        if let Ok(rd) = std::fs::read_dir(&snaps) {
-            let mut dirs: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-            dirs.sort();
-            if let Some(d) = dirs
-                .into_iter()
-                .rev()
-                .find(|d| d.join("config.json").exists())
-            {
-                return Ok(ModelPath::HfDir(d));
-            }
-        }
-        return Err(ModelError::Invalid(format!(
-            "model `{spec}` is not a local folder or file and is not in the Hugging Face cache \
-             ({}); downloading is not available here: fetch it on a machine with network \
-             access (e.g. `huggingface-cli download {spec}`) and pass the folder",
-            snaps.display()
-        )));
+    if let Some(id) = crate::hub::HubId::parse(spec) {
+        return Ok(crate::hub::Hub::from_env().resolve(&id)?);
     }
     Err(ModelError::Io {
         path: p.into(),

@@ -11,11 +11,9 @@
 //! - `api/`: the HTTP routes (`mod.rs`), typed request bodies and their checks
 //!   (`request.rs`), typed response bodies and errors (`response.rs`).
 //! - `metrics.rs`: Prometheus text metrics.
-//! - `bench.rs`: a bounded load generator (`infer bench-serve`).
 
 pub mod api;
 pub mod batch;
-pub mod bench;
 pub mod engine;
 pub mod kv;
 pub mod metrics;

@@ -13,12 +13,13 @@ use std::time::Instant;
 
 use infer_models::{MAX_TOPK, Model, ModelError, Output, StepOut, Tokenizer};
 
-/// Largest top-k selected on the GPU ([`Output::TopK`]); larger k read the logits back.
-/// `cargo xtask bench` times both paths over a 49152-logit vocabulary: at k = 40 the GPU's
-/// selection (plus reading 40 pairs) was 1.07-1.55x faster than reading every logit and
-/// selecting on the host on lavapipe and 1.14x on an H200; at k = 256 it was 0.45-0.99x.
-pub const GPU_TOPK_MAX_K: usize = 64;
 use rand::{Rng, SeedableRng, rngs::StdRng};
+
+/// Largest top-k selected on the GPU ([`Output::TopK`]); larger k read the logits back.
+/// For small k the GPU's selection plus reading k pairs beats reading every logit and
+/// selecting on the host; for large k the selection costs more than the read it saves
+/// (`infer bench --sampling` times both; figures in bench/notes/serve.md).
+pub const GPU_TOPK_MAX_K: usize = 64;
 
 /// Greedy decode steps [`generate`] keeps in flight (`ahead + 1` of
 /// [`Model::greedy_next`]): the host records and submits the next steps while the GPU runs

@@ -536,16 +536,7 @@ pub fn generate(
     }
     // Discards greedy steps chained past the stop; the position is the plain loop's.
     model.truncate(model.position());
-    let finish_reason = em.finish()?;
-    stats.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
-    stats.generated_tokens = em.ids.len();
-    Ok(Generation {
-        prompt_token_ids: prompt_ids.to_vec(),
-        token_ids: em.ids,
-        text: em.text,
-        finish_reason,
-        stats,
-    })
+    em.into_generation(prompt_ids, stats, t1)
 }
 
 #[cfg(test)]

@@ -495,18 +495,9 @@ pub fn generate_speculative(
         ctl.update(draft.tokens.len(), n);
         pending = out;
     }
-    let finish_reason = em.finish()?;
     // The cache holds the prompt and every emitted token but the last, as after a plain run.
     target.truncate(start + prompt_ids.len() + em.ids.len().saturating_sub(1));
-    stats.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
-    stats.generated_tokens = em.ids.len();
-    Ok(Generation {
-        prompt_token_ids: prompt_ids.to_vec(),
-        token_ids: em.ids,
-        text: em.text,
-        finish_reason,
-        stats,
-    })
+    em.into_generation(prompt_ids, stats, t1)
 }
 
 #[cfg(test)]

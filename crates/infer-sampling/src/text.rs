@@ -5,9 +5,11 @@
 //! prompt gives the same text whichever runs it. Each token's text is decoded once (a
 //! window of the last tokens, not the whole completion again).
 
+use std::time::Instant;
+
 use infer_models::{StreamDecoder, Tokenizer};
 
-use crate::{Result, SamplingParams};
+use crate::{Generation, Result, SamplingParams, Stats};
 
 /// Why generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,14 +246,28 @@ impl<'a, F: FnMut(&str)> Emitter<'a, F> {
         Ok(p.finish.is_some())
     }
 
-    /// Flushes held-back text; the reason generation ended.
-    pub fn finish(&mut self) -> Result<FinishReason> {
+    /// Flushes held-back text and completes the record of the generation (`stats` with the
+    /// decode time since `decode_start` and the generated count).
+    pub fn into_generation(
+        mut self,
+        prompt_ids: &[u32],
+        mut stats: Stats,
+        decode_start: Instant,
+    ) -> Result<Generation> {
         let tail = self.stream.end()?;
         self.emit(&tail);
-        Ok(self
-            .stream
-            .finish_reason()
-            .expect("a stream has a reason once ended"))
+        stats.decode_ms = decode_start.elapsed().as_secs_f64() * 1e3;
+        stats.generated_tokens = self.ids.len();
+        Ok(Generation {
+            prompt_token_ids: prompt_ids.to_vec(),
+            token_ids: self.ids,
+            text: self.text,
+            finish_reason: self
+                .stream
+                .finish_reason()
+                .expect("a stream has a reason once ended"),
+            stats,
+        })
     }
 }
 

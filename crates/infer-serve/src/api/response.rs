@@ -271,6 +271,24 @@ mod tests {
     use infer_sampling::FinishReason;
     use serde_json::json;
 
+    /// A response body with the test's creation time and model.
+    fn body<C: Serialize>(
+        choice: C,
+        id: &str,
+        object: &'static str,
+        usage: Option<Usage>,
+    ) -> String {
+        let c = Completion {
+            choices: [choice],
+            created: 7,
+            id,
+            model: "m",
+            object,
+            usage,
+        };
+        serde_json::to_string(&c).expect("serializes")
+    }
+
     fn lp() -> Vec<TokenLogprob> {
         vec![
             TokenLogprob {
@@ -290,8 +308,8 @@ mod tests {
     #[test]
     fn bodies_match_the_json_values_they_replace() {
         let l = lp();
-        let chat = Completion {
-            choices: [ChatChoice {
+        let chat = body(
+            ChatChoice {
                 finish_reason: "stop",
                 index: 0,
                 logprobs: Some(Logprobs::new(Kind::Chat, &l, 0)),
@@ -299,13 +317,11 @@ mod tests {
                     content: "hi",
                     role: "assistant",
                 },
-            }],
-            created: 7,
-            id: "chatcmpl-1",
-            model: "m",
-            object: Kind::Chat.object(false),
-            usage: Some(Usage::new(3, 2)),
-        };
+            },
+            "chatcmpl-1",
+            Kind::Chat.object(false),
+            Some(Usage::new(3, 2)),
+        );
         let lp_json = json!({"content": l.iter().map(|l| json!({
             "token": l.token, "logprob": l.logprob, "bytes": l.token.as_bytes(),
             "top_logprobs": l.top.iter().map(|(t, p)| json!({
@@ -318,21 +334,19 @@ mod tests {
                 "message": {"role": "assistant", "content": "hi"}, "logprobs": lp_json}],
             "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
         });
-        assert_eq!(serde_json::to_string(&chat).unwrap(), old.to_string());
+        assert_eq!(chat, old.to_string());
 
-        let chunk = Completion {
-            choices: [TextChoice {
+        let chunk = body(
+            TextChoice {
                 finish_reason: None,
                 index: 0,
                 logprobs: Some(Logprobs::new(Kind::Completion, &l, 4)),
                 text: "x",
-            }],
-            created: 7,
-            id: "cmpl-2",
-            model: "m",
-            object: Kind::Completion.object(true),
-            usage: None,
-        };
+            },
+            "cmpl-2",
+            Kind::Completion.object(true),
+            None,
+        );
         let old = json!({"id": "cmpl-2", "object": "text_completion", "created": 7, "model": "m",
         "choices": [{"index": 0, "text": "x", "finish_reason": null, "logprobs": {
             "tokens": [" a", "b"],
@@ -340,10 +354,10 @@ mod tests {
             "top_logprobs": l.iter().map(|l| l.top.iter().map(|(t, p)| (t.clone(), json!(p))).collect::<serde_json::Map<_, _>>()).collect::<Vec<_>>(),
             "text_offset": [4, 6],
         }}]});
-        assert_eq!(serde_json::to_string(&chunk).unwrap(), old.to_string());
+        assert_eq!(chunk, old.to_string());
 
-        let first = Completion {
-            choices: [ChatDelta {
+        let first = body(
+            ChatDelta {
                 delta: Delta {
                     content: Some(""),
                     role: Some("assistant"),
@@ -351,34 +365,30 @@ mod tests {
                 finish_reason: None,
                 index: 0,
                 logprobs: None,
-            }],
-            created: 7,
-            id: "c",
-            model: "m",
-            object: Kind::Chat.object(true),
-            usage: None,
-        };
+            },
+            "c",
+            Kind::Chat.object(true),
+            None,
+        );
         let old = json!({"id": "c", "object": "chat.completion.chunk", "created": 7, "model": "m",
             "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]});
-        assert_eq!(serde_json::to_string(&first).unwrap(), old.to_string());
+        assert_eq!(first, old.to_string());
 
-        let last = Completion {
-            choices: [ChatDelta {
+        let last = body(
+            ChatDelta {
                 delta: Delta::default(),
                 finish_reason: Some(FinishReason::Length.as_str()),
                 index: 0,
                 logprobs: None,
-            }],
-            created: 7,
-            id: "c",
-            model: "m",
-            object: Kind::Chat.object(true),
-            usage: Some(Usage::new(1, 1)),
-        };
+            },
+            "c",
+            Kind::Chat.object(true),
+            Some(Usage::new(1, 1)),
+        );
         let old = json!({"id": "c", "object": "chat.completion.chunk", "created": 7, "model": "m",
             "choices": [{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "length"}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}});
-        assert_eq!(serde_json::to_string(&last).unwrap(), old.to_string());
+        assert_eq!(last, old.to_string());
 
         let err = ErrorBody {
             error: ErrorDetail {

@@ -492,6 +492,29 @@ pub(crate) fn next_token(
     })
 }
 
+/// Runs the prompt and picks the first token (none when max_tokens is 0); the stats with
+/// the prompt's length and time.
+pub(crate) fn prefill(
+    model: &mut dyn Model,
+    prompt_ids: &[u32],
+    sampler: &mut Sampler,
+) -> Result<(Option<u32>, Stats)> {
+    let t0 = Instant::now();
+    let first = if sampler.params().max_tokens == 0 {
+        None
+    } else {
+        Some(next_token(model, prompt_ids, sampler)?)
+    };
+    let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let stats = Stats {
+        prompt_tokens: prompt_ids.len(),
+        prefill_ms,
+        ttft_ms: prefill_ms,
+        ..Default::default()
+    };
+    Ok((first, stats))
+}
+
 /// Generates from `prompt_ids` (appended at the model's current position; call
 /// `model.truncate(0)` first for a fresh context), streaming text to `on_text`.
 pub fn generate(
@@ -503,22 +526,9 @@ pub fn generate(
 ) -> Result<Generation> {
     let eos = prepare(model, tok, prompt_ids, params)?;
     let mut sampler = Sampler::new(params.clone());
-    for &t in prompt_ids {
-        sampler.observe(t);
-    }
-    let mut stats = Stats {
-        prompt_tokens: prompt_ids.len(),
-        ..Default::default()
-    };
+    sampler.set_history(prompt_ids);
     let mut em = Emitter::new(tok, prompt_ids, params, &eos, on_text);
-    let t0 = Instant::now();
-    let mut token = if params.max_tokens == 0 {
-        None
-    } else {
-        Some(next_token(model, prompt_ids, &mut sampler)?)
-    };
-    stats.prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
-    stats.ttft_ms = stats.prefill_ms;
+    let (mut token, stats) = prefill(model, prompt_ids, &mut sampler)?;
     let t1 = Instant::now();
     let greedy = params.is_greedy();
     while let Some(t) = token {

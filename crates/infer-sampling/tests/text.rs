@@ -33,15 +33,22 @@ fn fixture(rel: &str) -> Option<PathBuf> {
     None
 }
 
+/// Generated ids and the stopping rules.
+#[derive(Clone, Copy)]
+struct Case<'a> {
+    ids: &'a [u32],
+    stops: &'a [String],
+    stop_ids: &'a [u32],
+    max_new: usize,
+}
+
+/// Each token's text, and the finish reason with the index of the token that ended it.
+type Output = (Vec<String>, Option<(usize, &'static str)>);
+
 /// The former engine's text for each token, and the finish reason with the token index
 /// that ended the sequence.
-fn reference(
-    tok: &Tokenizer,
-    ids: &[u32],
-    stops: &[String],
-    stop_ids: &[u32],
-    max_new: usize,
-) -> (Vec<String>, Option<(usize, &'static str)>) {
+fn reference(tok: &Tokenizer, c: &Case) -> Output {
+    let (ids, stops, stop_ids, max_new) = (c.ids, c.stops, c.stop_ids, c.max_new);
     let mut out = Vec::new();
     let mut emitted = 0;
     let mut tokens = Vec::new();
@@ -88,13 +95,8 @@ fn reference(
     (out, None)
 }
 
-fn streamed(
-    tok: &Tokenizer,
-    ids: &[u32],
-    stops: &[String],
-    stop_ids: &[u32],
-    max_new: usize,
-) -> (Vec<String>, Option<(usize, &'static str)>) {
+fn streamed(tok: &Tokenizer, c: &Case) -> Output {
+    let (ids, stops, stop_ids, max_new) = (c.ids, c.stops, c.stop_ids, c.max_new);
     let mut ts = TextStream::new(tok, &[], stops, stop_ids.to_vec(), max_new);
     let mut out = Vec::new();
     for (i, &t) in ids.iter().enumerate() {
@@ -166,8 +168,14 @@ fn check(tok: &Tokenizer, name: &str) {
     for ids in &cases {
         for stops in &stop_sets {
             for max_new in [ids.len(), ids.len() / 2 + 1, 3] {
-                let want = reference(tok, ids, stops, &eos, max_new);
-                let got = streamed(tok, ids, stops, &eos, max_new);
+                let case = Case {
+                    ids,
+                    stops,
+                    stop_ids: &eos,
+                    max_new,
+                };
+                let want = reference(tok, &case);
+                let got = streamed(tok, &case);
                 assert_eq!(
                     got.1, want.1,
                     "{name}: finish for {ids:?}, stops {stops:?}, max {max_new}"
@@ -225,7 +233,13 @@ fn stop_string_split_across_tokens_and_utf8_split_across_tokens() {
     };
     let ids = tok.encode("a 🙂 b THE END c", false).expect("encode");
     let stops = vec!["E END".to_string()];
-    let (pieces, fin) = streamed(&tok, &ids, &stops, &[], 100);
+    let case = Case {
+        ids: &ids,
+        stops: &stops,
+        stop_ids: &[],
+        max_new: 100,
+    };
+    let (pieces, fin) = streamed(&tok, &case);
     assert_eq!(pieces.concat(), "a 🙂 b TH");
     assert_eq!(fin.map(|f| f.1), Some(FinishReason::Stop.as_str()));
     assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{pieces:?}");

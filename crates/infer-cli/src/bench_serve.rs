@@ -57,6 +57,10 @@ fn post(
     let resp = agent
         .post(format!("http://{addr}{path}"))
         .header("Content-Type", "application/json")
+        // A connection per request, as the server's own clients open them: on a pooled
+        // keep-alive connection every first token waited for a delayed ACK
+        // (bench/notes/serve.md).
+        .header("Connection", "close")
         .send(body.to_string())?;
     let mut reader = resp.into_body().into_reader();
     let mut all = Vec::new();

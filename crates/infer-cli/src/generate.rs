@@ -9,14 +9,21 @@ use infer_sampling::{DraftK, Drafter, Generation, SamplingParams, generate, gene
 
 use crate::args::{ModelArgs, SamplingArgs, SpecArgs, encode_prompt, load};
 
+/// What `run` and `chat` both take: the model, sampling and speculation flags.
 #[derive(Args)]
-pub struct RunArgs {
+pub struct Setup {
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub spec: SpecArgs,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub setup: Setup,
     /// The prompt.
     #[arg(long, short)]
     pub prompt: String,
@@ -34,11 +41,7 @@ pub struct RunArgs {
 #[derive(Args)]
 pub struct ChatArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
-    #[command(flatten)]
-    pub sampling: SamplingArgs,
-    #[command(flatten)]
-    pub spec: SpecArgs,
+    pub setup: Setup,
     /// A system message.
     #[arg(long)]
     pub system: Option<String>,
@@ -83,21 +86,22 @@ pub fn json_line(g: &Generation) -> serde_json::Value {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
-    let params = args.sampling.params();
-    let (mut model, tok, _dev, kernels) = load(&args.model, !args.json)?;
+    let params = args.setup.sampling.params();
+    let (mut model, tok, _dev, kernels) = load(&args.setup.model, !args.json)?;
     params
         .validate(model.config().vocab_size)
         .context("sampling parameters")?;
     let mut drafter = args
+        .setup
         .spec
-        .drafter(&args.model, &kernels, model.as_ref(), &tok)?;
+        .drafter(&args.setup.model, &kernels, model.as_ref(), &tok)?;
     let ids = encode_prompt(&tok, &args.prompt, args.chat, args.system.as_deref())?;
     let mut out = std::io::stdout().lock();
     let json = args.json;
     let g = gen_with(
         model.as_mut(),
         drafter.as_deref_mut(),
-        args.spec.k(),
+        args.setup.spec.k(),
         &tok,
         &ids,
         &params,
@@ -133,12 +137,13 @@ pub fn run(args: RunArgs) -> Result<()> {
 }
 
 pub fn chat(args: ChatArgs) -> Result<()> {
-    let params = args.sampling.params();
-    let (mut model, tok, dev, kernels) = load(&args.model, true)?;
+    let params = args.setup.sampling.params();
+    let (mut model, tok, dev, kernels) = load(&args.setup.model, true)?;
     params.validate(model.config().vocab_size)?;
     let mut drafter = args
+        .setup
         .spec
-        .drafter(&args.model, &kernels, model.as_ref(), &tok)?;
+        .drafter(&args.setup.model, &kernels, model.as_ref(), &tok)?;
     eprintln!(
         "infer chat on {} — an empty line or /exit quits",
         dev.describe()
@@ -175,7 +180,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         let g = match gen_with(
             model.as_mut(),
             drafter.as_deref_mut(),
-            args.spec.k(),
+            args.setup.spec.k(),
             &tok,
             &ids[common..],
             &params,

@@ -139,12 +139,18 @@ async fn models(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn chat(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let r = chat_inner(&app, body).await;
+    let r = match parse(body) {
+        Ok(req) => chat_inner(&app, req).await,
+        Err(e) => Err(e),
+    };
     finish(&app, r)
 }
 
 async fn completions(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let r = completions_inner(&app, body).await;
+    let r = match parse(body) {
+        Ok(req) => completions_inner(&app, req).await,
+        Err(e) => Err(e),
+    };
     finish(&app, r)
 }
 
@@ -154,13 +160,8 @@ fn finish(app: &App, r: Result<Response, ApiError>) -> Response {
     resp
 }
 
-async fn chat_inner(
-    app: &Arc<App>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let req: ChatRequest = parse(body)?;
-    let params = app.sampling(&req.common)?;
-    let spec = app.spec(&req.common)?;
+async fn chat_inner(app: &Arc<App>, req: ChatRequest) -> Result<Response, ApiError> {
+    let (params, spec) = app.settings(&req.common)?;
     let msgs = chat_messages(&req.messages)?;
     let rendered = app
         .tok
@@ -197,13 +198,8 @@ async fn chat_inner(
     .await
 }
 
-async fn completions_inner(
-    app: &Arc<App>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let req: CompletionRequest = parse(body)?;
-    let params = app.sampling(&req.common)?;
-    let spec = app.spec(&req.common)?;
+async fn completions_inner(app: &Arc<App>, req: CompletionRequest) -> Result<Response, ApiError> {
+    let (params, spec) = app.settings(&req.common)?;
     let text = |s: &str| {
         app.tok
             .encode(s, true)

@@ -149,7 +149,7 @@ pub(super) fn parse<T: for<'de> Deserialize<'de>>(
 }
 
 impl App {
-    pub(super) fn sampling(&self, c: &Common) -> Result<SamplingParams, ApiError> {
+    fn sampling(&self, c: &Common) -> Result<SamplingParams, ApiError> {
         if c.model != self.opts.model_name {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -237,8 +237,17 @@ impl App {
         Ok(p)
     }
 
+    /// The sampling parameters and speculative options of a request, checked in that
+    /// order.
+    pub(super) fn settings(
+        &self,
+        c: &Common,
+    ) -> Result<(SamplingParams, Option<SpecOptions>), ApiError> {
+        Ok((self.sampling(c)?, self.spec(c)?))
+    }
+
     /// The request's speculative options (or the server's defaults).
-    pub(super) fn spec(&self, c: &Common) -> Result<Option<SpecOptions>, ApiError> {
+    fn spec(&self, c: &Common) -> Result<Option<SpecOptions>, ApiError> {
         if c.draft_model.is_some() {
             return Err(ApiError::bad(
                 "draft_model",

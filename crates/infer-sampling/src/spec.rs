@@ -18,8 +18,8 @@ use infer_models::{MAX_VERIFY, Model, ModelConfig, Output, StepOut, Tokenizer};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::{
-    Dist, Emitter, Generation, Result, Sampler, SamplingError, SamplingParams, Stats, draw,
-    next_token, prepare,
+    Dist, Emitter, Generation, Result, Sampler, SamplingError, SamplingParams, draw, next_token,
+    prefill, prepare,
 };
 
 /// What a drafter proposes: tokens, and for a sampled draft the distribution each was
@@ -437,9 +437,7 @@ pub fn generate_speculative(
         ));
     }
     let mut sampler = Sampler::new(params.clone());
-    for &t in prompt_ids {
-        sampler.observe(t);
-    }
+    sampler.set_history(prompt_ids);
     // Drafting and acceptance draws use their own stream, seeded from the same seed.
     let mut rng = StdRng::seed_from_u64(params.seed ^ 0x9e37_79b9_7f4a_7c15);
     let cost = StepCost {
@@ -447,21 +445,10 @@ pub fn generate_speculative(
         draft: drafter.draft_cost(target.config()),
     };
     let mut ctl = KControl::new(k, cost);
-    let mut stats = Stats {
-        prompt_tokens: prompt_ids.len(),
-        ..Default::default()
-    };
     let start = target.position();
     let mut context = prompt_ids.to_vec();
-    let mut em = Emitter::new(tok, prompt_ids, params, eos, on_text);
-    let t0 = Instant::now();
-    let first = if params.max_tokens == 0 {
-        None
-    } else {
-        Some(next_token(target, prompt_ids, &mut sampler)?)
-    };
-    stats.prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
-    stats.ttft_ms = stats.prefill_ms;
+    let mut em = Emitter::new(tok, prompt_ids, params, &eos, on_text);
+    let (first, mut stats) = prefill(target, prompt_ids, &mut sampler)?;
     let t1 = Instant::now();
     let mut pending = first.into_iter().collect::<Vec<u32>>();
     'outer: while !pending.is_empty() {
@@ -495,18 +482,9 @@ pub fn generate_speculative(
         ctl.update(draft.tokens.len(), n);
         pending = out;
     }
-    em.finish()?;
     // The cache holds the prompt and every emitted token but the last, as after a plain run.
     target.truncate(start + prompt_ids.len() + em.ids.len().saturating_sub(1));
-    stats.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
-    stats.generated_tokens = em.ids.len();
-    Ok(Generation {
-        prompt_token_ids: prompt_ids.to_vec(),
-        token_ids: em.ids,
-        text: em.text,
-        finish_reason: em.finish,
-        stats,
-    })
+    em.into_generation(prompt_ids, stats, t1)
 }
 
 #[cfg(test)]

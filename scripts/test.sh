@@ -13,8 +13,5 @@ cargo xtask model
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
-# The GPU choices of weight layout, matvec and decode attention (what discrete and
-# integrated GPUs run) through every model and the batched server too, on this adapter.
-INFER_WEIGHT_GROUP=1 INFER_MATVEC=coalesced INFER_ATTENTION=split_heads cargo test -p infer-models -p infer-serve --tests
 # The OpenAI-compatible server, end to end through the official openai client (and nginx).
 bash tests/serve/run.sh

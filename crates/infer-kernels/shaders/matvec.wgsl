@@ -8,9 +8,9 @@
 // rows one 16-byte unit at a time with f32 accumulation: the x values of a unit are loaded
 // once per token (uniform across the workgroup; unit_xs, common/matvec_io.wgsl, shared
 // over the subgroup where the launcher swaps in common/unit_xs_sg.wgsl) for all ROWS rows,
-// and each weight unit is decoded once (w_raw) for all TOK tokens. TOK is 1 as written;
-// the launcher sets it (with_tokens: 2..=4) for tiles of tokens where that measured
-// faster (float and Q8_0 weights, and Q4_0/Q4_1 with x shared; see Kernels::matvec_plan). Batch invariance: every token's value is the same
+// and each weight unit is decoded once (w_raw) for all TOK tokens. TOK is a constant of
+// the pipeline (Variant::Matvec): 1, or 2..=4 for tiles of tokens where that is faster
+// (float and Q8_0 weights, and Q4_0/Q4_1 with x shared; see Kernels::matvec_plan). Batch invariance: every token's value is the same
 // per-token expression, w_dot (dot() per vec4, like the single-token kernel always was),
 // whatever TOK is, so the result for (r, t) does not depend on m, TOK or t's place in its
 // tile; a tile's tokens past m load the last token's x (clamped index) and only their
@@ -30,9 +30,7 @@
 override WG: u32 = 64u;
 const ROWS: u32 = 8u;
 
-// TOKENS begin
-const TOK: u32 = 1u;
-// TOKENS end
+// TOK, tokens per invocation, is a constant of the variant (Variant::Matvec).
 
 // Where the invocation's rows (r0 ..; past n: row n - 1) have their unit 0: unit b of row
 // r0 + r is then u0[r] + b * W_GROUP (common/weight_index.wgsl).

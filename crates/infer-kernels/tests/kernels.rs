@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use infer_kernels::{AttentionParams, GeluMode, Glu, Kernels, Norm, Out, RopeMode};
+use infer_kernels::{AttentionIo, AttentionParams, GeluMode, Glu, Kernels, Norm, Out, RopeMode};
 use infer_tensor::reference::{self as r, AttentionShape, RopeScaling};
 use infer_tensor::{DType, Tensor, device::test_device};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -695,9 +695,9 @@ fn matvec_and_matvec_glu_x_broadcast_equals_x_loads() {
         eprintln!("adapter without subgroups of >= 8: only the loading variant exists");
         return;
     }
-    if std::env::var("INFER_MATVEC_X").as_deref() != Ok("load") {
-        assert!(k.matvec_x_broadcast(), "supported but not the default");
-    }
+    let defaults = infer_tensor::Tuning::for_adapter(k.dev.info.device_type, &k.dev.caps);
+    assert!(defaults.x_broadcast, "supported but not the default");
+    assert_eq!(k.matvec_x_broadcast(), k.tuning().x_broadcast);
     bcast.set_matvec_x_broadcast(true).unwrap();
     let mut rng = StdRng::seed_from_u64(23);
     for dtype in [DType::Q4_0, DType::Q4_1, DType::Q8_0] {
@@ -1251,16 +1251,46 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
         let out = zeros(k, "out", &[nt, nh, hd]);
         let mut variants = vec![(
             "attention_split",
-            k.attention_split(&c.qt, &c.kct, &c.vct, &out, &pos, &c.ap, chunk)
-                .unwrap(),
+            k.attention_split(
+                AttentionIo {
+                    q: &c.qt,
+                    k_cache: &c.kct,
+                    v_cache: &c.vct,
+                    out: &out,
+                    pos: &pos,
+                },
+                &c.ap,
+                chunk,
+            )
+            .unwrap(),
         )];
-        let heads = k.attention_split_heads(&c.qt, &c.kct, &c.vct, &out, &pos, &c.ap, chunk);
+        let heads = k.attention_split_heads(
+            AttentionIo {
+                q: &c.qt,
+                k_cache: &c.kct,
+                v_cache: &c.vct,
+                out: &out,
+                pos: &pos,
+            },
+            &c.ap,
+            chunk,
+        );
         if hd % 4 == 0 && hd <= 256 {
             variants.push(("attention_split_heads", heads.unwrap()));
         } else {
             assert!(heads.is_err(), "attention_split_heads with hd % 4");
         }
-        let sg = k.attention_split_sg(&c.qt, &c.kct, &c.vct, &out, &pos, &c.ap, chunk);
+        let sg = k.attention_split_sg(
+            AttentionIo {
+                q: &c.qt,
+                k_cache: &c.kct,
+                v_cache: &c.vct,
+                out: &out,
+                pos: &pos,
+            },
+            &c.ap,
+            chunk,
+        );
         if k.attention_split_sg_supported() && hd % 4 == 0 {
             variants.push(("attention_split_sg", sg.unwrap()));
         } else {
@@ -1311,12 +1341,34 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
         );
         let one = zeros(k, "one", &[nt, nh, hd]);
         let d1 = k
-            .attention_split_heads_grouped(&c.qt, &c.kct, &c.vct, &one, &pos, &c.ap, chunk, 1)
+            .attention_split_heads_grouped(
+                AttentionIo {
+                    q: &c.qt,
+                    k_cache: &c.kct,
+                    v_cache: &c.vct,
+                    out: &one,
+                    pos: &pos,
+                },
+                &c.ap,
+                chunk,
+                1,
+            )
             .unwrap();
         for g in (2..=per_kv.min(8)).filter(|g| per_kv % g == 0) {
             let out = zeros(k, "out", &[nt, nh, hd]);
             let d = k
-                .attention_split_heads_grouped(&c.qt, &c.kct, &c.vct, &out, &pos, &c.ap, chunk, g)
+                .attention_split_heads_grouped(
+                    AttentionIo {
+                        q: &c.qt,
+                        k_cache: &c.kct,
+                        v_cache: &c.vct,
+                        out: &out,
+                        pos: &pos,
+                    },
+                    &c.ap,
+                    chunk,
+                    g,
+                )
                 .unwrap();
             for &ctx in contexts {
                 let pos0 = ctx.saturating_sub(nt);
@@ -1332,7 +1384,7 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
                      workgroup"
                 );
                 assert_close(&what, &b, &want, 2e-5, 1e-4);
-                if k.dev.info.device_type == wgpu::DeviceType::Cpu {
+                if k.tuning().cpu {
                     assert!(
                         a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
                         "{what} differ from 1"
@@ -1344,7 +1396,16 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
             if g == 0 || per_kv % g != 0 || g > 8 {
                 assert!(
                     k.attention_split_heads_grouped(
-                        &c.qt, &c.kct, &c.vct, &one, &pos, &c.ap, chunk, g
+                        AttentionIo {
+                            q: &c.qt,
+                            k_cache: &c.kct,
+                            v_cache: &c.vct,
+                            out: &one,
+                            pos: &pos
+                        },
+                        &c.ap,
+                        chunk,
+                        g
                     )
                     .is_err(),
                     "h{nh} kv{nkv}: {g} heads per workgroup accepted"
@@ -1368,12 +1429,36 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
         );
         let one = zeros(k, "one", &[nt, nh, hd]);
         let d1 = k
-            .attention_split_sg_grouped(&c.qt, &c.kct, &c.vct, &one, &pos, &c.ap, chunk, 1, 1)
+            .attention_split_sg_grouped(
+                AttentionIo {
+                    q: &c.qt,
+                    k_cache: &c.kct,
+                    v_cache: &c.vct,
+                    out: &one,
+                    pos: &pos,
+                },
+                &c.ap,
+                chunk,
+                1,
+                1,
+            )
             .unwrap();
         for g in (2..=per_kv.min(8)).filter(|g| per_kv % g == 0) {
             let out = zeros(k, "out", &[nt, nh, hd]);
             let d = k
-                .attention_split_sg_grouped(&c.qt, &c.kct, &c.vct, &out, &pos, &c.ap, chunk, g, 1)
+                .attention_split_sg_grouped(
+                    AttentionIo {
+                        q: &c.qt,
+                        k_cache: &c.kct,
+                        v_cache: &c.vct,
+                        out: &out,
+                        pos: &pos,
+                    },
+                    &c.ap,
+                    chunk,
+                    g,
+                    1,
+                )
                 .unwrap();
             for &ctx in contexts {
                 let pos0 = ctx.saturating_sub(nt);
@@ -1398,7 +1483,17 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
                     let out = zeros(k, "out", &[nt, nh, hd]);
                     let d = k
                         .attention_split_sg_grouped(
-                            &c.qt, &c.kct, &c.vct, &out, &pos, &c.ap, chunk, g, tokens,
+                            AttentionIo {
+                                q: &c.qt,
+                                k_cache: &c.kct,
+                                v_cache: &c.vct,
+                                out: &out,
+                                pos: &pos,
+                            },
+                            &c.ap,
+                            chunk,
+                            g,
+                            tokens,
                         )
                         .unwrap();
                     assert_eq!(d.len(), 1);
@@ -1422,15 +1517,37 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
             }
         } else {
             assert!(
-                k.attention_split_sg_grouped(&c.qt, &c.kct, &c.vct, &one, &pos, &c.ap, chunk, 1, 2)
-                    .is_err(),
+                k.attention_split_sg_grouped(
+                    AttentionIo {
+                        q: &c.qt,
+                        k_cache: &c.kct,
+                        v_cache: &c.vct,
+                        out: &one,
+                        pos: &pos
+                    },
+                    &c.ap,
+                    chunk,
+                    1,
+                    2
+                )
+                .is_err(),
                 "2 tokens per workgroup over several chunks accepted"
             );
         }
         for tokens in [0, 9] {
             assert!(
                 k.attention_split_sg_grouped(
-                    &c.qt, &c.kct, &c.vct, &one, &pos, &c.ap, cap, 1, tokens
+                    AttentionIo {
+                        q: &c.qt,
+                        k_cache: &c.kct,
+                        v_cache: &c.vct,
+                        out: &one,
+                        pos: &pos
+                    },
+                    &c.ap,
+                    cap,
+                    1,
+                    tokens
                 )
                 .is_err(),
                 "{tokens} tokens per workgroup accepted"
@@ -1441,7 +1558,17 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
             if g == 0 || per_kv % g != 0 || g > 8 {
                 assert!(
                     k.attention_split_sg_grouped(
-                        &c.qt, &c.kct, &c.vct, &one, &pos, &c.ap, chunk, g, 1
+                        AttentionIo {
+                            q: &c.qt,
+                            k_cache: &c.kct,
+                            v_cache: &c.vct,
+                            out: &one,
+                            pos: &pos
+                        },
+                        &c.ap,
+                        chunk,
+                        g,
+                        1
                     )
                     .is_err(),
                     "h{nh} kv{nkv}: {g} heads per workgroup accepted"
@@ -1462,7 +1589,20 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
         softcap: 0.0,
         window: 0,
     };
-    assert!(k.attention_split(&t, &t, &t, &t, &pos, &ap, 0).is_err());
+    assert!(
+        k.attention_split(
+            AttentionIo {
+                q: &t,
+                k_cache: &t,
+                v_cache: &t,
+                out: &t,
+                pos: &pos
+            },
+            &ap,
+            0
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -1876,9 +2016,7 @@ fn paged_kv_write_then_paged_attention_paged_attention_sg_and_paged_attention_he
             let b: Vec<u32> = got.iter().map(|x| x.to_bits()).collect();
             let first = match v {
                 Paged::Sg(..) => Some(&mut sg_bits),
-                Paged::Heads(_) if k.dev.info.device_type == wgpu::DeviceType::Cpu => {
-                    Some(&mut heads_bits)
-                }
+                Paged::Heads(_) if k.tuning().cpu => Some(&mut heads_bits),
                 _ => None,
             };
             if let Some(first) = first {

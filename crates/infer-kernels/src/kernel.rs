@@ -380,6 +380,14 @@ pub struct PipelineKey {
 }
 
 impl PipelineKey {
+    pub fn new(kernel: Kernel, dtype: Option<DType>, variant: Variant) -> Self {
+        PipelineKey {
+            kernel,
+            dtype,
+            variant,
+        }
+    }
+
     /// `matvec_q4_1_xsg_tok4`.
     pub fn label(&self) -> String {
         let dtype = self.dtype.map(|d| format!("_{d}")).unwrap_or_default();

@@ -40,8 +40,9 @@ pub use infer_tensor::reference::{GeluMode, RopeMode};
 pub use kernel::{Kernel, PipelineKey, Variant, VariantKind, weights_snippet, x_broadcast_dtype};
 pub use linear::{COALESCED_LINEAR_ROWS, Out};
 pub use matvec::{Glu, Norm};
-pub use paged::PagedParams;
+pub use paged::{PagedCache, PagedParams};
 pub use pipeline::{Dispatch, Kernels};
+pub use rope_kv::{KvCache, RopeTable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {

@@ -215,7 +215,7 @@ impl Kernels {
         let (n, k) = (wg.rows(), wg.cols());
         same_layout(Kernel::MatvecGlu, wg, wu)?;
         if self.coalesced && self.coalesced_fits(wg) {
-            return self.matvec_glu_coalesced(wg, wu, x, m, out, act, None);
+            return self.matvec_glu_coalesced([wg, wu], x, m, out, act, None);
         }
         need_f32(Kernel::MatvecGlu, x, m * k)?;
         need_f32(Kernel::MatvecGlu, out, m * n)?;
@@ -260,18 +260,16 @@ impl Kernels {
             .collect()
     }
 
-    /// The matvec as [`Kernels::matvec_batched`] computes it (`acc`: added to `y`), always
+    /// The matvec as [`Kernels::matvec_batched`] computes it (x and y each from an element
+    /// offset; `acc`: added to `y`), always
     /// with the GPU layout `matvec_coalesced` (which matvec picks by itself on GPUs; see
     /// [`Kernels::matvec_coalesced_default`]). Batch invariant like the other layout.
-    #[allow(clippy::too_many_arguments)]
     pub fn matvec_coalesced(
         &self,
         w: &Tensor,
-        x: &Tensor,
-        x_off: usize,
+        (x, x_off): (&Tensor, usize),
         m: usize,
-        y: &Tensor,
-        y_off: usize,
+        (y, y_off): (&Tensor, usize),
         acc: bool,
     ) -> Result<Vec<Dispatch>> {
         let call = Call {
@@ -303,11 +301,9 @@ impl Kernels {
     /// picks by itself where matvec is coalesced), optionally over `norm` applied to `x`
     /// (see [`Kernels::matvec_coalesced_norm`]). The gate and up values are
     /// [`Kernels::matvec_coalesced`]'s bits; batch invariant.
-    #[allow(clippy::too_many_arguments)]
     pub fn matvec_glu_coalesced(
         &self,
-        wg: &Tensor,
-        wu: &Tensor,
+        [wg, wu]: [&Tensor; 2],
         x: &Tensor,
         m: usize,
         out: &Tensor,

@@ -4,7 +4,7 @@ use infer_tensor::Tensor;
 
 use crate::elementwise::LenParams;
 use crate::params::params;
-use crate::{Dispatch, Kernel, Kernels, Result, need_f32, u32s};
+use crate::{Dispatch, Kernel, Kernels, Norm, Result, need_f32, u32s};
 
 params! {
     /// rms_norm's and layer_norm's parameters (layer_norm has no weight offset).
@@ -17,18 +17,20 @@ params! {
 }
 
 impl Kernels {
-    /// RMSNorm over `rows` rows of `d`: `y = x / rms(x) * (w_offset + w)`.
-    #[allow(clippy::too_many_arguments)]
+    /// RMSNorm over `rows` rows of `d`: `y = x / sqrt(mean(x^2) + eps) * (offset + weight)`.
     pub fn rms_norm(
         &self,
         x: &Tensor,
-        w: &Tensor,
+        norm: Norm<'_>,
         y: &Tensor,
         rows: usize,
         d: usize,
-        eps: f32,
-        w_offset: f32,
     ) -> Result<Vec<Dispatch>> {
+        let Norm {
+            weight: w,
+            eps,
+            offset: w_offset,
+        } = norm;
         need_f32(Kernel::RmsNorm, x, rows * d)?;
         need_f32(Kernel::RmsNorm, w, d)?;
         need_f32(Kernel::RmsNorm, y, rows * d)?;
@@ -47,13 +49,11 @@ impl Kernels {
         )?])
     }
 
-    /// LayerNorm over `rows` rows of `d`, with weight and bias.
-    #[allow(clippy::too_many_arguments)]
+    /// LayerNorm over `rows` rows of `d`, with weight `w` and bias `b` (`(d)` each).
     pub fn layer_norm(
         &self,
         x: &Tensor,
-        w: &Tensor,
-        b: &Tensor,
+        [w, b]: [&Tensor; 2],
         y: &Tensor,
         rows: usize,
         d: usize,

@@ -52,21 +52,31 @@ pub struct PagedParams {
     pub window: usize,
 }
 
+/// One layer's paged KV caches (`(n_blocks * block_size, n_kv, head_dim)` each) and where
+/// the step's rows go: row r of sequence `seq[r]` (u32) sits at position `pos[r]` (u32), in
+/// slot `table[seq[r], pos[r] / block_size] * block_size + pos[r] % block_size` (`table`:
+/// u32 `(n_seqs, max_blocks)`).
+#[derive(Clone, Copy, Debug)]
+pub struct PagedCache<'a> {
+    pub k_cache: &'a Tensor,
+    pub v_cache: &'a Tensor,
+    pub pos: &'a Tensor,
+    pub seq: &'a Tensor,
+    pub table: &'a Tensor,
+}
+
 impl Kernels {
     /// What every paged launcher needs of the step's rows, the block table and the caches.
     pub(crate) fn paged_check(
         &self,
         kernel: Kernel,
-        pos: &Tensor,
-        seq: &Tensor,
-        table: &Tensor,
-        caches: [&Tensor; 2],
+        kv: &PagedCache<'_>,
         a: &PagedParams,
     ) -> Result<()> {
-        need_u32(kernel, pos, a.n_rows)?;
-        need_u32(kernel, seq, a.n_rows)?;
-        need_u32(kernel, table, a.n_seqs * a.max_blocks)?;
-        for c in caches {
+        need_u32(kernel, kv.pos, a.n_rows)?;
+        need_u32(kernel, kv.seq, a.n_rows)?;
+        need_u32(kernel, kv.table, a.n_seqs * a.max_blocks)?;
+        for c in [kv.k_cache, kv.v_cache] {
             need_f32(kernel, c, a.n_blocks * a.block_size * a.n_kv * a.head_dim)?;
         }
         if a.block_size == 0
@@ -95,49 +105,33 @@ impl Kernels {
     /// (the layout of the contiguous decode kernel attention_split_heads), and on CPU
     /// adapters without subgroups [`Kernels::paged_attention_lane`] (one invocation per row
     /// and head).
-    #[allow(clippy::too_many_arguments)]
     pub fn paged_attention(
         &self,
         q: &Tensor,
-        k_cache: &Tensor,
-        v_cache: &Tensor,
         out: &Tensor,
-        pos: &Tensor,
-        seq: &Tensor,
-        table: &Tensor,
+        kv: &PagedCache<'_>,
         a: &PagedParams,
     ) -> Result<Vec<Dispatch>> {
         match self.tuning().paged_attention {
-            PagedAttentionChoice::Sg => {
-                self.paged_attention_sg(q, k_cache, v_cache, out, pos, seq, table, a)
-            }
-            PagedAttentionChoice::Heads => {
-                self.paged_attention_heads(q, k_cache, v_cache, out, pos, seq, table, a)
-            }
-            PagedAttentionChoice::Lane => {
-                self.paged_attention_lane(q, k_cache, v_cache, out, pos, seq, table, a)
-            }
+            PagedAttentionChoice::Sg => self.paged_attention_sg(q, out, kv, a),
+            PagedAttentionChoice::Heads => self.paged_attention_heads(q, out, kv, a),
+            PagedAttentionChoice::Lane => self.paged_attention_lane(q, out, kv, a),
         }
     }
 
     /// [`Kernels::paged_attention`] with one invocation per (row, head), walking all of
     /// head_dim (paged_attention.wgsl): any adapter.
-    #[allow(clippy::too_many_arguments)]
     pub fn paged_attention_lane(
         &self,
         q: &Tensor,
-        k_cache: &Tensor,
-        v_cache: &Tensor,
         out: &Tensor,
-        pos: &Tensor,
-        seq: &Tensor,
-        table: &Tensor,
+        kv: &PagedCache<'_>,
         a: &PagedParams,
     ) -> Result<Vec<Dispatch>> {
         self.paged_dispatch(
-            Kernel::PagedAttention,
-            Variant::Plain,
-            [q, k_cache, v_cache, out, pos, seq, table],
+            PipelineKey::new(Kernel::PagedAttention, None, Variant::Plain),
+            [q, out],
+            kv,
             a,
             grid1(u32s((a.n_rows * a.n_heads).div_ceil(8))),
         )
@@ -148,43 +142,37 @@ impl Kernels {
     /// [`Kernels::attention_split_heads_group`] gives; row) walks the row's positions in
     /// tiles of 64, loading each K and V row once for those heads, with head_dim a constant
     /// of the pipeline so the row loops unroll.
-    #[allow(clippy::too_many_arguments)]
     pub fn paged_attention_heads(
         &self,
         q: &Tensor,
-        k_cache: &Tensor,
-        v_cache: &Tensor,
         out: &Tensor,
-        pos: &Tensor,
-        seq: &Tensor,
-        table: &Tensor,
+        kv: &PagedCache<'_>,
         a: &PagedParams,
     ) -> Result<Vec<Dispatch>> {
         let heads = head_group(a.n_heads, a.n_kv, 8);
-        self.paged_attention_heads_grouped(q, k_cache, v_cache, out, pos, seq, table, a, heads)
+        self.paged_attention_heads_grouped(q, out, kv, a, heads)
     }
 
     /// [`Kernels::paged_attention_heads`] with `heads` query heads per workgroup (1..=8, a
     /// divisor of n_heads / n_kv); every choice gives the same values up to rounding (for
     /// tests and measurements).
-    #[allow(clippy::too_many_arguments)]
     pub fn paged_attention_heads_grouped(
         &self,
         q: &Tensor,
-        k_cache: &Tensor,
-        v_cache: &Tensor,
         out: &Tensor,
-        pos: &Tensor,
-        seq: &Tensor,
-        table: &Tensor,
+        kv: &PagedCache<'_>,
         a: &PagedParams,
         heads: usize,
     ) -> Result<Vec<Dispatch>> {
         check_head_group(Kernel::PagedAttentionHeads, a.n_heads, a.n_kv, heads)?;
         self.paged_dispatch(
-            Kernel::PagedAttentionHeads,
-            Variant::heads(heads, a.head_dim),
-            [q, k_cache, v_cache, out, pos, seq, table],
+            PipelineKey::new(
+                Kernel::PagedAttentionHeads,
+                None,
+                Variant::heads(heads, a.head_dim),
+            ),
+            [q, out],
+            kv,
             a,
             [u32s(a.n_heads / heads), u32s(a.n_rows.max(1)), 1],
         )
@@ -195,16 +183,11 @@ impl Kernels {
     /// a KV head; as many as [`Kernels::attention_split_sg_heads`] gives), scores by
     /// `subgroupAdd`; [`Kernels::PAGED_SG_ROWS`] rows per workgroup in large steps.
     /// Needs [`Kernels::attention_split_sg_supported`].
-    #[allow(clippy::too_many_arguments)]
     pub fn paged_attention_sg(
         &self,
         q: &Tensor,
-        k_cache: &Tensor,
-        v_cache: &Tensor,
         out: &Tensor,
-        pos: &Tensor,
-        seq: &Tensor,
-        table: &Tensor,
+        kv: &PagedCache<'_>,
         a: &PagedParams,
     ) -> Result<Vec<Dispatch>> {
         let heads = sg_heads(a.n_heads, a.n_kv, a.head_dim);
@@ -213,7 +196,7 @@ impl Kernels {
         } else {
             1
         };
-        self.paged_attention_sg_grouped(q, k_cache, v_cache, out, pos, seq, table, a, heads, rows)
+        self.paged_attention_sg_grouped(q, out, kv, a, heads, rows)
     }
 
     /// Rows per workgroup of [`Kernels::paged_attention_sg`] in steps of at least 4 times
@@ -225,16 +208,11 @@ impl Kernels {
     /// [`Kernels::paged_attention_sg`] with `heads` query heads per workgroup (1..=8, a
     /// divisor of n_heads / n_kv) and `rows` rows per workgroup (1..=8); every choice
     /// gives the same values (for tests and measurements).
-    #[allow(clippy::too_many_arguments)]
     pub fn paged_attention_sg_grouped(
         &self,
         q: &Tensor,
-        k_cache: &Tensor,
-        v_cache: &Tensor,
         out: &Tensor,
-        pos: &Tensor,
-        seq: &Tensor,
-        table: &Tensor,
+        kv: &PagedCache<'_>,
         a: &PagedParams,
         heads: usize,
         rows: usize,
@@ -258,9 +236,9 @@ impl Kernels {
         }
         let variant = Variant::sg(heads, a.head_dim, rows);
         self.paged_dispatch(
-            Kernel::PagedAttentionSg,
-            variant,
-            [q, k_cache, v_cache, out, pos, seq, table],
+            PipelineKey::new(Kernel::PagedAttentionSg, None, variant),
+            [q, out],
+            kv,
             a,
             [
                 u32s(a.n_heads / heads),
@@ -270,18 +248,18 @@ impl Kernels {
         )
     }
 
-    /// A paged attention kernel's dispatch (of `variant`) over `[q, k_cache, v_cache, out,
-    /// pos, seq, table]`, after the checks they share.
+    /// A paged attention kernel's dispatch (the pipeline `key`) of `q` into `out` over
+    /// `kv`, after the checks they share.
     fn paged_dispatch(
         &self,
-        kernel: Kernel,
-        variant: Variant,
-        t: [&Tensor; 7],
+        key: PipelineKey,
+        [q, out]: [&Tensor; 2],
+        kv: &PagedCache<'_>,
         a: &PagedParams,
         grid: [u32; 3],
     ) -> Result<Vec<Dispatch>> {
-        let [q, k_cache, v_cache, out, pos, seq, table] = t;
-        self.paged_check(kernel, pos, seq, table, [k_cache, v_cache], a)?;
+        let kernel = key.kernel;
+        self.paged_check(kernel, kv, a)?;
         let n = a.n_rows * a.n_heads * a.head_dim;
         need_f32(kernel, q, n)?;
         need_f32(kernel, out, n)?;
@@ -305,12 +283,8 @@ impl Kernels {
             n_seqs: u32s(a.n_seqs),
             ..Default::default()
         };
-        let buffers = [pos, seq, table, q, k_cache, v_cache, out].map(|t| t.buffer());
-        let key = PipelineKey {
-            kernel,
-            dtype: None,
-            variant,
-        };
+        let buffers =
+            [kv.pos, kv.seq, kv.table, q, kv.k_cache, kv.v_cache, out].map(|t| t.buffer());
         Ok(vec![self.dispatch_key(key, &params, &buffers, grid)?])
     }
 }

@@ -4,6 +4,7 @@
 
 use infer_tensor::Tensor;
 
+use crate::paged::PagedCache;
 use crate::params::params;
 use crate::{
     Dispatch, Kernel, KernelError, Kernels, PagedParams, Result, RopeMode, need_f32, need_len,
@@ -77,13 +78,40 @@ params! {
     }
 }
 
+/// A rotary-embedding table and how it pairs dimensions.
+#[derive(Clone, Copy, Debug)]
+pub struct RopeTable<'a> {
+    /// `(positions, 2 * half)` f32: per position, `half` (cos, sin) pairs, computed on the
+    /// host (scaling and attention factor folded in).
+    pub cs: &'a Tensor,
+    pub mode: RopeMode,
+}
+
+/// One layer's contiguous KV caches (`(n_kv, capacity, head_dim)` f32 each) and `pos`,
+/// whose element 0 is the position of the step's first token.
+#[derive(Clone, Copy, Debug)]
+pub struct KvCache<'a> {
+    pub k_cache: &'a Tensor,
+    pub v_cache: &'a Tensor,
+    pub pos: &'a Tensor,
+    /// Positions each cache holds.
+    pub capacity: usize,
+}
+
+impl KvCache<'_> {
+    fn check(&self, kernel: Kernel, n_kv: usize, head_dim: usize) -> Result<()> {
+        need_f32(kernel, self.k_cache, n_kv * self.capacity * head_dim)?;
+        need_f32(kernel, self.v_cache, n_kv * self.capacity * head_dim)?;
+        need_len(kernel, self.pos, 1)
+    }
+}
+
 /// The rows a rope launch rotates in place: `rows` rows of `n_heads` heads of `head_dim`.
 #[derive(Clone, Copy)]
 struct RopeRows {
     rows: usize,
     n_heads: usize,
     head_dim: usize,
-    mode: RopeMode,
     /// Row r at position `pos[r]` (else token t at `pos[0] + t`).
     per_row: bool,
 }
@@ -113,103 +141,82 @@ fn rope_mode(mode: RopeMode) -> u32 {
 const PAGED_ROPE_KV_BUFFERS: u32 = 9;
 
 impl Kernels {
-    /// In place on `x` (`(n_tokens, n_heads, head_dim)`): rotary embedding with the
-    /// `(positions, half)` table of (cos, sin) pairs `cs`; token t at position `pos[0] + t`.
-    #[allow(clippy::too_many_arguments)]
+    /// In place on `x` (`(n_tokens, n_heads, head_dim)`): rotary embedding by `table`;
+    /// token t at position `pos[0] + t`.
     pub fn rope(
         &self,
         x: &Tensor,
-        cs: &Tensor,
+        table: RopeTable<'_>,
         pos: &Tensor,
         n_tokens: usize,
         n_heads: usize,
         head_dim: usize,
-        mode: RopeMode,
     ) -> Result<Vec<Dispatch>> {
         need_len(Kernel::Rope, pos, 1)?;
         let rows = RopeRows {
             rows: n_tokens,
             n_heads,
             head_dim,
-            mode,
             per_row: false,
         };
-        self.rope_launch(x, cs, pos, rows)
+        self.rope_launch(x, table, pos, rows)
     }
 
-    /// Writes `k`, `v` (`(n_tokens, n_kv, head_dim)`) into the caches
-    /// (`(n_kv, capacity, head_dim)`) at position `pos[0]`.
-    #[allow(clippy::too_many_arguments)]
+    /// Writes `k`, `v` (`(n_tokens, n_kv, head_dim)`) into `cache` at position `pos[0]`.
     pub fn kv_write(
         &self,
         k: &Tensor,
         v: &Tensor,
-        k_cache: &Tensor,
-        v_cache: &Tensor,
-        pos: &Tensor,
+        cache: &KvCache<'_>,
         n_tokens: usize,
         n_kv: usize,
         head_dim: usize,
-        capacity: usize,
     ) -> Result<Vec<Dispatch>> {
-        need_f32(Kernel::KvWrite, k, n_tokens * n_kv * head_dim)?;
-        need_f32(Kernel::KvWrite, v, n_tokens * n_kv * head_dim)?;
-        need_f32(Kernel::KvWrite, k_cache, n_kv * capacity * head_dim)?;
-        need_f32(Kernel::KvWrite, v_cache, n_kv * capacity * head_dim)?;
-        need_len(Kernel::KvWrite, pos, 1)?;
+        let kernel = Kernel::KvWrite;
+        need_f32(kernel, k, n_tokens * n_kv * head_dim)?;
+        need_f32(kernel, v, n_tokens * n_kv * head_dim)?;
+        cache.check(kernel, n_kv, head_dim)?;
         let params = KvWriteParams {
             n_kv: u32s(n_kv),
             head_dim: u32s(head_dim),
-            capacity: u32s(capacity),
+            capacity: u32s(cache.capacity),
             n_tokens: u32s(n_tokens),
         };
-        Ok(vec![self.dispatch(
-            Kernel::KvWrite,
-            None,
-            &params,
-            &[
-                pos.buffer(),
-                k.buffer(),
-                v.buffer(),
-                k_cache.buffer(),
-                v_cache.buffer(),
-            ],
-            [u32s((n_kv * head_dim).div_ceil(64)), u32s(n_tokens), 1],
-        )?])
+        let buffers = [cache.pos, k, v, cache.k_cache, cache.v_cache].map(|t| t.buffer());
+        let grid = [u32s((n_kv * head_dim).div_ceil(64)), u32s(n_tokens), 1];
+        Ok(vec![self.dispatch(kernel, None, &params, &buffers, grid)?])
     }
 
     /// In place on `x` (`(n_rows, n_heads, head_dim)`): [`Kernels::rope`] with row r at
     /// position `pos[r]` (u32, one per row), for rows of several sequences in one step.
-    #[allow(clippy::too_many_arguments)]
     pub fn rope_rows(
         &self,
         x: &Tensor,
-        cs: &Tensor,
+        table: RopeTable<'_>,
         pos: &Tensor,
         n_rows: usize,
         n_heads: usize,
         head_dim: usize,
-        mode: RopeMode,
     ) -> Result<Vec<Dispatch>> {
         need_u32(Kernel::Rope, pos, n_rows)?;
         let rows = RopeRows {
             rows: n_rows,
             n_heads,
             head_dim,
-            mode,
             per_row: true,
         };
-        self.rope_launch(x, cs, pos, rows)
+        self.rope_launch(x, table, pos, rows)
     }
 
     /// The rope kernel over `r.rows` rows of `x` (both launchers' checks but `pos`'s).
     fn rope_launch(
         &self,
         x: &Tensor,
-        cs: &Tensor,
+        table: RopeTable<'_>,
         pos: &Tensor,
         r: RopeRows,
     ) -> Result<Vec<Dispatch>> {
+        let RopeTable { cs, mode } = table;
         need_f32(Kernel::Rope, x, r.rows * r.n_heads * r.head_dim)?;
         let half = rope_half(Kernel::Rope, cs, r.head_dim)?;
         if r.rows > 65535 {
@@ -222,7 +229,7 @@ impl Kernels {
             n_heads: u32s(r.n_heads),
             head_dim: u32s(r.head_dim),
             half: u32s(half),
-            mode: rope_mode(r.mode),
+            mode: rope_mode(mode),
             n_tokens: u32s(r.rows),
             max_pos: u32s(cs.rows()),
             per_row: u32::from(r.per_row),
@@ -241,23 +248,16 @@ impl Kernels {
         )?])
     }
 
-    /// Writes rows of `k`, `v` (`(n_rows, n_kv, head_dim)`) into the paged caches
-    /// (`(n_blocks * block_size, n_kv, head_dim)`): row r of sequence `seq[r]` at position
-    /// `pos[r]` goes to slot `table[seq[r], pos[r] / block_size] * block_size + pos[r] %
-    /// block_size`.
-    #[allow(clippy::too_many_arguments)]
+    /// Writes rows of `k`, `v` (`(n_rows, n_kv, head_dim)`) into the paged caches of `kv`,
+    /// each row at its sequence's position ([`PagedCache`]).
     pub fn paged_kv_write(
         &self,
         k: &Tensor,
         v: &Tensor,
-        k_cache: &Tensor,
-        v_cache: &Tensor,
-        pos: &Tensor,
-        seq: &Tensor,
-        table: &Tensor,
+        kv: &PagedCache<'_>,
         a: &PagedParams,
     ) -> Result<Vec<Dispatch>> {
-        self.paged_check(Kernel::PagedKvWrite, pos, seq, table, [k_cache, v_cache], a)?;
+        self.paged_check(Kernel::PagedKvWrite, kv, a)?;
         need_f32(Kernel::PagedKvWrite, k, a.n_rows * a.n_kv * a.head_dim)?;
         need_f32(Kernel::PagedKvWrite, v, a.n_rows * a.n_kv * a.head_dim)?;
         let params = PagedKvWriteParams {
@@ -274,15 +274,7 @@ impl Kernels {
             Kernel::PagedKvWrite,
             None,
             &params,
-            &[
-                pos.buffer(),
-                seq.buffer(),
-                table.buffer(),
-                k.buffer(),
-                v.buffer(),
-                k_cache.buffer(),
-                v_cache.buffer(),
-            ],
+            &[kv.pos, kv.seq, kv.table, k, v, kv.k_cache, kv.v_cache].map(|t| t.buffer()),
             [
                 u32s((a.n_kv * a.head_dim).div_ceil(64)),
                 u32s(a.n_rows.max(1)),
@@ -293,32 +285,24 @@ impl Kernels {
 
     /// [`Kernels::rope`] on `q` (`(n_tokens, n_heads, head_dim)`, in place) and on `k`, and
     /// [`Kernels::kv_write`] of the rotated `k` and of `v` (`(n_tokens, n_kv, head_dim)`)
-    /// into the caches (`(n_kv, capacity, head_dim)`), in one dispatch with the same
-    /// arithmetic. `k` itself is left unrotated. Token t at position `pos[0] + t`.
-    #[allow(clippy::too_many_arguments)]
+    /// into `cache`, in one dispatch with the same arithmetic. `k` itself is left
+    /// unrotated. Token t at position `pos[0] + t`.
     pub fn rope_kv(
         &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        k_cache: &Tensor,
-        v_cache: &Tensor,
-        cs: &Tensor,
-        pos: &Tensor,
-        mode: RopeMode,
+        [q, k, v]: [&Tensor; 3],
+        table: RopeTable<'_>,
+        cache: &KvCache<'_>,
         n_tokens: usize,
-        n_heads: usize,
-        n_kv: usize,
+        [n_heads, n_kv]: [usize; 2],
         head_dim: usize,
-        capacity: usize,
     ) -> Result<Vec<Dispatch>> {
-        let half = rope_half(Kernel::RopeKv, cs, head_dim)?;
-        need_f32(Kernel::RopeKv, q, n_tokens * n_heads * head_dim)?;
-        need_f32(Kernel::RopeKv, k, n_tokens * n_kv * head_dim)?;
-        need_f32(Kernel::RopeKv, v, n_tokens * n_kv * head_dim)?;
-        need_f32(Kernel::RopeKv, k_cache, n_kv * capacity * head_dim)?;
-        need_f32(Kernel::RopeKv, v_cache, n_kv * capacity * head_dim)?;
-        need_len(Kernel::RopeKv, pos, 1)?;
+        let kernel = Kernel::RopeKv;
+        let RopeTable { cs, mode } = table;
+        let half = rope_half(kernel, cs, head_dim)?;
+        need_f32(kernel, q, n_tokens * n_heads * head_dim)?;
+        need_f32(kernel, k, n_tokens * n_kv * head_dim)?;
+        need_f32(kernel, v, n_tokens * n_kv * head_dim)?;
+        cache.check(kernel, n_kv, head_dim)?;
         let params = RopeKvParams {
             n_heads: u32s(n_heads),
             n_kv: u32s(n_kv),
@@ -327,24 +311,12 @@ impl Kernels {
             mode: rope_mode(mode),
             n_tokens: u32s(n_tokens),
             max_pos: u32s(cs.rows()),
-            capacity: u32s(capacity),
+            capacity: u32s(cache.capacity),
         };
         let width = (n_heads * half).max(n_kv * head_dim);
-        Ok(vec![self.dispatch(
-            Kernel::RopeKv,
-            None,
-            &params,
-            &[
-                pos.buffer(),
-                cs.buffer(),
-                q.buffer(),
-                k.buffer(),
-                v.buffer(),
-                k_cache.buffer(),
-                v_cache.buffer(),
-            ],
-            [u32s(width.div_ceil(64)), u32s(n_tokens), 1],
-        )?])
+        let buffers = [cache.pos, cs, q, k, v, cache.k_cache, cache.v_cache].map(|t| t.buffer());
+        let grid = [u32s(width.div_ceil(64)), u32s(n_tokens), 1];
+        Ok(vec![self.dispatch(kernel, None, &params, &buffers, grid)?])
     }
 
     /// Whether the adapter binds enough storage buffers for [`Kernels::paged_rope_kv`].
@@ -356,23 +328,16 @@ impl Kernels {
     /// [`Kernels::paged_kv_write`] of the rotated `k` and of `v` (`(n_rows, n_kv,
     /// head_dim)`), in one dispatch with the same arithmetic; `k` itself is left unrotated.
     /// Needs [`Kernels::paged_rope_kv_fits`].
-    #[allow(clippy::too_many_arguments)]
     pub fn paged_rope_kv(
         &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        k_cache: &Tensor,
-        v_cache: &Tensor,
-        cs: &Tensor,
-        mode: RopeMode,
-        pos: &Tensor,
-        seq: &Tensor,
-        table: &Tensor,
+        [q, k, v]: [&Tensor; 3],
+        table: RopeTable<'_>,
+        kv: &PagedCache<'_>,
         a: &PagedParams,
     ) -> Result<Vec<Dispatch>> {
         let kernel = Kernel::PagedRopeKv;
-        self.paged_check(kernel, pos, seq, table, [k_cache, v_cache], a)?;
+        let RopeTable { cs, mode } = table;
+        self.paged_check(kernel, kv, a)?;
         let half = rope_half(kernel, cs, a.head_dim)?;
         need_f32(kernel, q, a.n_rows * a.n_heads * a.head_dim)?;
         need_f32(kernel, k, a.n_rows * a.n_kv * a.head_dim)?;
@@ -401,22 +366,17 @@ impl Kernels {
             ..Default::default()
         };
         let width = (a.n_heads * half).max(a.n_kv * a.head_dim);
-        Ok(vec![self.dispatch(
-            kernel,
-            None,
-            &params,
-            &[
-                pos.buffer(),
-                seq.buffer(),
-                table.buffer(),
-                cs.buffer(),
-                q.buffer(),
-                k.buffer(),
-                v.buffer(),
-                k_cache.buffer(),
-                v_cache.buffer(),
-            ],
-            [u32s(width.div_ceil(64)), u32s(a.n_rows.max(1)), 1],
-        )?])
+        Ok(vec![
+            self.dispatch(
+                kernel,
+                None,
+                &params,
+                &[
+                    kv.pos, kv.seq, kv.table, cs, q, k, v, kv.k_cache, kv.v_cache,
+                ]
+                .map(|t| t.buffer()),
+                [u32s(width.div_ceil(64)), u32s(a.n_rows.max(1)), 1],
+            )?,
+        ])
     }
 }

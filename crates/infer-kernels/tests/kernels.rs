@@ -5,7 +5,10 @@
 
 use std::sync::{Arc, OnceLock};
 
-use infer_kernels::{AttentionIo, AttentionParams, GeluMode, Glu, Kernels, Norm, Out, RopeMode};
+use infer_kernels::{
+    AttentionIo, AttentionParams, GeluMode, Glu, Kernels, KvCache, Norm, Out, PagedCache, RopeMode,
+    RopeTable,
+};
 use infer_tensor::reference::{self as r, AttentionShape, RopeScaling};
 use infer_tensor::{DType, Tensor, device::test_device};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -168,7 +171,7 @@ fn matvec_coalesced_every_dtype_awkward_shapes_and_batch_invariant() {
             let x = rand_vec(&mut rng, cols + 3, 1.0);
             let xt = f32_tensor(k, "x", &[cols + 3], &x);
             let y = zeros(k, "y", &[n + 2]);
-            k.run(&k.matvec_coalesced(&w, &xt, 3, 1, &y, 2, false).unwrap())
+            k.run(&k.matvec_coalesced(&w, (&xt, 3), 1, (&y, 2), false).unwrap())
                 .unwrap();
             let got = y.read_f32(&k.dev).unwrap();
             let want = r::matvec(&deq, &x[3..], n, cols);
@@ -183,9 +186,9 @@ fn matvec_coalesced_every_dtype_awkward_shapes_and_batch_invariant() {
                 f32_tensor(k, "b", &[n], &base),
             );
             let o = zeros(k, "o", &[n]);
-            let mut d = k.matvec_coalesced(&w, &xt, 3, 1, &o, 0, false).unwrap();
+            let mut d = k.matvec_coalesced(&w, (&xt, 3), 1, (&o, 0), false).unwrap();
             d.extend(k.add(&a, &o, n, n).unwrap());
-            d.extend(k.matvec_coalesced(&w, &xt, 3, 1, &b, 0, true).unwrap());
+            d.extend(k.matvec_coalesced(&w, (&xt, 3), 1, (&b, 0), true).unwrap());
             k.run(&d).unwrap();
             assert_eq!(bits(k, &b), bits(k, &a), "{what}: accumulate");
         }
@@ -198,8 +201,14 @@ fn matvec_coalesced_every_dtype_awkward_shapes_and_batch_invariant() {
         let x0 = rand_vec(&mut rng, cols, 1.0);
         let y1 = zeros(k, "y", &[n]);
         k.run(
-            &k.matvec_coalesced(&w, &f32_tensor(k, "x", &[cols], &x0), 0, 1, &y1, 0, false)
-                .unwrap(),
+            &k.matvec_coalesced(
+                &w,
+                (&f32_tensor(k, "x", &[cols], &x0), 0),
+                1,
+                (&y1, 0),
+                false,
+            )
+            .unwrap(),
         )
         .unwrap();
         let want = bits(k, &y1);
@@ -209,7 +218,7 @@ fn matvec_coalesced_every_dtype_awkward_shapes_and_batch_invariant() {
                 x[t * cols..(t + 1) * cols].copy_from_slice(&x0);
                 let y = zeros(k, "y", &[m, n]);
                 let xt = f32_tensor(k, "x", &[m, cols], &x);
-                k.run(&k.matvec_coalesced(&w, &xt, 0, m, &y, 0, false).unwrap())
+                k.run(&k.matvec_coalesced(&w, (&xt, 0), m, (&y, 0), false).unwrap())
                     .unwrap();
                 assert_eq!(
                     &bits(k, &y)[t * n..(t + 1) * n],
@@ -468,8 +477,20 @@ fn matvec_coalesced_norm_equals_rms_norm_then_matvec_coalesced_every_dtype() {
                     zeros(k, "y", &[m, n]),
                     zeros(k, "f", &[m, n]),
                 );
-                let mut d = k.rms_norm(&xt, &gt, &xn, m, cols, eps, off).unwrap();
-                d.extend(k.matvec_coalesced(&w, &xn, 0, m, &y, 0, false).unwrap());
+                let mut d = k
+                    .rms_norm(
+                        &xt,
+                        Norm {
+                            weight: &gt,
+                            eps,
+                            offset: off,
+                        },
+                        &xn,
+                        m,
+                        cols,
+                    )
+                    .unwrap();
+                d.extend(k.matvec_coalesced(&w, (&xn, 0), m, (&y, 0), false).unwrap());
                 d.extend(k.matvec_coalesced_norm(&w, &xt, m, &fused, norm).unwrap());
                 k.run(&d).unwrap();
                 let what = format!(
@@ -570,12 +591,31 @@ fn matvec_glu_coalesced_equals_the_unfused_kernels_every_dtype_with_and_without_
                     let input = match norm {
                         None => &xt,
                         Some((eps, off)) => {
-                            d.extend(k.rms_norm(&xt, &gt, &xn, m, cols, eps, off).unwrap());
+                            d.extend(
+                                k.rms_norm(
+                                    &xt,
+                                    Norm {
+                                        weight: &gt,
+                                        eps,
+                                        offset: off,
+                                    },
+                                    &xn,
+                                    m,
+                                    cols,
+                                )
+                                .unwrap(),
+                            );
                             &xn
                         }
                     };
-                    d.extend(k.matvec_coalesced(&wg, input, 0, m, &g, 0, false).unwrap());
-                    d.extend(k.matvec_coalesced(&wu, input, 0, m, &u, 0, false).unwrap());
+                    d.extend(
+                        k.matvec_coalesced(&wg, (input, 0), m, (&g, 0), false)
+                            .unwrap(),
+                    );
+                    d.extend(
+                        k.matvec_coalesced(&wu, (input, 0), m, (&u, 0), false)
+                            .unwrap(),
+                    );
                     k.run(&d).unwrap();
                     let xr = match norm {
                         None => x.clone(),
@@ -599,7 +639,7 @@ fn matvec_glu_coalesced_equals_the_unfused_kernels_every_dtype_with_and_without_
                             offset,
                         });
                         d.extend(
-                            k.matvec_glu_coalesced(&wg, &wu, &xt, m, &fused, act, nm)
+                            k.matvec_glu_coalesced([&wg, &wu], &xt, m, &fused, act, nm)
                                 .unwrap(),
                         );
                         k.run(&d).unwrap();
@@ -642,7 +682,7 @@ fn matvec_glu_coalesced_equals_the_unfused_kernels_every_dtype_with_and_without_
         let y1 = zeros(k, "y", &[n]);
         let x0t = f32_tensor(k, "x", &[cols], &x0);
         k.run(
-            &k.matvec_glu_coalesced(&wg, &wu, &x0t, 1, &y1, Glu::Silu, norm)
+            &k.matvec_glu_coalesced([&wg, &wu], &x0t, 1, &y1, Glu::Silu, norm)
                 .unwrap(),
         )
         .unwrap();
@@ -654,7 +694,7 @@ fn matvec_glu_coalesced_equals_the_unfused_kernels_every_dtype_with_and_without_
                 let y = zeros(k, "y", &[m, n]);
                 let xt = f32_tensor(k, "x", &[m, cols], &x);
                 k.run(
-                    &k.matvec_glu_coalesced(&wg, &wu, &xt, m, &y, Glu::Silu, norm)
+                    &k.matvec_glu_coalesced([&wg, &wu], &xt, m, &y, Glu::Silu, norm)
                         .unwrap(),
                 )
                 .unwrap();
@@ -672,7 +712,7 @@ fn matvec_glu_coalesced_equals_the_unfused_kernels_every_dtype_with_and_without_
     let x = zeros(k, "x", &[1, 16]);
     let o = zeros(k, "o", &[9]);
     assert!(
-        k.matvec_glu_coalesced(&wg, &wu, &x, 1, &o, Glu::Silu, None)
+        k.matvec_glu_coalesced([&wg, &wu], &x, 1, &o, Glu::Silu, None)
             .is_err()
     );
 }
@@ -890,8 +930,21 @@ fn rms_norm_and_layer_norm_shapes() {
         );
         let y = zeros(k, "y", &[rows, d]);
         for off in [0.0, 1.0] {
-            k.run(&k.rms_norm(&xt, &wt, &y, rows, d, 1e-5, off).unwrap())
-                .unwrap();
+            k.run(
+                &k.rms_norm(
+                    &xt,
+                    Norm {
+                        weight: &wt,
+                        eps: 1e-5,
+                        offset: off,
+                    },
+                    &y,
+                    rows,
+                    d,
+                )
+                .unwrap(),
+            )
+            .unwrap();
             assert_close(
                 &format!("rms_norm {rows}x{d} offset {off}"),
                 &y.read_f32(&k.dev).unwrap(),
@@ -900,7 +953,7 @@ fn rms_norm_and_layer_norm_shapes() {
                 1e-4,
             );
         }
-        k.run(&k.layer_norm(&xt, &wt, &bt, &y, rows, d, 1e-5).unwrap())
+        k.run(&k.layer_norm(&xt, [&wt, &bt], &y, rows, d, 1e-5).unwrap())
             .unwrap();
         assert_close(
             &format!("layer_norm {rows}x{d}"),
@@ -1019,8 +1072,11 @@ fn rope_both_pairings_partial_and_scaled() {
             let cst = f32_tensor(k, "cs", &[max_pos, rot], &cs);
             let pos = ids_tensor(k, "pos", &[pos0 as u32]);
             let xt = f32_tensor(k, "x", &[n_tokens, heads, hd], &x);
-            k.run(&k.rope(&xt, &cst, &pos, n_tokens, heads, hd, mode).unwrap())
-                .unwrap();
+            k.run(
+                &k.rope(&xt, RopeTable { cs: &cst, mode }, &pos, n_tokens, heads, hd)
+                    .unwrap(),
+            )
+            .unwrap();
             let mut want = x.clone();
             r::rope(&mut want, n_tokens, heads, hd, pos0, &inv, mode, 1.0);
             assert_close(
@@ -1074,8 +1130,20 @@ fn kv_write_then_attention_and_attention_lane_prefill_and_decode() {
             window,
         };
         k.run(
-            &k.kv_write(&kt, &vt, &kct, &vct, &pos, nt, nkv, hd, cap)
-                .unwrap(),
+            &k.kv_write(
+                &kt,
+                &vt,
+                &KvCache {
+                    k_cache: &kct,
+                    v_cache: &vct,
+                    pos: &pos,
+                    capacity: cap,
+                },
+                nt,
+                nkv,
+                hd,
+            )
+            .unwrap(),
         )
         .unwrap();
         let (mut kc, mut vc) = (kc0.clone(), vc0.clone());
@@ -1854,8 +1922,11 @@ fn rope_rows_matches_reference_at_per_row_positions() {
             let cst = f32_tensor(k, "cs", &[max_pos, rot], &cs);
             let post = ids_tensor(k, "pos", &pos);
             let xt = f32_tensor(k, "x", &[n, heads, hd], &x);
-            k.run(&k.rope_rows(&xt, &cst, &post, n, heads, hd, mode).unwrap())
-                .unwrap();
+            k.run(
+                &k.rope_rows(&xt, RopeTable { cs: &cst, mode }, &post, n, heads, hd)
+                    .unwrap(),
+            )
+            .unwrap();
             let mut want = x.clone();
             r::rope_rows(&mut want, &pos, heads, hd, &cs, rot / 2, mode);
             assert_close(
@@ -1939,8 +2010,19 @@ fn paged_kv_write_then_paged_attention_paged_attention_sg_and_paged_attention_he
             window,
         };
         k.run(
-            &k.paged_kv_write(&kt, &vt, &kct, &vct, &post, &seqt, &tablet, &a)
-                .unwrap(),
+            &k.paged_kv_write(
+                &kt,
+                &vt,
+                &PagedCache {
+                    k_cache: &kct,
+                    v_cache: &vct,
+                    pos: &post,
+                    seq: &seqt,
+                    table: &tablet,
+                },
+                &a,
+            )
+            .unwrap(),
         )
         .unwrap();
         let shape = r::PagedShape {
@@ -1989,17 +2071,56 @@ fn paged_kv_write_then_paged_attention_paged_attention_sg_and_paged_attention_he
         for v in variants {
             let run = |qt: &Tensor, out: &Tensor, post: &Tensor, seqt: &Tensor, a: &PagedParams| {
                 let d = match v {
-                    Paged::Lane => {
-                        k.paged_attention_lane(qt, &kct, &vct, out, post, seqt, &tablet, a)
-                    }
-                    Paged::Default => {
-                        k.paged_attention(qt, &kct, &vct, out, post, seqt, &tablet, a)
-                    }
+                    Paged::Lane => k.paged_attention_lane(
+                        qt,
+                        out,
+                        &PagedCache {
+                            k_cache: &kct,
+                            v_cache: &vct,
+                            pos: post,
+                            seq: seqt,
+                            table: &tablet,
+                        },
+                        a,
+                    ),
+                    Paged::Default => k.paged_attention(
+                        qt,
+                        out,
+                        &PagedCache {
+                            k_cache: &kct,
+                            v_cache: &vct,
+                            pos: post,
+                            seq: seqt,
+                            table: &tablet,
+                        },
+                        a,
+                    ),
                     Paged::Heads(g) => k.paged_attention_heads_grouped(
-                        qt, &kct, &vct, out, post, seqt, &tablet, a, g,
+                        qt,
+                        out,
+                        &PagedCache {
+                            k_cache: &kct,
+                            v_cache: &vct,
+                            pos: post,
+                            seq: seqt,
+                            table: &tablet,
+                        },
+                        a,
+                        g,
                     ),
                     Paged::Sg(g, rows) => k.paged_attention_sg_grouped(
-                        qt, &kct, &vct, out, post, seqt, &tablet, a, g, rows,
+                        qt,
+                        out,
+                        &PagedCache {
+                            k_cache: &kct,
+                            v_cache: &vct,
+                            pos: post,
+                            seq: seqt,
+                            table: &tablet,
+                        },
+                        a,
+                        g,
+                        rows,
                     ),
                 };
                 k.run(&d.unwrap()).unwrap();
@@ -2060,16 +2181,49 @@ fn paged_kv_write_then_paged_attention_paged_attention_sg_and_paged_attention_he
     };
     let (t4, t) = (zeros(k, "t4", &[16]), ids_tensor(k, "t", &[0]));
     assert!(
-        k.paged_attention(&t4, &t4, &t4, &t4, &t, &t, &t, &bad)
-            .is_err()
+        k.paged_attention(
+            &t4,
+            &t4,
+            &PagedCache {
+                k_cache: &t4,
+                v_cache: &t4,
+                pos: &t,
+                seq: &t,
+                table: &t
+            },
+            &bad
+        )
+        .is_err()
     );
     assert!(
-        k.paged_attention_sg(&t4, &t4, &t4, &t4, &t, &t, &t, &bad)
-            .is_err()
+        k.paged_attention_sg(
+            &t4,
+            &t4,
+            &PagedCache {
+                k_cache: &t4,
+                v_cache: &t4,
+                pos: &t,
+                seq: &t,
+                table: &t
+            },
+            &bad
+        )
+        .is_err()
     );
     assert!(
-        k.paged_attention_heads(&t4, &t4, &t4, &t4, &t, &t, &t, &bad)
-            .is_err()
+        k.paged_attention_heads(
+            &t4,
+            &t4,
+            &PagedCache {
+                k_cache: &t4,
+                v_cache: &t4,
+                pos: &t,
+                seq: &t,
+                table: &t
+            },
+            &bad
+        )
+        .is_err()
     );
     // Heads per workgroup that do not divide the heads per KV head are errors.
     let ok = PagedParams {
@@ -2080,26 +2234,76 @@ fn paged_kv_write_then_paged_attention_paged_attention_sg_and_paged_attention_he
     let q8 = zeros(k, "q8", &[32]);
     for (g, rows) in [(0, 1), (3, 1), (9, 1), (1, 0), (1, 9)] {
         assert!(
-            k.paged_attention_sg_grouped(&q8, &q8, &q8, &q8, &t, &t, &t, &ok, g, rows)
-                .is_err(),
+            k.paged_attention_sg_grouped(
+                &q8,
+                &q8,
+                &PagedCache {
+                    k_cache: &q8,
+                    v_cache: &q8,
+                    pos: &t,
+                    seq: &t,
+                    table: &t
+                },
+                &ok,
+                g,
+                rows
+            )
+            .is_err(),
             "{g} heads x {rows} rows per workgroup accepted"
         );
     }
     for g in [0, 3, 9] {
         assert!(
-            k.paged_attention_heads_grouped(&q8, &q8, &q8, &q8, &t, &t, &t, &ok, g)
-                .is_err(),
+            k.paged_attention_heads_grouped(
+                &q8,
+                &q8,
+                &PagedCache {
+                    k_cache: &q8,
+                    v_cache: &q8,
+                    pos: &t,
+                    seq: &t,
+                    table: &t
+                },
+                &ok,
+                g
+            )
+            .is_err(),
             "{g} heads per workgroup accepted"
         );
     }
     for g in [1, 2] {
-        k.paged_attention_heads_grouped(&q8, &q8, &q8, &q8, &t, &t, &t, &ok, g)
-            .unwrap();
+        k.paged_attention_heads_grouped(
+            &q8,
+            &q8,
+            &PagedCache {
+                k_cache: &q8,
+                v_cache: &q8,
+                pos: &t,
+                seq: &t,
+                table: &t,
+            },
+            &ok,
+            g,
+        )
+        .unwrap();
     }
     if k.attention_split_sg_supported() {
         for (g, rows) in [(1, 1), (2, 8)] {
-            k.paged_attention_sg_grouped(&q8, &q8, &q8, &q8, &t, &t, &t, &ok, g, rows)
-                .unwrap();
+            k.paged_attention_sg_grouped(
+                &q8,
+                &q8,
+                &PagedCache {
+                    k_cache: &q8,
+                    v_cache: &q8,
+                    pos: &t,
+                    seq: &t,
+                    table: &t,
+                },
+                &ok,
+                g,
+                rows,
+            )
+            .unwrap();
         }
     }
 }
@@ -2167,17 +2371,44 @@ fn rope_kv_equals_rope_then_kv_write_and_the_reference() {
             let (q1, k1, v1, kc1, vc1) = tensors();
             let g = k
                 .rope_kv(
-                    &q1, &k1, &v1, &kc1, &vc1, &cst, &pos, mode, nt, nh, nkv, hd, cap,
+                    [&q1, &k1, &v1],
+                    RopeTable { cs: &cst, mode },
+                    &KvCache {
+                        k_cache: &kc1,
+                        v_cache: &vc1,
+                        pos: &pos,
+                        capacity: cap,
+                    },
+                    nt,
+                    [nh, nkv],
+                    hd,
                 )
                 .unwrap();
             assert_eq!(g.len(), 1, "{what}: one dispatch");
             k.run(&g).unwrap();
             let (q2, k2, v2, kc2, vc2) = tensors();
-            let mut g = k.rope(&q2, &cst, &pos, nt, nh, hd, mode).unwrap();
-            g.extend(k.rope(&k2, &cst, &pos, nt, nkv, hd, mode).unwrap());
+            let mut g = k
+                .rope(&q2, RopeTable { cs: &cst, mode }, &pos, nt, nh, hd)
+                .unwrap();
             g.extend(
-                k.kv_write(&k2, &v2, &kc2, &vc2, &pos, nt, nkv, hd, cap)
+                k.rope(&k2, RopeTable { cs: &cst, mode }, &pos, nt, nkv, hd)
                     .unwrap(),
+            );
+            g.extend(
+                k.kv_write(
+                    &k2,
+                    &v2,
+                    &KvCache {
+                        k_cache: &kc2,
+                        v_cache: &vc2,
+                        pos: &pos,
+                        capacity: cap,
+                    },
+                    nt,
+                    nkv,
+                    hd,
+                )
+                .unwrap(),
             );
             k.run(&g).unwrap();
             assert!(
@@ -2219,13 +2450,37 @@ fn rope_kv_equals_rope_then_kv_write_and_the_reference() {
     let pos = ids_tensor(k, "pos", &[0]);
     let mode = RopeMode::RotateHalf;
     assert!(
-        k.rope_kv(&t, &t, &t, &t, &t, &cs, &pos, mode, 1, 1, 1, 4, 4)
-            .is_err(),
+        k.rope_kv(
+            [&t, &t, &t],
+            RopeTable { cs: &cs, mode },
+            &KvCache {
+                k_cache: &t,
+                v_cache: &t,
+                pos: &pos,
+                capacity: 4
+            },
+            1,
+            [1, 1],
+            4
+        )
+        .is_err(),
         "a table wider than head_dim"
     );
     assert!(
-        k.rope_kv(&t, &t, &t, &t, &t, &cs, &pos, mode, 1, 1, 1, 8, 9)
-            .is_err(),
+        k.rope_kv(
+            [&t, &t, &t],
+            RopeTable { cs: &cs, mode },
+            &KvCache {
+                k_cache: &t,
+                v_cache: &t,
+                pos: &pos,
+                capacity: 9
+            },
+            1,
+            [1, 1],
+            8
+        )
+        .is_err(),
         "caches too short"
     );
 }
@@ -2314,17 +2569,42 @@ fn paged_rope_kv_equals_rope_rows_then_paged_kv_write_and_the_reference() {
             let (q1, k1, v1, kc1, vc1) = tensors();
             let g = k
                 .paged_rope_kv(
-                    &q1, &k1, &v1, &kc1, &vc1, &cst, mode, &post, &seqt, &tablet, &a,
+                    [&q1, &k1, &v1],
+                    RopeTable { cs: &cst, mode },
+                    &PagedCache {
+                        k_cache: &kc1,
+                        v_cache: &vc1,
+                        pos: &post,
+                        seq: &seqt,
+                        table: &tablet,
+                    },
+                    &a,
                 )
                 .unwrap();
             assert_eq!(g.len(), 1, "{what}: one dispatch");
             k.run(&g).unwrap();
             let (q2, k2, v2, kc2, vc2) = tensors();
-            let mut g = k.rope_rows(&q2, &cst, &post, rows, nh, hd, mode).unwrap();
-            g.extend(k.rope_rows(&k2, &cst, &post, rows, nkv, hd, mode).unwrap());
+            let mut g = k
+                .rope_rows(&q2, RopeTable { cs: &cst, mode }, &post, rows, nh, hd)
+                .unwrap();
             g.extend(
-                k.paged_kv_write(&k2, &v2, &kc2, &vc2, &post, &seqt, &tablet, &a)
+                k.rope_rows(&k2, RopeTable { cs: &cst, mode }, &post, rows, nkv, hd)
                     .unwrap(),
+            );
+            g.extend(
+                k.paged_kv_write(
+                    &k2,
+                    &v2,
+                    &PagedCache {
+                        k_cache: &kc2,
+                        v_cache: &vc2,
+                        pos: &post,
+                        seq: &seqt,
+                        table: &tablet,
+                    },
+                    &a,
+                )
+                .unwrap(),
             );
             k.run(&g).unwrap();
             let q_bits = bits(k, &q1);
@@ -2385,7 +2665,16 @@ fn paged_rope_kv_equals_rope_rows_then_paged_kv_write_and_the_reference() {
             );
             k.run(
                 &k.paged_rope_kv(
-                    &q_one, &k_one, &v_one, &kc3, &vc3, &cst, mode, &p1, &s1, &tablet, &one,
+                    [&q_one, &k_one, &v_one],
+                    RopeTable { cs: &cst, mode },
+                    &PagedCache {
+                        k_cache: &kc3,
+                        v_cache: &vc3,
+                        pos: &p1,
+                        seq: &s1,
+                        table: &tablet,
+                    },
+                    &one,
                 )
                 .unwrap(),
             )

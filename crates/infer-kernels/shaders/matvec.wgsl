@@ -18,8 +18,7 @@
 // add fused into the projection, the same sum the add kernel computes). No barriers. WG (an override constant) is 8 on CPU adapters, where
 // more, smaller workgroups spread better over threads, and 64 elsewhere. On CPU adapters
 // the weight layout groups rows by 8 (W_GROUP, common/weight_index.wgsl), so an
-// invocation's 8 rows have each unit side by side: one contiguous 128-byte run per unit
-// (f32 at 49152x576 on lavapipe: ~8 -> ~13-14 GB/s).
+// invocation's 8 rows have each unit side by side: one contiguous 128-byte run per unit.
 // Dispatch: (ceil(ceil(n / ROWS) / WG), ceil(m / TOK), 1).
 // Params, bindings 0-4 and xv: common/matvec_io.wgsl.
 
@@ -48,8 +47,7 @@ fn row_units(r0: u32, nb: u32) -> array<u32, ROWS> {
 //
 // The rows are walked two at a time with their sums in a vec2 (acc[r / 2]): llvmpipe
 // writes an element of a private array at a loop-variable index lane by lane, so one
-// vec2 write per two rows instead of one f32 write per row (Q4_1 at 49152x576 on
-// lavapipe: ~8.7 -> ~9.7 G weights/s). The adds are the same, per element.
+// vec2 write per two rows instead of one f32 write per row. The adds are the same, per element.
 fn one_token(r0: u32, t: u32, lane: u32) {
     let x_off = p.x_off + t * p.k;
     var acc: array<vec2<f32>, ROWS / 2u>;

@@ -196,20 +196,17 @@ impl Kernels {
     ///   length (one workgroup per head would leave most of a GPU idle at long contexts),
     ///   phase 1 by attention_split_heads where head_dim % 4 == 0 and <= 256 (the query
     ///   heads of a KV head in one workgroup, head_dim a constant so the row loops are
-    ///   unrolled; attention_split's invocations walk 64 positions one load at a time,
-    ///   ~70 us per layer on an H200 whatever the context), else attention_split;
+    ///   unrolled; attention_split's invocations walk 64 positions one load at a time),
+    ///   else attention_split;
     ///   other steps on GPUs: tiled;
     /// - on CPU adapters, every step: attention_split_sg where the adapter has subgroups
     ///   and head_dim % 4 == 0, split over the KV length for the short steps and as one
-    ///   chunk (no split, no merge) for longer ones (lavapipe, SmolLM2's 9 heads over 3 KV
-    ///   heads x 64, one token: 0.23 / 0.89 ms against lane's 0.59 / 4.2 ms at 512 / 4096
-    ///   positions, `cargo xtask bench` at 159d66f; prefill of a 1540-token prompt 1.7x
-    ///   faster than with lane, whose invocations keep all of head_dim and each load K
-    ///   and V);
+    ///   chunk (no split, no merge) for longer ones (faster than lane, whose invocations
+    ///   keep all of head_dim and each load K and V);
     ///   else lane (head_dim % 4 == 0), else tiled.
     ///
-    /// `INFER_ATTENTION=split|split_heads|split_sg|lane|tiled` overrides it (for tests and
-    /// measurements) where the variant can run: split and split_heads only for steps of at
+    /// [`infer_tensor::Tuning::attention`] forces a choice (for tests and measurements)
+    /// where the variant can run: split and split_heads only for steps of at
     /// most [`Kernels::SPLIT_MAX_TOKENS`] tokens (their scratch grows with the tokens),
     /// split_heads only where attention_split_heads fits, split_sg and lane only where
     /// head_dim % 4 == 0, split_sg only with subgroups.
@@ -359,16 +356,15 @@ impl Kernels {
     /// = ceil(head_dim / 32) is the vec4 units of a head each invocation holds (a bound on
     /// the q and accumulator values it keeps; E = 2 at head_dim 64, so up to 8 heads). The
     /// heads share one KV head, whose K and V rows the workgroup then loads once for all of
-    /// them (SmolLM2-135M, 9 heads over 3 KV heads: 3, a third of the loads). Only G = 1
-    /// and 3 at head_dim 64 were measured (lavapipe); the bounds are a guess.
+    /// them (SmolLM2-135M, 9 heads over 3 KV heads: 3, a third of the loads). The bounds
+    /// past the measured G = 1 and 3 are a guess (bench/notes/kernels.md).
     pub fn attention_split_sg_heads(a: &AttentionParams) -> usize {
         sg_heads(a.n_heads, a.n_kv, a.head_dim)
     }
 
     /// Tokens per workgroup of [`Kernels::attention_split_sg`] over one chunk (prefill on
-    /// CPU adapters): they share each K and V row load. On lavapipe (SmolLM2, a 1540-token
-    /// prompt) 4 took ~0.65x the attention time of 1 and 8 ~2x (the state of 8 tokens x 3
-    /// heads no longer fits in registers).
+    /// CPU adapters): they share each K and V row load; 8 is slower (the state of 8 tokens
+    /// x 3 heads no longer fits in registers).
     pub const SPLIT_SG_TOKENS: usize = 4;
 
     /// [`Kernels::attention_split_sg`] with `heads` query heads per workgroup (1..=8, a

@@ -187,10 +187,9 @@ impl Kernels {
 
     /// The linear layer for `m` rows of `x`: matvec for one row; for more, the tiled matmul,
     /// except where [`Kernels::linear_uses_matvec`] says matvec over the tokens is faster:
-    /// on CPU adapters always (measured on lavapipe, 128 x 1536 x 576: 1.9x for Q4_1, 1.5x
-    /// for Q8_0, and since the grouped weight layout the float weights too; the tiled
-    /// kernel computes whole 64-row tiles however few rows there are), on GPUs for
-    /// verification-sized steps.
+    /// on CPU adapters always (the tiled kernel computes whole 64-row tiles however few rows
+    /// there are, and the row-grouped weight layout makes matvec's token tiles faster for
+    /// every dtype), on GPUs for verification-sized steps.
     /// `y` may be split by rows ([`Out::Split`]: a fused q/k/v projection in one dispatch).
     pub fn linear<'a>(
         &self,

@@ -138,8 +138,7 @@ impl Kernels {
 
     /// matvec over `m` tokens: `y[t] = w x[t]` with `x` `(m, k)` and `y` `(m, n)`. For
     /// float and Q8_0 weights each weight unit is decoded once per tile of up to
-    /// [`Kernels::matvec_tokens`] tokens (on lavapipe 1.2-2x less time per token; see
-    /// `matvec_plan` for where tiles are used). Batch invariant: `y[t]` is bit-identical
+    /// [`Kernels::matvec_tokens`] tokens (see `matvec_plan` for where tiles are used). Batch invariant: `y[t]` is bit-identical
     /// whatever `m` is and wherever `t` falls in a tile (each token's arithmetic is the same
     /// expression; tested on the adapter in tests/kernels.rs), and equal to
     /// [`Kernels::matvec`] of `x[t]`.
@@ -175,13 +174,12 @@ impl Kernels {
     /// On the GPU layout (coalesced) up to [`crate::COALESCED_LINEAR_ROWS`] rows: a verification
     /// step of a few rows is latency-bound, and the coalesced matvec's m x n / 4 workgroups
     /// (each matrix read again from cache per row) keep the chip busy where the tiled
-    /// matmul's few tiles leave it idle. On an H200, with matmul, prompt lookup's 2-9 row
-    /// steps cost ~7 one-row steps each and speculation ran at 0.55-0.88x plain decode.
+    /// matmul's few tiles leave it idle (with matmul, speculation ran slower than plain
+    /// decode).
     ///
     /// On CPU adapters at every row count, whatever the dtype: quantized weights always ran
     /// matvec there, and since the grouped weight layout (`Device::weight_group`) the float
-    /// weights' token tiles beat the tiled matmul at prefill sizes too (f16 SmolLM2-135M
-    /// prefill on lavapipe: 32.4 -> 56.3 tok/s at 128 tokens, 29.7 -> 48.2 at 512).
+    /// weights' token tiles beat the tiled matmul at prefill sizes too.
     pub fn linear_uses_matvec(&self, m: usize, _w: &Tensor) -> bool {
         if self.coalesced {
             return m <= crate::COALESCED_LINEAR_ROWS;
@@ -486,8 +484,8 @@ impl Kernels {
     /// size (2 or 3; no padded tile); Q8_0 from 4 tokens on, the remainder one token per
     /// invocation; Q4_0/Q4_1 where x is shared over subgroups
     /// ([`Kernels::matvec_x_broadcast`]) as the floats, otherwise never (each token's 8
-    /// loads of x per unit then dominate: tiles measured no faster, while with x shared
-    /// SmolLM2-135M Q4_1 prefill ran ~1.85x faster with them). m = 1 is always the
+    /// loads of x per unit then dominate: tiles measured no faster; with x shared they
+    /// are). m = 1 is always the
     /// single-token pipeline. Every plan gives the same bits (see `matvec.wgsl`), so this
     /// is purely a speed choice.
     fn matvec_plan(&self, dtype: DType, m: usize) -> Vec<(u32, usize, usize)> {

@@ -113,8 +113,7 @@ impl Drop for Kernels {
 /// infinite loops). Every loop in `shaders/` ends by construction: counted `for` loops over
 /// bounds from the parameters or constants, and topk's insertion loop, whose index falls to
 /// 0. The guard kept llvmpipe from unrolling the small constant loops (rows, vec4s of a
-/// unit), so their arrays lived in memory: without it the Q4_1 matvec runs ~1.2x faster on
-/// lavapipe, prefill ~1.2x and decode ~1.1x. Bounds checks (reads past a binding) and the
+/// unit), so their arrays lived in memory (bench/notes/kernels.md). Bounds checks (reads past a binding) and the
 /// integer-division guards stay.
 fn shader_module(device: &wgpu::Device, label: &str, source: String) -> wgpu::ShaderModule {
     let desc = wgpu::ShaderModuleDescriptor {

@@ -2793,3 +2793,69 @@ fn split_output_equals_separate_projections_every_dtype() {
         "outputs must be distinct"
     );
 }
+
+/// The choices follow `Kernels::tuning()`, not the adapter: with the GPU choices on any
+/// adapter, decode attention runs attention_split_heads, prefill the tiled kernel, paged
+/// attention the heads kernel, and matvec the coalesced layout (whatever `dev.tuning` is),
+/// while a weight layout other than the device's is an error.
+#[test]
+fn attention_and_paged_attention_follow_the_tuning() {
+    let Some(k) = kernels() else { return };
+    let mut gpu = k.tuning().gpu_choices();
+    assert!(
+        Kernels::with_tuning(k.dev.clone(), gpu.clone()).is_err()
+            || gpu.weight_group == k.tuning().weight_group
+    );
+    gpu.weight_group = k.tuning().weight_group;
+    gpu.cpu = false;
+    let g = Kernels::with_tuning(k.dev.clone(), gpu).expect("the device's weight layout");
+    assert!(g.matvec_coalesced_default());
+    let a = |n_tokens| AttentionParams {
+        n_tokens,
+        n_heads: 8,
+        n_kv: 2,
+        head_dim: 64,
+        capacity: 512,
+        scale: 0.125,
+        softcap: 0.0,
+        window: 0,
+    };
+    assert_eq!(
+        g.attention_kernel(&a(1)),
+        infer_kernels::AttentionKernel::SplitHeads
+    );
+    assert_eq!(
+        g.attention_kernel(&a(16)),
+        infer_kernels::AttentionKernel::Tiled
+    );
+    let (q, out) = (zeros(k, "q", &[8, 64]), zeros(k, "out", &[8, 64]));
+    let cache = zeros(k, "cache", &[4 * 16 * 2 * 64]);
+    let (pos, seq, table) = (
+        ids_tensor(k, "pos", &[3]),
+        ids_tensor(k, "seq", &[0]),
+        ids_tensor(k, "table", &[0, 1, 2, 3]),
+    );
+    let p = infer_kernels::PagedParams {
+        n_rows: 1,
+        n_heads: 8,
+        n_kv: 2,
+        head_dim: 64,
+        block_size: 16,
+        n_blocks: 4,
+        n_seqs: 1,
+        max_blocks: 4,
+        scale: 0.125,
+        softcap: 0.0,
+        window: 0,
+    };
+    let kv = PagedCache {
+        k_cache: &cache,
+        v_cache: &cache,
+        pos: &pos,
+        seq: &seq,
+        table: &table,
+    };
+    let d = g.paged_attention(&q, &out, &kv, &p).unwrap();
+    assert_eq!(d[0].kernel, infer_kernels::Kernel::PagedAttentionHeads);
+    k.run(&d).unwrap();
+}

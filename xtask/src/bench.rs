@@ -410,11 +410,29 @@ fn attention_rows(dev: &Arc<Device>, k: &Kernels, runs: usize) -> Result<Vec<Val
         for (kernel, d) in [
             (
                 "attention_lane",
-                k.attention_lane(&q, &kc, &vc, &out, &pos, &a)?,
+                k.attention_lane(
+                    AttentionIo {
+                        q: &q,
+                        k_cache: &kc,
+                        v_cache: &vc,
+                        out: &out,
+                        pos: &pos,
+                    },
+                    &a,
+                )?,
             ),
             (
                 "attention (tiled)",
-                k.attention_tiled(&q, &kc, &vc, &out, &pos, &a)?,
+                k.attention_tiled(
+                    AttentionIo {
+                        q: &q,
+                        k_cache: &kc,
+                        v_cache: &vc,
+                        out: &out,
+                        pos: &pos,
+                    },
+                    &a,
+                )?,
             ),
             (
                 "attention_split",

@@ -167,8 +167,8 @@ impl Kernels {
             pos,
         };
         match self.attention_kernel(a) {
-            AttentionKernel::Lane => self.attention_lane(q, k_cache, v_cache, out, pos, a),
-            AttentionKernel::Tiled => self.attention_tiled(q, k_cache, v_cache, out, pos, a),
+            AttentionKernel::Lane => self.attention_lane(io, a),
+            AttentionKernel::Tiled => self.attention_tiled(io, a),
             AttentionKernel::Split => {
                 let chunk = self.attention_split_chunk(a.capacity);
                 self.attention_split(io, a, chunk)
@@ -518,20 +518,16 @@ impl Kernels {
     /// (attention_lane.wgsl); head_dim must be a multiple of 4.
     pub fn attention_lane(
         &self,
-        q: &Tensor,
-        k_cache: &Tensor,
-        v_cache: &Tensor,
-        out: &Tensor,
-        pos: &Tensor,
+        io: AttentionIo<'_>,
         a: &AttentionParams,
     ) -> Result<Vec<Dispatch>> {
-        let io = AttentionIo {
+        let AttentionIo {
             q,
             k_cache,
             v_cache,
             out,
             pos,
-        };
+        } = io;
         let mut params = self.attention_params(io, a)?;
         // Few tokens (decode): lanes over (token, head) pairs; else over tokens of one head.
         let heads_in_lanes = a.n_tokens < 8;
@@ -565,20 +561,16 @@ impl Kernels {
     /// in workgroup memory (attention.wgsl).
     pub fn attention_tiled(
         &self,
-        q: &Tensor,
-        k_cache: &Tensor,
-        v_cache: &Tensor,
-        out: &Tensor,
-        pos: &Tensor,
+        io: AttentionIo<'_>,
         a: &AttentionParams,
     ) -> Result<Vec<Dispatch>> {
-        let io = AttentionIo {
+        let AttentionIo {
             q,
             k_cache,
             v_cache,
             out,
             pos,
-        };
+        } = io;
         let params = self.attention_params(io, a)?;
         Ok(vec![self.dispatch(
             Kernel::Attention,

@@ -1176,8 +1176,20 @@ fn kv_write_then_attention_and_attention_lane_prefill_and_decode() {
             window,
         };
         let want = r::attention(&q, &kc, &vc, &shape);
-        k.run(&k.attention_tiled(&qt, &kct, &vct, &out, &pos, &ap).unwrap())
-            .unwrap();
+        k.run(
+            &k.attention_tiled(
+                AttentionIo {
+                    q: &qt,
+                    k_cache: &kct,
+                    v_cache: &vct,
+                    out: &out,
+                    pos: &pos,
+                },
+                &ap,
+            )
+            .unwrap(),
+        )
+        .unwrap();
         assert_close(
             &format!("attention (tiled) {what}"),
             &out.read_f32(&k.dev).unwrap(),
@@ -1187,8 +1199,20 @@ fn kv_write_then_attention_and_attention_lane_prefill_and_decode() {
         );
         if hd % 4 == 0 {
             let out2 = zeros(k, "out2", &[nt, nh, hd]);
-            k.run(&k.attention_lane(&qt, &kct, &vct, &out2, &pos, &ap).unwrap())
-                .unwrap();
+            k.run(
+                &k.attention_lane(
+                    AttentionIo {
+                        q: &qt,
+                        k_cache: &kct,
+                        v_cache: &vct,
+                        out: &out2,
+                        pos: &pos,
+                    },
+                    &ap,
+                )
+                .unwrap(),
+            )
+            .unwrap();
             assert_close(
                 &format!("attention_lane {what}"),
                 &out2.read_f32(&k.dev).unwrap(),
@@ -1198,7 +1222,17 @@ fn kv_write_then_attention_and_attention_lane_prefill_and_decode() {
             );
         } else {
             assert!(
-                k.attention_lane(&qt, &kct, &vct, &out, &pos, &ap).is_err(),
+                k.attention_lane(
+                    AttentionIo {
+                        q: &qt,
+                        k_cache: &kct,
+                        v_cache: &vct,
+                        out: &out,
+                        pos: &pos
+                    },
+                    &ap
+                )
+                .is_err(),
                 "head_dim % 4 != 0"
             );
         }

@@ -14,7 +14,7 @@ pub trait Params: bytemuck::Pod {
 
 /// Declares a params struct and its WGSL twin:
 ///
-/// ```ignore
+/// ```text
 /// params! {
 ///     /// What it is for.
 ///     pub(crate) struct SoftcapParams { n: u32, cap: f32, _pad0: u32, _pad1: u32 }

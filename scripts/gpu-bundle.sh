@@ -19,7 +19,6 @@ PY
 strip .dev/stage/target/release/infer .dev/stage/target/release/xtask .dev/stage/target/release/deps/*
 tar -C .dev/stage -cf - target | xz -T2 -9 >.dev/bundle.tar.xz
 rm -rf .dev/stage .dev/stories260K
-cp -r ../shared/models/stories260K .dev/
 m=models/SmolLM2-135M-Instruct.Q4_1.gguf
 (sha256sum "$m") >.dev/model.sha256
 rm -f .dev/model.part*

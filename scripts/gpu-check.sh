@@ -26,13 +26,11 @@ if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
 fi
 export INFER_BACKEND=vulkan CI=true RUST_BACKTRACE=1
 
-# Binaries and tests bake in /work/main (CARGO_MANIFEST_DIR) and read ../shared/models.
+# Binaries and tests bake in /work/main (CARGO_MANIFEST_DIR).
 if [ "$root" != /work/main ]; then
   mkdir -p /work
   [ -e /work/main ] || ln -s "$root" /work/main
 fi
-mkdir -p /work/shared/models
-[ -d /work/shared/models/stories260K ] || cp -r .dev/stories260K /work/shared/models/
 if [ ! -x target/release/infer ] || [ .dev/bundle.tar.xz -nt target/release/infer ]; then
   tar -xJf .dev/bundle.tar.xz
 fi

@@ -32,11 +32,10 @@ def binary():
 
 
 def model_path(rel):
-    for base in (ROOT, os.path.join(ROOT, "..", "shared")):
-        p = os.path.join(base, rel)
-        if os.path.exists(p):
-            return p
-    need(False, f"model {rel} is missing (cargo xtask model / ../shared/models)")
+    p = os.path.join(ROOT, rel)
+    if os.path.exists(p):
+        return p
+    need(False, f"model {rel} is missing (cargo xtask model)")
 
 
 def free_port():
@@ -99,7 +98,7 @@ class Server:
         self.log.close()
 
 
-STORIES = "models/stories260K"
+STORIES = "tests/fixtures/stories260K"
 SMOL = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

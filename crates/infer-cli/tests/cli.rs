@@ -110,8 +110,8 @@ fn run_streams_stories260k_and_stops_at_max_tokens() {
         return;
     }
     let Some(model) = require(
-        repo().join("../shared/models/stories260K"),
-        "the shared models folder",
+        repo().join("tests/fixtures/stories260K"),
+        "the committed fixture tests/fixtures/stories260K",
     ) else {
         return;
     };
@@ -160,8 +160,8 @@ fn bad_input_is_a_clear_error() {
     assert!(!err.contains("panicked"), "{err}");
 
     let Some(model) = require(
-        repo().join("../shared/models/stories260K"),
-        "the shared models folder",
+        repo().join("tests/fixtures/stories260K"),
+        "the committed fixture tests/fixtures/stories260K",
     ) else {
         return;
     };

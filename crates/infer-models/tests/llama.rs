@@ -19,9 +19,9 @@ fn fixtures() -> PathBuf {
     common::fixtures("llama")
 }
 
-/// `../shared/models/<name>` beside the repo; missing: SKIP, or a failure under CI=true.
-fn shared_model(name: &str) -> Option<PathBuf> {
-    let p = repo().join("../shared/models").join(name);
+/// `tests/fixtures/<name>` (committed real models); missing: SKIP, or a failure under CI=true.
+fn fixture_model(name: &str) -> Option<PathBuf> {
+    let p = repo().join("tests/fixtures").join(name);
     if p.exists() {
         return Some(p);
     }
@@ -214,7 +214,7 @@ fn quantize_on_load_keeps_greedy_tokens_close() {
 
 #[test]
 fn stories260k_greedy_from_bos_matches_all_256_ids() {
-    let Some(dir) = shared_model("stories260K") else {
+    let Some(dir) = fixture_model("stories260K") else {
         return;
     };
     let expected = ids(&read_json(&dir.join("greedy_ids.json"))["greedy_ids"]);

@@ -29,8 +29,8 @@ fn require(path: PathBuf, how: &str) -> Option<PathBuf> {
 
 fn stories() -> Option<Tokenizer> {
     let dir = require(
-        repo_root().join("../shared/models/stories260K"),
-        "the shared models folder ../shared/models",
+        repo_root().join("tests/fixtures/stories260K"),
+        "the committed fixture tests/fixtures/stories260K",
     )?;
     Some(Tokenizer::from_hf_dir(&dir).expect("loading stories260K tokenizer"))
 }
@@ -206,8 +206,8 @@ fn smollm2_stream_multibyte_and_skip_special() {
 #[test]
 fn hf_dir_config_variants() {
     let Some(stories_dir) = require(
-        repo_root().join("../shared/models/stories260K"),
-        "the shared models folder ../shared/models",
+        repo_root().join("tests/fixtures/stories260K"),
+        "the committed fixture tests/fixtures/stories260K",
     ) else {
         return;
     };
@@ -267,7 +267,7 @@ fn gguf_sentencepiece_matches_tokenizer_json() {
     use infer_models::gguf::{GgufValue, to_gguf_bytes};
 
     let Some(reference) = stories() else { return };
-    let dir = repo_root().join("../shared/models/stories260K");
+    let dir = repo_root().join("tests/fixtures/stories260K");
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap())
             .unwrap();

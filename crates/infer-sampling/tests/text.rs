@@ -206,7 +206,7 @@ fn check(tok: &Tokenizer, name: &str) {
 
 #[test]
 fn text_stream_matches_whole_decoding_stories260k() {
-    let Some(dir) = fixture("../shared/models/stories260K") else {
+    let Some(dir) = fixture("tests/fixtures/stories260K") else {
         return;
     };
     let tok = Tokenizer::from_hf_dir(&dir).expect("tokenizer");

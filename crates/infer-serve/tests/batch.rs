@@ -33,16 +33,14 @@ fn model_or_skip(rel: &str, bc: BatchConfig, gpu: bool) -> Option<BatchedModel> 
         // Before the weights are uploaded: they are packed in the tuning's row groups.
         dev.tuning = dev.tuning.gpu_choices();
     }
-    let path = [root().join(rel), root().join("..").join("shared").join(rel)]
-        .into_iter()
-        .find(|p| p.exists());
-    let Some(path) = path else {
+    let path = root().join(rel);
+    if !path.exists() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("CI=true and the model {rel} is missing");
         }
         eprintln!("SKIP: model {rel} not found; batch invariance test did NOT run");
         return None;
-    };
+    }
     let k = Arc::new(Kernels::new(Arc::new(dev)));
     Some(load_batched_model(path.to_str().expect("utf-8 path"), k, None, bc).expect("load"))
 }
@@ -201,7 +199,7 @@ fn batched_step_is_batch_invariant_stories260k() {
         (0..41).map(|i| 3 + (i * 11 % 480) as u32).collect(),
         vec![1, 42, 42, 42],
     ];
-    check_invariance("models/stories260K", prompts, 12);
+    check_invariance("tests/fixtures/stories260K", prompts, 12);
 }
 
 #[test]
@@ -224,7 +222,7 @@ fn batched_step_reproduces_stories260k_greedy_reference() {
         context: 512,
     };
     for gpu in GPU_CHOICES {
-        let Some(mut m) = model_or_skip("models/stories260K", bc, gpu) else {
+        let Some(mut m) = model_or_skip("tests/fixtures/stories260K", bc, gpu) else {
             return;
         };
         greedy_reference(&mut m, gpu);
@@ -232,13 +230,7 @@ fn batched_step_reproduces_stories260k_greedy_reference() {
 }
 
 fn greedy_reference(m: &mut BatchedModel, gpu: bool) {
-    let path = [
-        root().join("models/stories260K"),
-        root().join("../shared/models/stories260K"),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
-    .expect("found above");
+    let path = root().join("tests/fixtures/stories260K");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path.join("greedy_ids.json")).unwrap())
             .unwrap();

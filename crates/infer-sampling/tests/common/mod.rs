@@ -38,8 +38,8 @@ fn require(p: PathBuf, how: &str) -> Option<PathBuf> {
 
 pub fn stories() -> Option<PathBuf> {
     require(
-        repo().join("../shared/models/stories260K"),
-        "the shared models folder",
+        repo().join("tests/fixtures/stories260K"),
+        "the committed fixture tests/fixtures/stories260K",
     )
 }
 

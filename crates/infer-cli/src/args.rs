@@ -28,7 +28,7 @@ pub struct DeviceArgs {
 
 #[derive(Args, Clone)]
 pub struct ModelArgs {
-    /// A Hugging Face folder, a .gguf file, or a repo id in the local Hugging Face cache.
+    /// A Hugging Face folder, a .gguf file, or a Hub id: org/name, org/name:QUANT, org/name/file.gguf.
     /// Default: env INFER_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf
     /// (fetched by `cargo xtask model`).
     #[arg(long, short)]

@@ -10,7 +10,7 @@ use crate::args::{DeviceArgs, ModelArgs, device, model_spec, parse_quant};
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// A Hugging Face folder, a .gguf file, or a repo id in the local Hugging Face cache
+    /// A Hugging Face folder, a .gguf file, or a Hub id (org/name, org/name:QUANT, org/name/file.gguf)
     /// (any supported architecture). Default: env INFER_MODEL, else the model `cargo xtask
     /// model` fetches.
     #[arg(long, short)]

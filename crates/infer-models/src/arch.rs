@@ -1,6 +1,11 @@
 //! The architecture table: every architecture we run, by its Hugging Face `architectures`
 //! name, its `model_type` and its GGUF `general.architecture`, with the features that set
-//! it apart. A new architecture is a row here plus one file.
+//! it apart, and the quirks of reading each family's files: its GGUF tensor names and the
+//! settings llama.cpp assumes where a GGUF file has no key for them ([`Family`]'s methods).
+//! A new architecture is a row here (and, for a new forward pass, a `Family` variant with
+//! its arms in those methods) plus one file; ARCHITECTURE.md lists every file it touches.
+
+use infer_tensor::reference::RopeMode;
 
 use crate::error::{ModelError, Result};
 
@@ -30,6 +35,10 @@ pub struct ArchInfo {
     pub family: Family,
     /// RMSNorm on each head's q and k before rotary (Qwen3).
     pub qk_norm: bool,
+    /// How a GGUF file's q and k rows pair rotary dimensions: llama.cpp permutes Llama's and
+    /// Mistral's for interleaved rotary; other models keep Hugging Face's rotate-half layout
+    /// (llama.cpp's NEOX rope).
+    pub gguf_rope: RopeMode,
 }
 
 pub const ARCHS: &[ArchInfo] = &[
@@ -39,6 +48,7 @@ pub const ARCHS: &[ArchInfo] = &[
         gguf_name: "llama",
         family: Family::Llama,
         qk_norm: false,
+        gguf_rope: RopeMode::Interleaved,
     },
     ArchInfo {
         hf_name: "MistralForCausalLM",
@@ -46,6 +56,7 @@ pub const ARCHS: &[ArchInfo] = &[
         gguf_name: "mistral",
         family: Family::Llama,
         qk_norm: false,
+        gguf_rope: RopeMode::Interleaved,
     },
     ArchInfo {
         hf_name: "Qwen2ForCausalLM",
@@ -53,6 +64,7 @@ pub const ARCHS: &[ArchInfo] = &[
         gguf_name: "qwen2",
         family: Family::Llama,
         qk_norm: false,
+        gguf_rope: RopeMode::RotateHalf,
     },
     ArchInfo {
         hf_name: "Qwen3ForCausalLM",
@@ -60,6 +72,7 @@ pub const ARCHS: &[ArchInfo] = &[
         gguf_name: "qwen3",
         family: Family::Llama,
         qk_norm: true,
+        gguf_rope: RopeMode::RotateHalf,
     },
     ArchInfo {
         hf_name: "Phi3ForCausalLM",
@@ -67,6 +80,7 @@ pub const ARCHS: &[ArchInfo] = &[
         gguf_name: "phi3",
         family: Family::Phi3,
         qk_norm: false,
+        gguf_rope: RopeMode::RotateHalf,
     },
     ArchInfo {
         hf_name: "GemmaForCausalLM",
@@ -74,6 +88,7 @@ pub const ARCHS: &[ArchInfo] = &[
         gguf_name: "gemma",
         family: Family::Gemma,
         qk_norm: false,
+        gguf_rope: RopeMode::RotateHalf,
     },
     ArchInfo {
         hf_name: "Gemma2ForCausalLM",
@@ -81,6 +96,7 @@ pub const ARCHS: &[ArchInfo] = &[
         gguf_name: "gemma2",
         family: Family::Gemma2,
         qk_norm: false,
+        gguf_rope: RopeMode::RotateHalf,
     },
     ArchInfo {
         hf_name: "GPT2LMHeadModel",
@@ -88,8 +104,136 @@ pub const ARCHS: &[ArchInfo] = &[
         gguf_name: "gpt2",
         family: Family::Gpt2,
         qk_norm: false,
+        gguf_rope: RopeMode::RotateHalf,
     },
 ];
+
+/// The settings llama.cpp assumes for a family where a GGUF file has no key for them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GgufDefaults {
+    /// `<arch>.attention.sliding_window`.
+    pub sliding_window: Option<usize>,
+    /// `<arch>.attn_logit_softcapping`, `<arch>.final_logit_softcapping`.
+    pub attn_softcap: Option<f32>,
+    pub final_softcap: Option<f32>,
+    /// Sliding-window attention on even layers only (global on odd ones).
+    pub sliding_even_layers: bool,
+}
+
+impl Family {
+    /// The GGUF name of Hugging Face tensor `hf` in this family's files, as llama.cpp's
+    /// convert_hf_to_gguf.py names it.
+    pub fn gguf_name(self, hf: &str) -> Option<String> {
+        match self {
+            Family::Gpt2 => gpt2_gguf_name(hf),
+            // Gemma 2's `post_attention_layernorm` norms the attention output
+            // (`post_attention_norm`), not the MLP input (`ffn_norm`, its
+            // `pre_feedforward_layernorm`).
+            Family::Gemma2 => match hf.strip_prefix("model.layers.").map(|r| r.split_once('.')) {
+                Some(Some((layer, "post_attention_layernorm.weight"))) => {
+                    Some(format!("blk.{layer}.post_attention_norm.weight"))
+                }
+                _ => decoder_gguf_name(hf),
+            },
+            Family::Llama | Family::Phi3 | Family::Gemma => decoder_gguf_name(hf),
+        }
+    }
+
+    /// The settings llama.cpp assumes where a GGUF file lacks their keys (files converted
+    /// before convert_hf_to_gguf.py wrote them).
+    pub fn gguf_defaults(self) -> GgufDefaults {
+        match self {
+            // Gemma 2 always soft-caps in llama.cpp (50 on scores, 30 on logits), with a
+            // 4096 window on even layers.
+            Family::Gemma2 => GgufDefaults {
+                sliding_window: Some(4096),
+                attn_softcap: Some(50.0),
+                final_softcap: Some(30.0),
+                sliding_even_layers: true,
+            },
+            Family::Llama | Family::Phi3 | Family::Gemma | Family::Gpt2 => GgufDefaults::default(),
+        }
+    }
+
+    /// The attention scale's `query_pre_attn_scalar` llama.cpp uses for a GGUF file, which
+    /// has no key for it: Gemma 2 scales by 1/sqrt(head_dim) except the 27B model (46
+    /// layers), whose scalar is hidden / heads.
+    pub fn gguf_query_pre_attn_scalar(
+        self,
+        n_layers: usize,
+        hidden: usize,
+        n_heads: usize,
+    ) -> Option<f32> {
+        match self {
+            Family::Gemma2 if n_layers == 46 => Some((hidden / n_heads) as f32),
+            _ => None,
+        }
+    }
+}
+
+/// The GGUF name of a `model.`-prefixed decoder's tensor (Llama, Phi-3, Gemma).
+fn decoder_gguf_name(hf: &str) -> Option<String> {
+    let fixed = match hf {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.into());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, tail) = rest.split_once('.')?;
+    let mapped = match tail {
+        "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "self_attn.q_proj.bias" => "attn_q.bias",
+        "self_attn.k_proj.bias" => "attn_k.bias",
+        "self_attn.v_proj.bias" => "attn_v.bias",
+        "self_attn.o_proj.bias" => "attn_output.bias",
+        "self_attn.q_norm.weight" => "attn_q_norm.weight",
+        "self_attn.qkv_proj.weight" => "attn_qkv.weight",
+        "mlp.gate_up_proj.weight" => "ffn_up.weight",
+        "pre_feedforward_layernorm.weight" => "ffn_norm.weight",
+        "post_feedforward_layernorm.weight" => "post_ffw_norm.weight",
+        "self_attn.k_norm.weight" => "attn_k_norm.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{mapped}"))
+}
+
+/// GPT-2's names (`transformer.*`) as llama.cpp's `gpt2` GGUF names them.
+fn gpt2_gguf_name(hf: &str) -> Option<String> {
+    let rest = hf.strip_prefix("transformer.")?;
+    let (stem, kind) = rest.rsplit_once('.')?;
+    let fixed = match stem {
+        "wte" => Some("token_embd"),
+        "wpe" => Some("position_embd"),
+        "ln_f" => Some("output_norm"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(format!("{f}.{kind}"));
+    }
+    let (layer, tail) = stem.strip_prefix("h.")?.split_once('.')?;
+    let mapped = match tail {
+        "ln_1" => "attn_norm",
+        "attn.c_attn" => "attn_qkv",
+        "attn.c_proj" => "attn_output",
+        "ln_2" => "ffn_norm",
+        "mlp.c_fc" => "ffn_up",
+        "mlp.c_proj" => "ffn_down",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{mapped}.{kind}"))
+}
 
 fn supported() -> String {
     ARCHS

@@ -269,6 +269,18 @@ fn arch_params_from(j: &Json, rope: Option<&Value>, cfg: &ModelConfig) -> Result
 }
 
 impl ModelConfig {
+    /// The sizes a layer is built from: (hidden, head_dim, n_heads, n_kv_heads,
+    /// intermediate).
+    pub fn dims(&self) -> (usize, usize, usize, usize, usize) {
+        (
+            self.hidden,
+            self.head_dim,
+            self.n_heads,
+            self.n_kv_heads,
+            self.intermediate,
+        )
+    }
+
     /// Reads `config.json` in a Hugging Face folder (plus `generation_config.json` for EOS).
     pub fn from_hf_dir(dir: &Path) -> Result<ModelConfig> {
         let path = dir.join("config.json");
@@ -427,23 +439,14 @@ impl ModelConfig {
             rope_theta: g.get_f32_opt(&k("rope.freq_base"))?.unwrap_or(10000.0),
             rope_scaling: scaling,
             rotary_dim,
-            // llama.cpp permutes Llama/Mistral q and k rows for interleaved rotary; Qwen
-            // models keep Hugging Face's rotate-half layout (llama.cpp's NEOX rope).
-            rope_mode: if matches!(name, "llama" | "mistral") {
-                RopeMode::Interleaved
-            } else {
-                RopeMode::RotateHalf
-            },
+            rope_mode: arch.gguf_rope,
             tie_embeddings: g.tensor("output.weight").is_err(),
             max_position: g
                 .get_u32_opt(&k("context_length"))?
                 .map_or(4096, |x| x as usize),
-            // llama.cpp's Gemma 2 window is 4096 where the key is missing (files converted
-            // before convert_hf_to_gguf.py wrote it).
             sliding_window: match g.get_u32_opt(&k("attention.sliding_window"))? {
                 Some(x) => Some(x as usize),
-                None if name == "gemma2" => Some(4096),
-                None => None,
+                None => arch.family.gguf_defaults().sliding_window,
             }
             .filter(|&x| x > 0),
             eos_ids: g
@@ -464,22 +467,23 @@ impl ModelConfig {
 fn arch_params_from_gguf(g: &GgufFile, cfg: &ModelConfig) -> Result<ArchParams> {
     let name = cfg.arch.gguf_name;
     let k = |s: &str| format!("{name}.{s}");
+    let (family, defaults) = (cfg.arch.family, cfg.arch.family.gguf_defaults());
     let mut p = ArchParams {
-        attn_softcap: g.get_f32_opt(&k("attn_logit_softcapping"))?,
-        final_softcap: g.get_f32_opt(&k("final_logit_softcapping"))?,
+        attn_softcap: g
+            .get_f32_opt(&k("attn_logit_softcapping"))?
+            .or(defaults.attn_softcap),
+        final_softcap: g
+            .get_f32_opt(&k("final_logit_softcapping"))?
+            .or(defaults.final_softcap),
+        query_pre_attn_scalar: family.gguf_query_pre_attn_scalar(
+            cfg.n_layers,
+            cfg.hidden,
+            cfg.n_heads,
+        ),
         ..Default::default()
     };
-    if name == "gemma2" {
-        // llama.cpp: sliding window on even layers; attention scale 1/sqrt(head_dim) except
-        // Gemma 2 27B (46 layers), whose query_pre_attn_scalar is hidden / heads.
+    if defaults.sliding_even_layers {
         p.sliding_layers = (0..cfg.n_layers).map(|i| i % 2 == 0).collect();
-        // Gemma 2 always soft-caps in llama.cpp: 50 (attention) and 30 (logits), its
-        // defaults, where early conversions lack the keys.
-        p.attn_softcap.get_or_insert(50.0);
-        p.final_softcap.get_or_insert(30.0);
-        if cfg.n_layers == 46 {
-            p.query_pre_attn_scalar = Some((cfg.hidden / cfg.n_heads) as f32);
-        }
     }
     // Phi-3 LongRoPE: llama.cpp keeps the per-dimension factors as tensors.
     if let (Ok(long), Ok(short)) = (

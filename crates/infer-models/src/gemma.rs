@@ -34,9 +34,12 @@ use infer_tensor::{Device, Tensor};
 use crate::arch::Family;
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::runner::{Graph, LoadOptions, Runner, WeightLoader};
+use crate::graph::{Acts, Graph};
+use crate::options::LoadOptions;
+use crate::runner::Runner;
 use crate::source::Source;
-use crate::step::{Acts, AttnSpec, Qkv, Step};
+use crate::step::{AttnSpec, Qkv, Rope, Step};
+use crate::weights::WeightLoader;
 
 struct Layer {
     attn_norm: Tensor,
@@ -94,13 +97,7 @@ impl Gemma {
         opts: &LoadOptions,
     ) -> Result<Gemma> {
         let v2 = cfg.arch.family == Family::Gemma2;
-        let (h, hd, nh, nkv, inter) = (
-            cfg.hidden,
-            cfg.head_dim,
-            cfg.n_heads,
-            cfg.n_kv_heads,
-            cfg.intermediate,
-        );
+        let (h, hd, nh, nkv, inter) = cfg.dims();
         let w = WeightLoader::new(src, dev.clone(), opts, 3 + cfg.n_layers * 11);
         let (embed, lm_head, norm) = w.ends(&cfg)?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
@@ -197,6 +194,10 @@ impl Graph for Gemma {
             eps,
             offset: off,
         };
+        let rope = Rope {
+            cs: &self.rope_cs,
+            mode: c.rope_mode,
+        };
         let mut g = Vec::new();
         g.extend(k.embedding(&self.embed, s.ids(), n, &a.x)?);
         g.extend(k.mul(&a.x, &self.embed_scale, n * h, 1)?);
@@ -204,11 +205,11 @@ impl Graph for Gemma {
             let xn = s.rms_norm(&mut g, &a.x, norm(&l.attn_norm), &a.xn, &l.qkv.weights())?;
             g.extend(s.qkv(xn, &l.qkv, &a.q, &a.k, &a.v)?);
             spec.window = l.window;
-            let (cs, mode) = (&self.rope_cs, c.rope_mode);
-            g.extend(s.rope_attention(i, &a.q, &a.k, &a.v, &a.attn, &spec, cs, mode)?);
+            g.extend(s.rope_attention(i, [&a.q, &a.k, &a.v], &a.attn, &spec, rope)?);
             self.project_residual(s, &mut g, &a.attn, &l.wo, l.post_attn_norm.as_ref())?;
             let xn = s.rms_norm(&mut g, &a.x, norm(&l.ffn_norm), &a.xn, &[&l.gate, &l.up])?;
-            g.extend(s.glu(xn, &l.gate, &l.up, &a.act, Glu::GeluTanh, &a.gate, &a.up)?);
+            let (w, scratch) = ([&l.gate, &l.up], [&a.gate, &a.up]);
+            g.extend(s.glu(xn, w, Glu::GeluTanh, &a.act, scratch)?);
             self.project_residual(s, &mut g, &a.act, &l.down, l.post_ffn_norm.as_ref())?;
         }
         g.extend(k.rms_norm(&a.x, &self.norm, &a.xn, n, h, eps, off)?);

@@ -25,9 +25,12 @@ use infer_tensor::{Device, Tensor};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::runner::{Graph, LoadOptions, Runner, WeightLoader};
+use crate::graph::{Acts, Graph};
+use crate::options::LoadOptions;
+use crate::runner::Runner;
 use crate::source::Source;
-use crate::step::{Acts, AttnSpec, Qkv, Step};
+use crate::step::{AttnSpec, Qkv, Step};
+use crate::weights::WeightLoader;
 
 struct Layer {
     ln1_w: Tensor,
@@ -205,7 +208,7 @@ impl Graph for Gpt2 {
             for (b, t) in [(&l.bq, &a.q), (&l.bk, &a.k), (&l.bv, &a.v)] {
                 g.extend(k.add(t, b, n * h, h)?);
             }
-            g.extend(s.attention(i, &a.q, &a.k, &a.v, &a.attn, &spec)?);
+            g.extend(s.attention(i, [&a.q, &a.k, &a.v], &a.attn, &spec)?);
             g.extend(s.linear(&a.attn, &l.wo, &a.o)?);
             g.extend(k.add(&a.o, &l.bo, n * h, h)?);
             g.extend(k.add(&a.x, &a.o, n * h, n * h)?);

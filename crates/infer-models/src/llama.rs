@@ -30,9 +30,12 @@ use infer_tensor::{Device, Tensor};
 
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::runner::{Graph, LoadOptions, Runner, WeightLoader};
+use crate::graph::{Acts, Graph};
+use crate::options::LoadOptions;
+use crate::runner::Runner;
 use crate::source::Source;
-use crate::step::{Acts, AttnSpec, Qkv, Step};
+use crate::step::{AttnSpec, Qkv, Rope, Step};
+use crate::weights::WeightLoader;
 
 pub(crate) struct Layer {
     pub attn_norm: Tensor,
@@ -97,13 +100,7 @@ impl Llama {
         dev: &Arc<Device>,
         opts: &LoadOptions,
     ) -> Result<Llama> {
-        let (h, hd, nh, nkv, inter) = (
-            cfg.hidden,
-            cfg.head_dim,
-            cfg.n_heads,
-            cfg.n_kv_heads,
-            cfg.intermediate,
-        );
+        let (h, hd, nh, nkv, inter) = cfg.dims();
         let w = WeightLoader::new(src, dev.clone(), opts, 3 + cfg.n_layers * 9);
         let (embed, lm_head, norm) = w.ends(&cfg)?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
@@ -205,6 +202,10 @@ impl Graph for Llama {
             eps: c.rms_eps,
             offset: 0.0,
         };
+        let rope = Rope {
+            cs: &self.rope_cs,
+            mode: c.rope_mode,
+        };
         let mut g = Vec::new();
         g.extend(k.embedding(&self.embed, s.ids(), n, &a.x)?);
         for (i, l) in self.layers.iter().enumerate() {
@@ -227,8 +228,7 @@ impl Graph for Llama {
                 }
                 _ => (&a.q, &a.k),
             };
-            let (cs, mode) = (&self.rope_cs, c.rope_mode);
-            g.extend(s.rope_attention(i, q, kk, &a.v, &a.attn, &spec, cs, mode)?);
+            g.extend(s.rope_attention(i, [q, kk, &a.v], &a.attn, &spec, rope)?);
             match &l.bo {
                 Some(b) => {
                     g.extend(s.linear(&a.attn, &l.wo, &a.o)?);
@@ -238,7 +238,8 @@ impl Graph for Llama {
                 None => g.extend(s.linear_add(&a.attn, &l.wo, &a.x, &a.o)?),
             }
             let xn = s.rms_norm(&mut g, &a.x, norm(&l.ffn_norm), &a.xn, &[&l.gate, &l.up])?;
-            g.extend(s.glu(xn, &l.gate, &l.up, &a.act, Glu::Silu, &a.gate, &a.up)?);
+            let (w, scratch) = ([&l.gate, &l.up], [&a.gate, &a.up]);
+            g.extend(s.glu(xn, w, Glu::Silu, &a.act, scratch)?);
             g.extend(s.linear_add(&a.act, &l.down, &a.x, &a.o)?);
         }
         g.extend(k.rms_norm(&a.x, &self.norm, &a.xn, n, h, c.rms_eps, 0.0)?);

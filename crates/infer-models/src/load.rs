@@ -12,9 +12,11 @@ use crate::error::{ModelError, Result};
 use crate::gemma::Gemma;
 use crate::gguf::GgufFile;
 use crate::gpt2::Gpt2;
+use crate::graph::Graph;
 use crate::llama::Llama;
 use crate::model::Model;
-use crate::runner::{Graph, LoadOptions, Runner};
+use crate::options::LoadOptions;
+use crate::runner::Runner;
 use crate::source::Source;
 use crate::tokenizer::Tokenizer;
 

@@ -36,10 +36,12 @@ use infer_tensor::{Device, Tensor};
 
 use crate::config::{LongRope, ModelConfig};
 use crate::error::{ModelError, Result};
+use crate::graph::Acts;
 use crate::llama::{Layer, Llama, LlamaModel, LongRopeTables};
-use crate::runner::{LoadOptions, Runner, WeightLoader};
+use crate::options::LoadOptions;
+use crate::runner::Runner;
 use crate::source::Source;
-use crate::step::Acts;
+use crate::weights::WeightLoader;
 
 /// The LongRoPE (cos, sin) table for `positions` positions with per-dimension `factors`:
 /// inv_freq[i] = 1 / (factor[i] * theta^(2i / rotary_dim)) in f32, as transformers does.
@@ -73,13 +75,7 @@ pub fn load(
     dev: &Arc<Device>,
     opts: &LoadOptions,
 ) -> Result<Llama> {
-    let (h, hd, nh, nkv, inter) = (
-        cfg.hidden,
-        cfg.head_dim,
-        cfg.n_heads,
-        cfg.n_kv_heads,
-        cfg.intermediate,
-    );
+    let (h, hd, nh, nkv, inter) = cfg.dims();
     let capacity = opts.capacity(&cfg);
     let w = WeightLoader::new(src, dev.clone(), opts, 3 + cfg.n_layers * 6);
     let (embed, lm_head, norm) = w.ends(&cfg)?;

@@ -9,6 +9,7 @@ use infer_tensor::DType;
 use infer_tensor::reference::{dequantize, quantize};
 use memmap2::Mmap;
 
+use crate::arch;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 
@@ -83,84 +84,11 @@ fn mmap(path: &Path) -> Result<Mmap> {
     })
 }
 
-/// Maps a Hugging Face Llama-family tensor name to its GGUF name.
-pub fn gguf_name(hf: &str) -> Option<String> {
-    let fixed = match hf {
-        "model.embed_tokens.weight" => Some("token_embd.weight"),
-        "model.norm.weight" => Some("output_norm.weight"),
-        "lm_head.weight" => Some("output.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.into());
-    }
-    if let Some(g) = gpt2_gguf_name(hf) {
-        return Some(g);
-    }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (layer, tail) = rest.split_once('.')?;
-    let mapped = match tail {
-        "input_layernorm.weight" => "attn_norm.weight",
-        "post_attention_layernorm.weight" => "ffn_norm.weight",
-        "self_attn.q_proj.weight" => "attn_q.weight",
-        "self_attn.k_proj.weight" => "attn_k.weight",
-        "self_attn.v_proj.weight" => "attn_v.weight",
-        "self_attn.o_proj.weight" => "attn_output.weight",
-        "self_attn.q_proj.bias" => "attn_q.bias",
-        "self_attn.k_proj.bias" => "attn_k.bias",
-        "self_attn.v_proj.bias" => "attn_v.bias",
-        "self_attn.o_proj.bias" => "attn_output.bias",
-        "self_attn.q_norm.weight" => "attn_q_norm.weight",
-        "self_attn.qkv_proj.weight" => "attn_qkv.weight",
-        "mlp.gate_up_proj.weight" => "ffn_up.weight",
-        "pre_feedforward_layernorm.weight" => "ffn_norm.weight",
-        "post_feedforward_layernorm.weight" => "post_ffw_norm.weight",
-        "self_attn.k_norm.weight" => "attn_k_norm.weight",
-        "mlp.gate_proj.weight" => "ffn_gate.weight",
-        "mlp.up_proj.weight" => "ffn_up.weight",
-        "mlp.down_proj.weight" => "ffn_down.weight",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{mapped}"))
-}
-
-/// GPT-2's names (`transformer.*`) as llama.cpp's `gpt2` GGUF names them.
-fn gpt2_gguf_name(hf: &str) -> Option<String> {
-    let rest = hf.strip_prefix("transformer.")?;
-    let (stem, kind) = rest.rsplit_once('.')?;
-    let fixed = match stem {
-        "wte" => Some("token_embd"),
-        "wpe" => Some("position_embd"),
-        "ln_f" => Some("output_norm"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(format!("{f}.{kind}"));
-    }
-    let (layer, tail) = stem.strip_prefix("h.")?.split_once('.')?;
-    let mapped = match tail {
-        "ln_1" => "attn_norm",
-        "attn.c_attn" => "attn_qkv",
-        "attn.c_proj" => "attn_output",
-        "ln_2" => "ffn_norm",
-        "mlp.c_fc" => "ffn_up",
-        "mlp.c_proj" => "ffn_down",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{mapped}.{kind}"))
-}
-
-/// [`gguf_name`] for GGUF architecture `arch`, where a name maps differently: Gemma 2's
-/// `post_attention_layernorm` norms the attention output (`post_attention_norm`), not the
-/// MLP input (`ffn_norm`, its `pre_feedforward_layernorm`).
-pub fn gguf_name_for(arch: &str, hf: &str) -> Option<String> {
-    if arch == "gemma2"
-        && let Some(rest) = hf.strip_prefix("model.layers.")
-        && let Some((layer, "post_attention_layernorm.weight")) = rest.split_once('.')
-    {
-        return Some(format!("blk.{layer}.post_attention_norm.weight"));
-    }
-    gguf_name(hf)
+/// The GGUF name of Hugging Face tensor `hf` in `g`, by its architecture's names
+/// ([`Family::gguf_name`](crate::arch::Family::gguf_name)).
+fn gguf_name(g: &GgufFile, hf: &str) -> Option<String> {
+    let arch = arch::from_gguf(g.architecture().ok()?).ok()?;
+    arch.family.gguf_name(hf)
 }
 
 impl Source {
@@ -249,8 +177,7 @@ impl Source {
     pub fn has(&self, hf_name: &str) -> bool {
         match self {
             Source::Safetensors { index, .. } => index.contains_key(hf_name),
-            Source::Gguf(g) => gguf_name_for(g.architecture().unwrap_or(""), hf_name)
-                .is_some_and(|n| g.tensor(&n).is_ok()),
+            Source::Gguf(g) => gguf_name(g, hf_name).is_some_and(|n| g.tensor(&n).is_ok()),
         }
     }
 
@@ -272,12 +199,10 @@ impl Source {
                 }
             }
             Source::Gguf(g) => {
-                let arch = g.architecture().unwrap_or("");
-                let name =
-                    gguf_name_for(arch, hf_name).ok_or_else(|| ModelError::MissingTensor {
-                        path: g.path.clone(),
-                        tensor: hf_name.into(),
-                    })?;
+                let name = gguf_name(g, hf_name).ok_or_else(|| ModelError::MissingTensor {
+                    path: g.path.clone(),
+                    tensor: hf_name.into(),
+                })?;
                 let info = g.tensor(&name)?;
                 RawTensor {
                     name: name.clone(),

@@ -16,70 +16,11 @@
 use infer_kernels::{
     AttentionParams, Dispatch, GeluMode, Glu, Kernels, Norm, Out, PagedParams, RopeMode,
 };
-use infer_tensor::{DType, Device, Tensor};
+use infer_tensor::Tensor;
 
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::runner::Io;
-
-/// Activation buffers of a step of up to `rows` rows, allocated once per model. Each
-/// architecture uses the ones it needs.
-pub struct Acts {
-    pub rows: usize,
-    /// (rows, hidden) residual stream.
-    pub x: Tensor,
-    /// (rows, hidden) normed; after the body, the final normed hidden states.
-    pub xn: Tensor,
-    /// (rows, heads * hd)
-    pub q: Tensor,
-    /// (rows, kv * hd)
-    pub k: Tensor,
-    pub v: Tensor,
-    /// q and k after a per-head norm (Qwen3).
-    pub qn: Tensor,
-    pub kn: Tensor,
-    /// (rows, heads * hd) attention output.
-    pub attn: Tensor,
-    /// (rows, hidden) a projection back to hidden (and GPT-2's position embeddings).
-    pub o: Tensor,
-    /// (rows, inter)
-    pub gate: Tensor,
-    pub up: Tensor,
-    pub act: Tensor,
-}
-
-impl Acts {
-    pub fn new(dev: &Device, cfg: &ModelConfig, rows: usize) -> Result<Acts> {
-        let (h, hd, nh, nkv, inter) = (
-            cfg.hidden,
-            cfg.head_dim,
-            cfg.n_heads,
-            cfg.n_kv_heads,
-            cfg.intermediate,
-        );
-        let z = |name: &str, cols: usize| Tensor::zeros(dev, name, &[rows, cols], DType::F32);
-        let (qn, kn) = if cfg.arch.qk_norm {
-            (z("qn", nh * hd)?, z("kn", nkv * hd)?)
-        } else {
-            (z("qn", 1)?, z("kn", 1)?)
-        };
-        Ok(Acts {
-            rows,
-            x: z("x", h)?,
-            xn: z("xn", h)?,
-            q: z("q", nh * hd)?,
-            k: z("k", nkv * hd)?,
-            v: z("v", nkv * hd)?,
-            qn,
-            kn,
-            attn: z("attn", nh * hd)?,
-            o: z("o", h)?,
-            gate: z("gate", inter)?,
-            up: z("up", inter)?,
-            act: z("act", inter)?,
-        })
-    }
-}
+use crate::io::Io;
 
 /// A paged KV cache and the per-row inputs of a batched step: row r is the token at
 /// position `pos[r]` of the sequence in block-table row `seq[r]`; that sequence's position
@@ -136,6 +77,14 @@ impl AttnSpec {
             window: cfg.sliding_window.unwrap_or(0),
         }
     }
+}
+
+/// Rotary embedding: the `(capacity, rotary_dim)` table of (cos, sin) pairs and how
+/// dimensions pair up.
+#[derive(Clone, Copy)]
+pub struct Rope<'a> {
+    pub cs: &'a Tensor,
+    pub mode: RopeMode,
 }
 
 /// The input of [`Step::linear`] and [`Step::glu`]: a tensor, or the RMSNorm of one that the
@@ -298,17 +247,15 @@ impl<'a> Step<'a> {
     /// A gated MLP activation `out = act(x Wg^T) * (x Wu^T)`: one fused pass where the step
     /// runs matvec and `Kernels::glu_fused_faster` says so (on GPUs, the coalesced
     /// matvec_glu, with a normed input's RMSNorm folded in too), else two linear layers into
-    /// `gate` and `up` and the activation kernels. The values are the same either way.
-    #[allow(clippy::too_many_arguments)]
+    /// `gate` and `up` (`scratch`) and the activation kernels. The values are the same
+    /// either way.
     pub fn glu<'t>(
         &self,
         x: impl Into<Input<'t>>,
-        wg: &Tensor,
-        wu: &Tensor,
-        out: &Tensor,
+        [wg, wu]: [&Tensor; 2],
         act: Glu,
-        gate: &Tensor,
-        up: &Tensor,
+        out: &Tensor,
+        [gate, up]: [&Tensor; 2],
     ) -> Result<Vec<Dispatch>> {
         let (x, n) = (x.into(), self.n);
         if self.matvec_path(wg) && self.k.glu_fused_faster(wg.dtype, n) {
@@ -354,25 +301,21 @@ impl<'a> Step<'a> {
         })
     }
 
-    /// Rotary embedding (table `cs`, pairing `mode`) of `q` in place and of `k`, the rotated
-    /// `k` and `v` written into layer `layer`'s cache, then [`Step::attention`]'s attention:
-    /// one fused dispatch (`rope_kv` / `paged_rope_kv`) before the attention kernel instead
-    /// of rope on q, rope on k and the cache write, with the same values. Afterwards `k`
-    /// holds unspecified values (the fused kernels leave it unrotated; the fallback, for
-    /// adapters that bind too few storage buffers for `paged_rope_kv`, rotates it in place).
-    #[allow(clippy::too_many_arguments)]
+    /// Rotary embedding (`rope`) of `q` in place and of `k`, the rotated `k` and `v` written
+    /// into layer `layer`'s cache, then [`Step::attention`]'s attention: one fused dispatch
+    /// (`rope_kv` / `paged_rope_kv`) before the attention kernel instead of rope on q, rope
+    /// on k and the cache write, with the same values. Afterwards `k` holds unspecified
+    /// values (the fused kernels leave it unrotated; the fallback, for adapters that bind
+    /// too few storage buffers for `paged_rope_kv`, rotates it in place).
     pub fn rope_attention(
         &self,
         layer: usize,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
+        [q, k, v]: [&Tensor; 3],
         out: &Tensor,
         a: &AttnSpec,
-        cs: &Tensor,
-        mode: RopeMode,
+        rope: Rope,
     ) -> Result<Vec<Dispatch>> {
-        let kr = self.k;
+        let (kr, cs, mode) = (self.k, rope.cs, rope.mode);
         let mut g = Vec::new();
         match self.kv {
             Kv::Contiguous(io) => {
@@ -413,13 +356,10 @@ impl<'a> Step<'a> {
     /// Writes the rows' `k`, `v` into layer `layer`'s cache and attends `q` over it
     /// (causal, with the spec's scale, soft-cap and window) into `out` (no rotary embedding:
     /// [`Step::rope_attention`] is the same with one).
-    #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
         layer: usize,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
+        [q, k, v]: [&Tensor; 3],
         out: &Tensor,
         a: &AttnSpec,
     ) -> Result<Vec<Dispatch>> {

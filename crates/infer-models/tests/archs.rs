@@ -14,21 +14,15 @@ fn fixtures() -> std::path::PathBuf {
 }
 
 fn check_case(case: &str) {
-    let Some(k) = kernels() else { return };
     let dir = fixtures().join(case);
     let expected = read_json(&dir.join("expected.json"));
-    // max_batch 4 makes the 7-token prompt go in two chunks.
-    for max_batch in [256, 4] {
-        let opts = LoadOptions {
-            max_batch,
-            ..Default::default()
-        };
-        let mut m = load(&k, ModelPath::HfDir(dir.clone()), &opts);
-        check_against(
-            m.as_mut(),
-            &expected,
-            &format!("{case} (max_batch {max_batch})"),
-        );
+    for (tuning, k) in tunings() {
+        // max_batch 4 makes the 7-token prompt go in two chunks.
+        for max_batch in [256, 4] {
+            let mut m = load(&k, ModelPath::HfDir(dir.clone()), &opts(max_batch));
+            let what = format!("{case} (max_batch {max_batch}, {tuning})");
+            check_against(m.as_mut(), &expected, &what);
+        }
     }
 }
 
@@ -67,7 +61,6 @@ fn gpt2_matches_transformers() {
 /// transformers run with query_pre_attn_scalar = head_dim (expected_gguf.json).
 #[test]
 fn gguf_copies_give_the_same_tokens() {
-    let Some(k) = kernels() else { return };
     for (case, reference) in [
         ("gpt2", "expected.json"),
         ("gemma", "expected.json"),
@@ -77,18 +70,14 @@ fn gguf_copies_give_the_same_tokens() {
     ] {
         let dir = fixtures().join(case);
         let expected = read_json(&dir.join(reference));
-        // max_batch 4 makes the 7-token prompt go in two chunks.
-        for max_batch in [256, 4] {
-            let opts = LoadOptions {
-                max_batch,
-                ..Default::default()
-            };
-            let mut m = load(&k, ModelPath::Gguf(dir.join("model.gguf")), &opts);
-            check_against(
-                m.as_mut(),
-                &expected,
-                &format!("{case} GGUF (max_batch {max_batch})"),
-            );
+        for (tuning, k) in tunings() {
+            // max_batch 4 makes the 7-token prompt go in two chunks.
+            for max_batch in [256, 4] {
+                let path = ModelPath::Gguf(dir.join("model.gguf"));
+                let mut m = load(&k, path, &opts(max_batch));
+                let what = format!("{case} GGUF (max_batch {max_batch}, {tuning})");
+                check_against(m.as_mut(), &expected, &what);
+            }
         }
     }
 }
@@ -148,11 +137,14 @@ fn load_with_tokenizer_and_quantize_on_load() {
     assert!(!tok.decode(&greedy, false).unwrap().is_empty());
     // --quant q8_0 re-encodes the split and transposed matrices too: it runs, and the first
     // greedy token (margin >= 0.1) survives.
-    for case in ["gpt2", "phi3_partial_rotary"] {
-        let opts = LoadOptions {
-            quant: Some(infer_tensor::DType::Q8_0),
-            ..Default::default()
-        };
+    let opts = LoadOptions {
+        quant: Some(infer_tensor::DType::Q8_0),
+        ..Default::default()
+    };
+    for ((tuning, k), case) in tunings()
+        .into_iter()
+        .flat_map(|t| [(t.clone(), "gpt2"), (t, "phi3_partial_rotary")])
+    {
         let dir = fixtures().join(case);
         let expected = read_json(&dir.join("expected.json"));
         let mut m = load(&k, ModelPath::HfDir(dir), &opts);
@@ -164,7 +156,7 @@ fn load_with_tokenizer_and_quantize_on_load() {
             .zip(&want[0])
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
-        assert!(err < 0.5, "{case} q8_0: logits off by {err}");
+        assert!(err < 0.5, "{case} q8_0 ({tuning}): logits off by {err}");
     }
 }
 
@@ -186,7 +178,6 @@ fn gpt2_context_past_learned_positions_is_an_error() {
 #[test]
 fn table_rows_and_gguf_names() {
     use infer_models::arch::{Family, from_gguf, from_hf};
-    use infer_models::source::{gguf_name, gguf_name_for};
     for (hf, mt, gg, fam) in [
         ("Phi3ForCausalLM", "phi3", "phi3", Family::Phi3),
         ("GemmaForCausalLM", "gemma", "gemma", Family::Gemma),
@@ -199,7 +190,7 @@ fn table_rows_and_gguf_names() {
     }
     let e = from_hf(&["FalconForCausalLM".into()], Some("falcon")).unwrap_err();
     assert!(e.to_string().contains("GPT2LMHeadModel"), "{e}");
-    let n = |hf: &str| gguf_name(hf).unwrap();
+    let n = |hf: &str| Family::Phi3.gguf_name(hf).unwrap();
     assert_eq!(
         n("model.layers.3.self_attn.qkv_proj.weight"),
         "blk.3.attn_qkv.weight"
@@ -208,6 +199,7 @@ fn table_rows_and_gguf_names() {
         n("model.layers.3.mlp.gate_up_proj.weight"),
         "blk.3.ffn_up.weight"
     );
+    let n = |hf: &str| Family::Gpt2.gguf_name(hf).unwrap();
     assert_eq!(n("transformer.h.1.attn.c_attn.bias"), "blk.1.attn_qkv.bias");
     assert_eq!(
         n("transformer.h.1.mlp.c_proj.weight"),
@@ -215,7 +207,7 @@ fn table_rows_and_gguf_names() {
     );
     assert_eq!(n("transformer.wpe.weight"), "position_embd.weight");
     assert_eq!(n("transformer.ln_f.bias"), "output_norm.bias");
-    let g2 = |hf: &str| gguf_name_for("gemma2", hf).unwrap();
+    let g2 = |hf: &str| Family::Gemma2.gguf_name(hf).unwrap();
     assert_eq!(
         g2("model.layers.0.post_attention_layernorm.weight"),
         "blk.0.post_attention_norm.weight"
@@ -229,7 +221,9 @@ fn table_rows_and_gguf_names() {
         "blk.0.post_ffw_norm.weight"
     );
     assert_eq!(
-        gguf_name_for("gemma", "model.layers.0.post_attention_layernorm.weight").unwrap(),
+        Family::Gemma
+            .gguf_name("model.layers.0.post_attention_layernorm.weight")
+            .unwrap(),
         "blk.0.ffn_norm.weight"
     );
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use common::*;
 use infer_kernels::Kernels;
 use infer_models::load::{ModelPath, open};
-use infer_models::{LlamaModel, LoadOptions, ModelError, Output};
+use infer_models::{LlamaModel, LoadOptions, MAX_CHAIN, ModelError, Output};
 use infer_tensor::{DType, reference};
 use serde_json::Value;
 
@@ -34,7 +34,6 @@ fn shared_model(name: &str) -> Option<PathBuf> {
 
 #[test]
 fn tiny_checkpoints_match_transformers() {
-    let Some(k) = kernels() else { return };
     let cases = [
         "llama_gqa_f32",
         "llama_mha_tied_f16",
@@ -44,43 +43,32 @@ fn tiny_checkpoints_match_transformers() {
         "qwen3_qk_norm",
         "mistral",
     ];
-    for case in cases {
-        let dir = fixtures().join(case);
-        let expected = read_json(&dir.join("expected.json"));
-        // max_batch 4 makes the 7-token prompt go in two chunks.
-        for max_batch in [256, 4] {
-            let opts = LoadOptions {
-                max_batch,
-                ..Default::default()
-            };
-            let mut m = load(&k, ModelPath::HfDir(dir.clone()), &opts);
-            check_against(
-                m.as_mut(),
-                &expected,
-                &format!("{case} (max_batch {max_batch})"),
-            );
+    for (tuning, k) in tunings() {
+        for case in cases {
+            let dir = fixtures().join(case);
+            let expected = read_json(&dir.join("expected.json"));
+            // max_batch 4 makes the 7-token prompt go in two chunks.
+            for max_batch in [256, 4] {
+                let mut m = load(&k, ModelPath::HfDir(dir.clone()), &opts(max_batch));
+                let what = format!("{case} (max_batch {max_batch}, {tuning})");
+                check_against(m.as_mut(), &expected, &what);
+            }
         }
     }
 }
 
 #[test]
 fn gguf_and_safetensors_give_the_same_tokens() {
-    let Some(k) = kernels() else { return };
     let dir = fixtures().join("llama_gqa_f32");
     let expected = read_json(&dir.join("expected.json"));
-    let mut m = load(
-        &k,
-        ModelPath::Gguf(dir.join("model.gguf")),
-        &LoadOptions::default(),
-    );
-    check_against(m.as_mut(), &expected, "llama_gqa_f32 GGUF f32");
     let expected_q8 = read_json(&dir.join("expected_q8_0.json"));
-    let mut m = load(
-        &k,
-        ModelPath::Gguf(dir.join("model_q8_0.gguf")),
-        &LoadOptions::default(),
-    );
-    check_against(m.as_mut(), &expected_q8, "llama_gqa_f32 GGUF Q8_0");
+    for (tuning, k) in tunings() {
+        let mut m = load(&k, ModelPath::Gguf(dir.join("model.gguf")), &opts(256));
+        check_against(m.as_mut(), &expected, &format!("GGUF f32 ({tuning})"));
+        let path = ModelPath::Gguf(dir.join("model_q8_0.gguf"));
+        let mut m = load(&k, path, &opts(256));
+        check_against(m.as_mut(), &expected_q8, &format!("GGUF Q8_0 ({tuning})"));
+    }
 }
 
 #[test]
@@ -168,71 +156,89 @@ fn qkv_of_different_dtypes_run_as_three_projections() {
     // With v stored as f16 and q, k as f32 the projections cannot be one weight, so they
     // run as three (Qkv::Separate); with the same values all in f32 they run as one
     // (Qkv::Fused). Only the order of each row's float sum may differ between the two.
-    let Some(k) = kernels() else { return };
     let (mixed, fused) = (with_f16_v("v-f16", true), with_f16_v("v-f32", false));
+    for (tuning, k) in tunings() {
+        f16_v_as_three_projections(&k, tuning, [&mixed, &fused]);
+    }
+}
+
+fn f16_v_as_three_projections(k: &Arc<Kernels>, tuning: &str, [mixed, fused]: [&tempdir::Dir; 2]) {
     let opts = LoadOptions::default();
-    let mut a = load(&k, ModelPath::HfDir(mixed.0.clone()), &opts);
-    let mut b = load(&k, ModelPath::HfDir(fused.0.clone()), &opts);
+    let mut a = load(k, ModelPath::HfDir(mixed.0.clone()), &opts);
+    let mut b = load(k, ModelPath::HfDir(fused.0.clone()), &opts);
     let expected = read_json(&fixtures().join("llama_gqa_f32/expected.json"));
     let prompt = ids(&expected["prompt_ids"]);
     let (la, lb) = (logits(a.as_mut(), &prompt), logits(b.as_mut(), &prompt));
-    assert_logits("f16 v as three projections vs one", &la, &lb);
+    assert_logits(
+        &format!("f16 v as three projections vs one ({tuning})"),
+        &la,
+        &lb,
+    );
     let (mut ta, mut tb) = (argmax(&la), argmax(&lb));
-    assert_eq!(ta, tb);
+    assert_eq!(ta, tb, "{tuning}");
     for step in 0..8 {
         (ta, tb) = (token(a.as_mut(), &[ta]), token(b.as_mut(), &[tb]));
-        assert_eq!(ta, tb, "greedy step {step}");
+        assert_eq!(ta, tb, "greedy step {step} ({tuning})");
     }
     // The f16 rounding of v is visible: not a run of the f32 fixture twice.
-    let mut f = load(
-        &k,
-        ModelPath::HfDir(fixtures().join("llama_gqa_f32")),
-        &opts,
-    );
+    let mut f = load(k, ModelPath::HfDir(fixtures().join("llama_gqa_f32")), &opts);
     let lf = logits(f.as_mut(), &prompt);
-    assert!(lf.iter().zip(&lb).any(|(x, y)| x != y), "v was not rounded");
+    assert!(
+        lf.iter().zip(&lb).any(|(x, y)| x != y),
+        "v was not rounded ({tuning})"
+    );
 }
 
 #[test]
 fn quantize_on_load_keeps_greedy_tokens_close() {
     // --quant q8_0 on an f32 checkpoint: the same quantizer llama.cpp uses, so the result
     // equals the Q8_0 GGUF's tokens.
-    let Some(k) = kernels() else { return };
     let dir = fixtures().join("llama_gqa_f32");
     let expected_q8 = read_json(&dir.join("expected_q8_0.json"));
     let opts = LoadOptions {
         quant: Some(infer_tensor::DType::Q8_0),
         ..Default::default()
     };
-    let mut m = load(&k, ModelPath::HfDir(dir), &opts);
-    let prompt = ids(&expected_q8["prompt_ids"]);
-    let greedy = ids(&expected_q8["greedy_ids"]);
-    let mut got = vec![token(m.as_mut(), &prompt)];
-    while got.len() < greedy.len() {
-        let last = *got.last().unwrap();
-        got.push(token(m.as_mut(), &[last]));
+    for (tuning, k) in tunings() {
+        let mut m = load(&k, ModelPath::HfDir(dir.clone()), &opts);
+        let prompt = ids(&expected_q8["prompt_ids"]);
+        let greedy = ids(&expected_q8["greedy_ids"]);
+        let mut got = vec![token(m.as_mut(), &prompt)];
+        while got.len() < greedy.len() {
+            let last = *got.last().unwrap();
+            got.push(token(m.as_mut(), &[last]));
+        }
+        assert_eq!(got, greedy, "{tuning}");
     }
-    assert_eq!(got, greedy);
 }
 
 #[test]
 fn stories260k_greedy_from_bos_matches_all_256_ids() {
-    let Some(k) = kernels() else { return };
     let Some(dir) = shared_model("stories260K") else {
         return;
     };
     let expected = ids(&read_json(&dir.join("greedy_ids.json"))["greedy_ids"]);
     assert_eq!(expected.len(), 256);
-    let mut m = load(&k, ModelPath::HfDir(dir), &LoadOptions::default());
-    let mut got = vec![expected[0]];
-    let mut next = token(m.as_mut(), &[expected[0]]);
-    while got.len() < expected.len() {
-        got.push(next);
-        if got.len() < expected.len() {
-            next = token(m.as_mut(), &[next]);
+    for (tuning, k) in tunings() {
+        let mut m = load(&k, ModelPath::HfDir(dir.clone()), &opts(256));
+        let mut got = vec![expected[0]];
+        let mut next = token(m.as_mut(), &[expected[0]]);
+        while got.len() < expected.len() {
+            got.push(next);
+            if got.len() < expected.len() {
+                next = token(m.as_mut(), &[next]);
+            }
         }
+        assert_eq!(got, expected, "{tuning}");
+        // The same through steps chained on the GPU.
+        m.truncate(0);
+        let mut got = vec![expected[0]];
+        while got.len() < expected.len() {
+            let t = m.greedy_next(*got.last().unwrap(), MAX_CHAIN - 1).unwrap();
+            got.push(t);
+        }
+        assert_eq!(got, expected, "{tuning}: greedy_next");
     }
-    assert_eq!(got, expected);
 }
 
 fn copy_fixture(case: &str) -> tempdir::Dir {

@@ -1,5 +1,6 @@
-//! Helpers shared by the model tests: the kernels of the test adapter, fixture paths, and
-//! the checks of a model against an expected.json written by scripts/fixtures/*.py.
+//! Helpers shared by the model tests: the kernels of the test adapter (under each tuning the
+//! model checks run with), fixture paths, and the checks of a model against an
+//! expected.json written by scripts/fixtures/*.py.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -7,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use infer_kernels::Kernels;
 use infer_models::load::{ModelPath, load_model, open};
-use infer_models::{LoadOptions, Model, ModelError, Output, StepOut};
+use infer_models::{LoadOptions, MAX_CHAIN, Model, ModelError, Output, StepOut};
 use infer_tensor::device::test_device;
 use serde_json::Value;
 
@@ -30,6 +31,39 @@ pub fn kernels() -> Option<Arc<Kernels>> {
     static K: OnceLock<Option<Arc<Kernels>>> = OnceLock::new();
     K.get_or_init(|| test_device().map(|d| Arc::new(Kernels::new(Arc::new(d)))))
         .clone()
+}
+
+/// The kernels the model checks run under, each over a device of its own (weights are
+/// packed in the device's layout when uploaded): the adapter's own tuning ([`kernels`]),
+/// then [`infer_tensor::Tuning::gpu_choices`] (what discrete and integrated GPUs run: the
+/// plain weight layout, the coalesced matvec, split_heads decode attention), so a CPU
+/// adapter such as lavapipe runs the GPU paths too. Empty without an adapter (SKIP).
+pub fn tunings() -> Vec<(&'static str, Arc<Kernels>)> {
+    static T: OnceLock<Vec<(&'static str, Arc<Kernels>)>> = OnceLock::new();
+    T.get_or_init(|| {
+        let Some(k) = kernels() else {
+            return vec![];
+        };
+        let gpu = k.tuning().gpu_choices();
+        if *k.tuning() == gpu {
+            return vec![("adapter tuning", k)];
+        }
+        let mut dev = test_device().expect("the adapter opened once already");
+        dev.tuning = gpu;
+        let g = Arc::new(Kernels::new(Arc::new(dev)));
+        vec![("adapter tuning", k), ("GPU choices", g)]
+    })
+    .clone()
+}
+
+/// Load options with `max_batch` and greedy steps chained as far as they go (the chained
+/// path of `greedy_next`, which [`check_against`] checks).
+pub fn opts(max_batch: usize) -> LoadOptions {
+    LoadOptions {
+        max_batch,
+        chain: Some(MAX_CHAIN - 1),
+        ..Default::default()
+    }
 }
 
 pub fn ids(v: &Value) -> Vec<u32> {
@@ -90,7 +124,8 @@ pub fn argmax(x: &[f32]) -> u32 {
     infer_tensor::reference::argmax(x)
 }
 
-/// Prefill, token-by-token, GPU-argmax greedy and all-position checks of one model.
+/// Prefill, token-by-token, GPU-argmax greedy, chained greedy and all-position checks of
+/// one model.
 pub fn check_against(m: &mut dyn Model, expected: &Value, what: &str) {
     let prompt = ids(&expected["prompt_ids"]);
     let prompt_logits = rows(&expected["prompt_logits"]);
@@ -123,6 +158,24 @@ pub fn check_against(m: &mut dyn Model, expected: &Value, what: &str) {
         got.push(token(m, &[last]));
     }
     assert_eq!(got, greedy, "{what}: greedy ids (argmax on the GPU)");
+    // 3b. The same through `greedy_next`: steps chained on the GPU where the model was
+    // loaded to chain them (the last ones left in flight are discarded by the truncate).
+    m.truncate(0);
+    let (last, head) = prompt.split_last().expect("a prompt");
+    if !head.is_empty() {
+        logits(m, head);
+    }
+    let mut got = vec![m.greedy_next(*last, MAX_CHAIN - 1).expect("greedy_next")];
+    while got.len() < greedy.len() {
+        let t = *got.last().unwrap();
+        got.push(m.greedy_next(t, MAX_CHAIN - 1).expect("greedy_next"));
+    }
+    assert_eq!(got, greedy, "{what}: greedy ids (greedy_next)");
+    assert_eq!(
+        m.position(),
+        prompt.len() + greedy.len() - 1,
+        "{what}: position"
+    );
     // 4. Outputs at every position of one batched step (speculative verification).
     m.truncate(0);
     match m.forward(&prompt, Output::AllLogits) {

@@ -11,14 +11,15 @@
 
 use std::time::Instant;
 
-use infer_models::{MAX_TOPK, Model, ModelError, Output, StepOut, StreamDecoder, Tokenizer};
+use infer_models::{MAX_TOPK, Model, ModelError, Output, StepOut, Tokenizer};
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
 
 /// Largest top-k selected on the GPU ([`Output::TopK`]); larger k read the logits back.
-/// `cargo xtask bench` times both paths over a 49152-logit vocabulary: at k = 40 the GPU's
-/// selection (plus reading 40 pairs) was 1.07-1.55x faster than reading every logit and
-/// selecting on the host on lavapipe and 1.14x on an H200; at k = 256 it was 0.45-0.99x.
+/// For small k the GPU's selection plus reading k pairs beats reading every logit and
+/// selecting on the host; for large k the selection costs more than the read it saves
+/// (`infer bench --sampling` times both; figures in bench/notes/serve.md).
 pub const GPU_TOPK_MAX_K: usize = 64;
-use rand::{Rng, SeedableRng, rngs::StdRng};
 
 /// Greedy decode steps [`generate`] keeps in flight (`ahead + 1` of
 /// [`Model::greedy_next`]): the host records and submits the next steps while the GPU runs
@@ -30,12 +31,15 @@ pub const GREEDY_DEPTH: usize = 3;
 
 pub mod lookup;
 pub mod spec;
+pub mod text;
 
 pub use lookup::PromptLookup;
 pub use spec::{
     BlockOut, Draft, DraftK, DraftModel, Drafter, KControl, StepCost, accept,
     check_draft_tokenizer, generate_speculative, verify,
 };
+pub(crate) use text::Emitter;
+pub use text::{FinishReason, Piece, StopFilter, TextStream};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SamplingError {
@@ -399,23 +403,6 @@ fn infer_tensor_argmax(x: &[f32]) -> u32 {
     best as u32
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FinishReason {
-    /// EOS, a stop token or a stop string.
-    Stop,
-    /// max_tokens reached.
-    Length,
-}
-
-impl FinishReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
-        }
-    }
-}
-
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
     pub prompt_tokens: usize,
@@ -457,45 +444,6 @@ pub struct Generation {
     pub text: String,
     pub finish_reason: FinishReason,
     pub stats: Stats,
-}
-
-/// Holds back streamed text that might be the start of a stop string.
-struct StopFilter {
-    stops: Vec<String>,
-    pending: String,
-}
-
-impl StopFilter {
-    /// Adds text; returns (text safe to emit, whether a stop string was hit).
-    fn push(&mut self, s: &str) -> (String, bool) {
-        self.pending.push_str(s);
-        if let Some(at) = self
-            .stops
-            .iter()
-            .filter_map(|st| self.pending.find(st.as_str()))
-            .min()
-        {
-            let out = self.pending[..at].to_string();
-            self.pending.clear();
-            return (out, true);
-        }
-        // Keep the longest suffix that is a prefix of some stop string.
-        let mut keep = 0;
-        for st in &self.stops {
-            for k in (1..st.len().min(self.pending.len() + 1)).rev() {
-                if self.pending.is_char_boundary(self.pending.len() - k)
-                    && st.starts_with(&self.pending[self.pending.len() - k..])
-                {
-                    keep = keep.max(k);
-                    break;
-                }
-            }
-        }
-        let cut = self.pending.len() - keep;
-        let out = self.pending[..cut].to_string();
-        self.pending.drain(..cut);
-        (out, false)
-    }
 }
 
 /// Checks the parameters and that the prompt fits; returns the ids that end generation.
@@ -544,83 +492,6 @@ pub(crate) fn next_token(
     })
 }
 
-/// The output side of generation: ids, streamed text, stop tokens and strings, max tokens.
-pub(crate) struct Emitter<'a, F: FnMut(&str)> {
-    params: &'a SamplingParams,
-    eos: Vec<u32>,
-    dec: StreamDecoder<'a>,
-    stop: StopFilter,
-    pub text: String,
-    pub ids: Vec<u32>,
-    pub finish: FinishReason,
-    hit_stop_string: bool,
-    on_text: F,
-}
-
-impl<'a, F: FnMut(&str)> Emitter<'a, F> {
-    pub fn new(
-        tok: &'a Tokenizer,
-        prompt_ids: &[u32],
-        params: &'a SamplingParams,
-        eos: Vec<u32>,
-        on_text: F,
-    ) -> Self {
-        let context = &prompt_ids[prompt_ids.len().saturating_sub(4)..];
-        Emitter {
-            params,
-            eos,
-            dec: StreamDecoder::with_context(tok, context, true),
-            stop: StopFilter {
-                stops: params.stop.clone(),
-                pending: String::new(),
-            },
-            text: String::new(),
-            ids: Vec::new(),
-            finish: FinishReason::Length,
-            hit_stop_string: false,
-            on_text,
-        }
-    }
-
-    /// Emits one generated token; `true` when generation must end (stop token or string,
-    /// max tokens).
-    pub fn push(&mut self, t: u32) -> Result<bool> {
-        self.ids.push(t);
-        let p = self.params;
-        if (!p.ignore_eos && self.eos.contains(&t)) || p.stop_token_ids.contains(&t) {
-            self.finish = FinishReason::Stop;
-            return Ok(true);
-        }
-        if let Some(s) = self.dec.push(t)? {
-            let (out, hit) = self.stop.push(&s);
-            self.text.push_str(&out);
-            (self.on_text)(&out);
-            if hit {
-                self.finish = FinishReason::Stop;
-                self.hit_stop_string = true;
-                return Ok(true);
-            }
-        }
-        Ok(self.ids.len() >= p.max_tokens)
-    }
-
-    /// Flushes held-back text.
-    pub fn finish(&mut self) -> Result<()> {
-        if !self.hit_stop_string {
-            let tail = self.dec.finish()?;
-            let (mut out, hit) = self.stop.push(&tail);
-            if hit {
-                self.finish = FinishReason::Stop;
-            } else {
-                out.push_str(&std::mem::take(&mut self.stop.pending));
-            }
-            self.text.push_str(&out);
-            (self.on_text)(&out);
-        }
-        Ok(())
-    }
-}
-
 /// Generates from `prompt_ids` (appended at the model's current position; call
 /// `model.truncate(0)` first for a fresh context), streaming text to `on_text`.
 pub fn generate(
@@ -639,7 +510,7 @@ pub fn generate(
         prompt_tokens: prompt_ids.len(),
         ..Default::default()
     };
-    let mut em = Emitter::new(tok, prompt_ids, params, eos, on_text);
+    let mut em = Emitter::new(tok, prompt_ids, params, &eos, on_text);
     let t0 = Instant::now();
     let mut token = if params.max_tokens == 0 {
         None
@@ -665,14 +536,14 @@ pub fn generate(
     }
     // Discards greedy steps chained past the stop; the position is the plain loop's.
     model.truncate(model.position());
-    em.finish()?;
+    let finish_reason = em.finish()?;
     stats.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
     stats.generated_tokens = em.ids.len();
     Ok(Generation {
         prompt_token_ids: prompt_ids.to_vec(),
         token_ids: em.ids,
         text: em.text,
-        finish_reason: em.finish,
+        finish_reason,
         stats,
     })
 }
@@ -768,22 +639,5 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(s.sample(&mut [0.0, 4.0, 3.0]), 0);
-    }
-
-    #[test]
-    fn stop_filter_holds_back_partial_matches() {
-        let mut f = StopFilter {
-            stops: vec!["END".into()],
-            pending: String::new(),
-        };
-        assert_eq!(f.push("abc E"), ("abc ".to_string(), false));
-        assert_eq!(f.push("N"), (String::new(), false));
-        assert_eq!(f.push("Dxyz"), (String::new(), true));
-        let mut f = StopFilter {
-            stops: vec!["END".into()],
-            pending: String::new(),
-        };
-        assert_eq!(f.push("E"), (String::new(), false));
-        assert_eq!(f.push("x"), ("Ex".to_string(), false));
     }
 }

@@ -453,7 +453,7 @@ pub fn generate_speculative(
     };
     let start = target.position();
     let mut context = prompt_ids.to_vec();
-    let mut em = Emitter::new(tok, prompt_ids, params, eos, on_text);
+    let mut em = Emitter::new(tok, prompt_ids, params, &eos, on_text);
     let t0 = Instant::now();
     let first = if params.max_tokens == 0 {
         None
@@ -495,7 +495,7 @@ pub fn generate_speculative(
         ctl.update(draft.tokens.len(), n);
         pending = out;
     }
-    em.finish()?;
+    let finish_reason = em.finish()?;
     // The cache holds the prompt and every emitted token but the last, as after a plain run.
     target.truncate(start + prompt_ids.len() + em.ids.len().saturating_sub(1));
     stats.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
@@ -504,7 +504,7 @@ pub fn generate_speculative(
         prompt_token_ids: prompt_ids.to_vec(),
         token_ids: em.ids,
         text: em.text,
-        finish_reason: em.finish,
+        finish_reason,
         stats,
     })
 }

@@ -20,7 +20,8 @@ use std::time::Instant;
 
 use infer_models::{MAX_VERIFY, Tokenizer};
 use infer_sampling::{
-    BlockOut, Draft, DraftK, KControl, PromptLookup, Sampler, SamplingParams, StepCost,
+    BlockOut, Draft, DraftK, FinishReason, KControl, PromptLookup, Sampler, SamplingParams,
+    StepCost, TextStream,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -29,6 +30,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::batch::{BatchedModel, Row, RowOut};
 use crate::kv::BlockAllocator;
 use crate::metrics::Metrics;
+use crate::schedule::{self, Admission, Limits, Running, Waiting};
 
 /// A generation request handed to the engine.
 pub struct GenRequest {
@@ -76,7 +78,7 @@ pub enum Event {
         logprob: Option<TokenLogprob>,
     },
     Done {
-        finish_reason: &'static str,
+        finish_reason: FinishReason,
         prompt_tokens: usize,
         completion_tokens: usize,
     },
@@ -118,7 +120,7 @@ impl EngineHandle {
     }
 }
 
-struct Seq {
+struct Seq<'t> {
     req: GenRequest,
     slot: usize,
     blocks: Vec<u32>,
@@ -129,14 +131,13 @@ struct Seq {
     cached: usize,
     max_new: usize,
     sampler: Sampler,
-    stop_ids: Vec<u32>,
-    /// Bytes of the generated text sent so far.
-    emitted: usize,
+    /// The generated text, stop tokens and strings, the length limit.
+    text: TextStream<'t>,
     last: Option<Instant>,
     spec: Option<Spec>,
 }
 
-impl Seq {
+impl Seq<'_> {
     fn generated(&self) -> usize {
         self.tokens.len() - self.n_prompt
     }
@@ -150,20 +151,21 @@ impl Seq {
     }
 }
 
-/// The scheduler loop (see the module docs).
-pub struct Engine {
+/// The scheduler loop (see the module docs), on its thread, which owns the tokenizer
+/// `'t` borrows.
+pub struct Engine<'t> {
     model: BatchedModel,
-    tok: Arc<Tokenizer>,
+    tok: &'t Tokenizer,
     metrics: Arc<Metrics>,
     rx: mpsc::Receiver<GenRequest>,
     waiting: VecDeque<GenRequest>,
-    running: Vec<Seq>,
+    running: Vec<Seq<'t>>,
     blocks: BlockAllocator,
     free_slots: Vec<usize>,
     table: Vec<u32>,
 }
 
-impl Engine {
+impl Engine<'_> {
     /// Starts the engine thread; requests beyond `max_waiting` queued ones are refused.
     pub fn spawn(
         model: BatchedModel,
@@ -182,22 +184,34 @@ impl Engine {
             kv_tokens: bc.n_blocks * bc.block_size,
         };
         metrics.kv_blocks_free.store(bc.n_blocks as u64, Relaxed);
-        let engine = Engine {
-            tok,
-            metrics,
-            rx,
-            waiting: VecDeque::new(),
-            running: Vec::new(),
-            blocks: BlockAllocator::new(bc.n_blocks),
-            free_slots: (0..bc.max_seqs).rev().collect(),
-            table: vec![0; bc.max_seqs * bc.max_blocks()],
-            model,
-        };
         std::thread::Builder::new()
             .name("infer-engine".into())
-            .spawn(move || engine.run())
+            .spawn(move || {
+                Engine {
+                    tok: &tok,
+                    metrics,
+                    rx,
+                    waiting: VecDeque::new(),
+                    running: Vec::new(),
+                    blocks: BlockAllocator::new(bc.n_blocks),
+                    free_slots: (0..bc.max_seqs).rev().collect(),
+                    table: vec![0; bc.max_seqs * bc.max_blocks()],
+                    model,
+                }
+                .run()
+            })
             .expect("spawning the engine thread");
         handle
+    }
+
+    fn limits(&self) -> Limits {
+        let bc = self.model.bc;
+        Limits {
+            context: bc.context,
+            block_size: bc.block_size,
+            total_blocks: self.blocks.total(),
+            max_rows: bc.max_rows,
+        }
     }
 
     fn run(mut self) {
@@ -242,7 +256,7 @@ impl Engine {
         m.kv_blocks_free.store(self.blocks.free() as u64, Relaxed);
     }
 
-    fn free(&mut self, s: &mut Seq) {
+    fn free(&mut self, s: &mut Seq<'_>) {
         self.blocks.release(&mut s.blocks);
         self.free_slots.push(s.slot);
     }
@@ -278,112 +292,134 @@ impl Engine {
     }
 
     fn admit(&mut self) {
-        let bc = self.model.bc;
-        while let Some(front) = self.waiting.front() {
-            let n_prompt = front.prompt.len();
-            let max_new = front
-                .params
-                .max_tokens
-                .min(bc.context.saturating_sub(n_prompt));
-            let need = (n_prompt + max_new).div_ceil(bc.block_size);
-            if n_prompt == 0 || max_new == 0 || need > self.blocks.total() {
-                let r = self.waiting.pop_front().expect("front exists");
-                self.metrics.waiting.fetch_sub(1, Relaxed);
-                let _ = r.events.send(Event::Error {
-                    message: format!(
-                        "a prompt of {n_prompt} tokens with {max_new} to generate does not fit \
-                         (context {}, KV cache {} tokens)",
-                        bc.context,
-                        self.blocks.total() * bc.block_size
-                    ),
-                    internal: false,
-                });
-                continue;
-            }
-            if self.free_slots.is_empty() {
-                return;
-            }
-            let Some(blocks) = self.blocks.alloc(need) else {
-                return;
-            };
-            let req = self.waiting.pop_front().expect("front exists");
+        let lim = self.limits();
+        let queue = self.waiting.iter().map(|r| Waiting {
+            prompt_tokens: r.prompt.len(),
+            max_tokens: r.params.max_tokens,
+        });
+        let decisions = schedule::admit(queue, self.free_slots.len(), self.blocks.free(), lim);
+        for d in decisions {
+            let req = self
+                .waiting
+                .pop_front()
+                .expect("a decision per queued request");
             self.metrics.waiting.fetch_sub(1, Relaxed);
-            let slot = self.free_slots.pop().expect("a free slot");
-            let mb = bc.max_blocks();
-            self.table[slot * mb..slot * mb + blocks.len()].copy_from_slice(&blocks);
-            let mut stop_ids = req.params.stop_token_ids.clone();
-            if !req.params.ignore_eos {
-                stop_ids.extend(self.tok.eos_ids());
-                stop_ids.extend(&self.model.config().eos_ids);
+            match d {
+                Admission::Reject {
+                    prompt_tokens,
+                    max_new,
+                } => {
+                    let _ = req.events.send(Event::Error {
+                        message: format!(
+                            "a prompt of {prompt_tokens} tokens with {max_new} to generate does \
+                             not fit (context {}, KV cache {} tokens)",
+                            lim.context,
+                            lim.total_blocks * lim.block_size
+                        ),
+                        internal: false,
+                    });
+                }
+                Admission::Start { max_new, blocks } => self.start(req, max_new, blocks),
             }
-            let spec = req.spec.map(|o| Spec {
-                lookup: PromptLookup::new(o.ngram),
-                ctl: KControl::new(
-                    o.k,
-                    StepCost {
-                        row: self.model.row_cost(),
-                        draft: 0.0,
-                    },
-                ),
-                // Acceptance draws use their own stream, seeded from the request's seed.
-                rng: StdRng::seed_from_u64(req.params.seed ^ 0x9e37_79b9_7f4a_7c15),
-            });
-            self.running.push(Seq {
-                spec,
-                slot,
-                blocks,
-                tokens: req.prompt.clone(),
-                n_prompt,
-                cached: 0,
-                max_new,
-                sampler: Sampler::new(req.params.clone()),
-                stop_ids,
-                emitted: 0,
-                last: None,
-                req,
-            });
         }
     }
 
+    /// Starts a sequence admitted with `max_new` tokens to generate in `blocks` KV blocks.
+    fn start(&mut self, req: GenRequest, max_new: usize, blocks: usize) {
+        let blocks = self
+            .blocks
+            .alloc(blocks)
+            .expect("admission counted the free blocks");
+        let slot = self
+            .free_slots
+            .pop()
+            .expect("admission counted the free slots");
+        let mb = self.model.bc.max_blocks();
+        self.table[slot * mb..slot * mb + blocks.len()].copy_from_slice(&blocks);
+        let mut eos = self.tok.eos_ids().to_vec();
+        eos.extend(&self.model.config().eos_ids);
+        let text = TextStream::new(
+            self.tok,
+            &[],
+            &req.params.stop,
+            req.params.stop_ids(&eos),
+            max_new,
+        );
+        let spec = req.spec.map(|o| Spec {
+            lookup: PromptLookup::new(o.ngram),
+            ctl: KControl::new(
+                o.k,
+                StepCost {
+                    row: self.model.row_cost(),
+                    draft: 0.0,
+                },
+            ),
+            // Acceptance draws use their own stream, seeded from the request's seed.
+            rng: StdRng::seed_from_u64(req.params.seed ^ 0x9e37_79b9_7f4a_7c15),
+        });
+        self.running.push(Seq {
+            spec,
+            slot,
+            blocks,
+            tokens: req.prompt.clone(),
+            n_prompt: req.prompt.len(),
+            cached: 0,
+            max_new,
+            sampler: Sampler::new(req.params.clone()),
+            text,
+            last: None,
+            req,
+        });
+    }
+
     fn step(&mut self) -> crate::Result<()> {
-        let max_rows = self.model.bc.max_rows;
-        // Decoding sequences first (one row each, plus any draft), then prompt chunks in
-        // arrival order.
-        let mut order: Vec<usize> = (0..self.running.len()).collect();
-        order.sort_by_key(|&i| self.running[i].tokens.len() - self.running[i].cached > 1);
+        // Drafts as long as the sequence may verify; the plan shortens them to the row
+        // budget (a lookup with a smaller k gives a prefix of the same draft).
+        let mut drafts: Vec<Vec<u32>> = self
+            .running
+            .iter()
+            .map(|s| match &s.spec {
+                Some(sp) if s.tokens.len() - s.cached == 1 => {
+                    // No further than the tokens still to generate and one verification
+                    // block.
+                    let k = sp
+                        .ctl
+                        .k()
+                        .min((s.max_new - s.generated()).saturating_sub(1))
+                        .min(MAX_VERIFY - 1);
+                    sp.lookup.lookup(&s.tokens, k)
+                }
+                _ => Vec::new(),
+            })
+            .collect();
+        let state: Vec<Running> = self
+            .running
+            .iter()
+            .zip(&drafts)
+            .map(|(s, d)| Running {
+                pending: s.tokens.len() - s.cached,
+                draft: d.len(),
+            })
+            .collect();
+        let plan = schedule::plan_rows(&state, self.model.bc.max_rows);
         let mut rows = Vec::new();
         // (seq index, rows taken, produces output, draft)
         let mut owners: Vec<(usize, usize, bool, Draft)> = Vec::new();
-        for i in order {
-            let budget = max_rows - rows.len();
-            if budget == 0 {
-                break;
-            }
-            let s = &self.running[i];
-            let pending = s.tokens.len() - s.cached;
-            let mut draft = Draft::default();
-            if pending == 1
-                && let Some(sp) = &s.spec
-            {
-                // Draft no further than the tokens still to generate, the row budget and
-                // one verification block.
-                let k = sp
-                    .ctl
-                    .k()
-                    .min((s.max_new - s.generated()).saturating_sub(1))
-                    .min(budget - 1)
-                    .min(MAX_VERIFY - 1);
-                draft.tokens = sp.lookup.lookup(&s.tokens, k);
-            }
-            let take = pending.min(budget);
-            let done = take == pending;
-            for j in 0..take {
+        for sh in plan {
+            let s = &self.running[sh.seq];
+            let mut tokens = std::mem::take(&mut drafts[sh.seq]);
+            tokens.truncate(sh.draft);
+            let draft = Draft {
+                tokens,
+                ..Default::default()
+            };
+            for j in 0..sh.take {
                 let p = s.cached + j;
                 rows.push(Row {
                     token: s.tokens[p],
                     pos: p as u32,
                     seq: s.slot as u32,
-                    out: if done && j + 1 == take {
+                    out: if sh.done && j + 1 == sh.take {
                         s.out_kind()
                     } else {
                         RowOut::None
@@ -398,7 +434,7 @@ impl Engine {
                     out: s.out_kind(),
                 });
             }
-            owners.push((i, take, done, draft));
+            owners.push((sh.seq, sh.take, sh.done, draft));
         }
         let results = self.model.step(&rows, &self.table)?;
         let mut results = results.into_iter();
@@ -417,7 +453,7 @@ impl Engine {
             }
             if draft.tokens.is_empty() {
                 let r = results.next().expect("one result per output row");
-                if emit_token(s, &self.tok, &self.metrics, r.token, r.logits) {
+                if emit_token(s, self.tok, &self.metrics, r.token, r.logits) {
                     finished.push(i);
                 }
                 continue;
@@ -462,10 +498,10 @@ impl Engine {
             let now = Instant::now();
             for (j, t) in emit.into_iter().enumerate() {
                 let lp = match (&logits[j], s.req.logprobs) {
-                    (Some(l), Some(k)) => Some(logprob(&self.tok, l, t, k)),
+                    (Some(l), Some(k)) => Some(logprob(self.tok, l, t, k)),
                     _ => None,
                 };
-                if finish_emit(s, &self.tok, &self.metrics, t, lp, now) {
+                if finish_emit(s, &self.metrics, t, lp, now) {
                     finished.push(i);
                     break;
                 }
@@ -517,7 +553,7 @@ fn logprob(tok: &Tokenizer, logits: &[f32], chosen: u32, k: usize) -> TokenLogpr
 /// Takes the model's output for a sequence: picks the token, streams its text, applies
 /// stop tokens, stop strings and the length limit. Returns whether the sequence finished.
 fn emit_token(
-    s: &mut Seq,
+    s: &mut Seq<'_>,
     tok: &Tokenizer,
     m: &Metrics,
     argmax: u32,
@@ -532,12 +568,13 @@ fn emit_token(
         (Some(l), Some(k)) => Some(logprob(tok, l, t, k)),
         _ => None,
     };
-    finish_emit(s, tok, m, t, lp, now)
+    finish_emit(s, m, t, lp, now)
 }
 
+/// Records a chosen token and sends its text (and the end, if it ends the sequence).
+/// Returns whether the sequence finished.
 fn finish_emit(
-    s: &mut Seq,
-    tok: &Tokenizer,
+    s: &mut Seq<'_>,
     m: &Metrics,
     t: u32,
     lp: Option<TokenLogprob>,
@@ -550,49 +587,28 @@ fn finish_emit(
         Some(prev) => m.itl(now.duration_since(prev).as_secs_f64()),
     }
     s.last = Some(now);
-    let is_stop = s.stop_ids.contains(&t);
     s.tokens.push(t);
-    let length = s.generated() >= s.max_new;
-    let end = s.tokens.len() - usize::from(is_stop);
-    let full = tok
-        .decode(&s.tokens[s.n_prompt..end], true)
-        .unwrap_or_default();
-    let stops = &s.sampler.params().stop;
-    let hit = stops.iter().filter_map(|st| full.find(st.as_str())).min();
-    let finishing = is_stop || length || hit.is_some();
-    let safe = match hit {
-        Some(at) => at,
-        None if finishing => full.len(),
-        None => {
-            let mut safe = full.trim_end_matches('\u{FFFD}').len();
-            for st in stops {
-                for k in (1..st.len()).rev() {
-                    if st.is_char_boundary(k) && full[..safe].ends_with(&st[..k]) {
-                        safe -= k;
-                        break;
-                    }
-                }
-            }
-            safe
+    let piece = match s.text.push(t) {
+        Ok(p) => p,
+        // A server fault that ends this sequence only, not the batch.
+        Err(e) => {
+            let _ = s.req.events.send(Event::Error {
+                message: format!("decoding token {t}: {e}"),
+                internal: true,
+            });
+            return true;
         }
     };
-    let text = if safe > s.emitted {
-        full.get(s.emitted..safe).unwrap_or("").to_string()
-    } else {
-        String::new()
-    };
-    s.emitted = s.emitted.max(safe);
-    let _ = s.req.events.send(Event::Token { text, logprob: lp });
-    if finishing {
+    let _ = s.req.events.send(Event::Token {
+        text: piece.text,
+        logprob: lp,
+    });
+    if let Some(finish_reason) = piece.finish {
         let _ = s.req.events.send(Event::Done {
-            finish_reason: if is_stop || hit.is_some() {
-                "stop"
-            } else {
-                "length"
-            },
+            finish_reason,
             prompt_tokens: s.n_prompt,
             completion_tokens: s.generated(),
         });
     }
-    finishing
+    piece.finish.is_some()
 }

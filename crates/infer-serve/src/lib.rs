@@ -5,18 +5,19 @@
 //!
 //! - `batch.rs`: [`BatchedModel`], the batch-invariant multi-sequence forward step.
 //! - `kv.rs`: [`BlockAllocator`], the free list of KV blocks.
-//! - `engine.rs`: [`Engine`], the scheduler loop on its own thread: admission, row
-//!   building, sampling, stop strings, streaming events, cancellation.
-//! - `api.rs`: the HTTP routes, OpenAI request/response JSON and errors.
+//! - `engine.rs`: [`Engine`], the scheduler loop on its own thread: carrying out the
+//!   schedule, sampling, streaming text ([`infer_sampling::TextStream`]), cancellation.
+//! - `schedule.rs`: admission and the rows of a step, as pure functions.
+//! - `api/`: the HTTP routes (`mod.rs`), typed request bodies and their checks
+//!   (`request.rs`), typed response bodies and errors (`response.rs`).
 //! - `metrics.rs`: Prometheus text metrics.
-//! - `bench.rs`: a bounded load generator (`infer bench-serve`).
 
 pub mod api;
 pub mod batch;
-pub mod bench;
 pub mod engine;
 pub mod kv;
 pub mod metrics;
+pub mod schedule;
 
 pub use api::{ServeOptions, serve};
 pub use batch::{

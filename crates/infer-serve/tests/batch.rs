@@ -4,6 +4,9 @@
 //! alone; the batched step reproduces the reference greedy ids of stories260K; and every
 //! architecture (the tiny Phi-3, Gemma, Gemma 2 and GPT-2 checkpoints of tests/fixtures/arch)
 //! runs batched with transformers' logits and greedy tokens, batch-invariantly.
+//! Each runs twice: with the adapter's own tuning and with the GPU choices
+//! (`Tuning::gpu_choices`: plain weight layout, coalesced matvec, the heads paged kernel),
+//! so lavapipe runs the paths GPUs take too.
 //! Without an adapter or model these tests print SKIP; under CI=true they fail.
 
 use std::path::PathBuf;
@@ -17,8 +20,19 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn model_or_skip(rel: &str, bc: BatchConfig) -> Option<BatchedModel> {
-    let dev = test_device()?;
+/// The tunings every test runs under: `true` is the GPU choices.
+const GPU_CHOICES: [bool; 2] = [false, true];
+
+fn tuning_name(gpu: bool) -> &'static str {
+    if gpu { "GPU choices" } else { "default tuning" }
+}
+
+fn model_or_skip(rel: &str, bc: BatchConfig, gpu: bool) -> Option<BatchedModel> {
+    let mut dev = test_device()?;
+    if gpu {
+        // Before the weights are uploaded: they are packed in the tuning's row groups.
+        dev.tuning = dev.tuning.gpu_choices();
+    }
     let path = [root().join(rel), root().join("..").join("shared").join(rel)]
         .into_iter()
         .find(|p| p.exists());
@@ -145,10 +159,13 @@ fn check_invariance(rel: &str, prompts: Vec<Vec<u32>>, n_gen: usize) {
         n_blocks: 256,
         context: 256,
     };
-    let Some(mut m) = model_or_skip(rel, bc) else {
-        return;
-    };
-    check_invariance_of(&mut m, rel, prompts, n_gen);
+    for gpu in GPU_CHOICES {
+        let Some(mut m) = model_or_skip(rel, bc, gpu) else {
+            return;
+        };
+        let label = format!("{rel} ({})", tuning_name(gpu));
+        check_invariance_of(&mut m, &label, prompts.clone(), n_gen);
+    }
 }
 
 fn check_invariance_of(m: &mut BatchedModel, rel: &str, prompts: Vec<Vec<u32>>, n_gen: usize) {
@@ -206,9 +223,15 @@ fn batched_step_reproduces_stories260k_greedy_reference() {
         n_blocks: 64,
         context: 512,
     };
-    let Some(mut m) = model_or_skip("models/stories260K", bc) else {
-        return;
-    };
+    for gpu in GPU_CHOICES {
+        let Some(mut m) = model_or_skip("models/stories260K", bc, gpu) else {
+            return;
+        };
+        greedy_reference(&mut m, gpu);
+    }
+}
+
+fn greedy_reference(m: &mut BatchedModel, gpu: bool) {
     let path = [
         root().join("models/stories260K"),
         root().join("../shared/models/stories260K"),
@@ -226,10 +249,13 @@ fn batched_step_reproduces_stories260k_greedy_reference() {
         .map(|x| x.as_u64().unwrap() as u32)
         .collect();
     let n = want.len().min(64);
-    let got = run(&mut m, &[vec![want[0]]], &[0], n - 1, 8, false)
-        .remove(0)
-        .0;
-    assert_eq!(got, want[1..n], "batched greedy vs reference ids");
+    let got = run(m, &[vec![want[0]]], &[0], n - 1, 8, false).remove(0).0;
+    assert_eq!(
+        got,
+        want[1..n],
+        "batched greedy vs reference ids ({})",
+        tuning_name(gpu)
+    );
 }
 
 fn json_ids(v: &serde_json::Value) -> Vec<u32> {
@@ -245,7 +271,14 @@ fn json_ids(v: &serde_json::Value) -> Vec<u32> {
 /// `context` bounds the positions), then batch invariance over the fixture's prompt and
 /// two others.
 fn arch_case(case: &str, context: usize, n_gen: usize) {
+    for gpu in GPU_CHOICES {
+        arch_case_with(case, context, n_gen, gpu);
+    }
+}
+
+fn arch_case_with(case: &str, context: usize, n_gen: usize, gpu: bool) {
     let rel = format!("tests/fixtures/arch/{case}");
+    let case = format!("{case} ({})", tuning_name(gpu));
     let bc = BatchConfig {
         max_rows: 16,
         max_seqs: 4,
@@ -253,7 +286,7 @@ fn arch_case(case: &str, context: usize, n_gen: usize) {
         n_blocks: 64,
         context,
     };
-    let Some(mut m) = model_or_skip(&rel, bc) else {
+    let Some(mut m) = model_or_skip(&rel, bc, gpu) else {
         return;
     };
     let v: serde_json::Value = serde_json::from_str(
@@ -289,7 +322,7 @@ fn arch_case(case: &str, context: usize, n_gen: usize) {
         vec![1, 2 % vocab, 3 % vocab],
         (0..11).map(|i| (5 + i * 13) % vocab).collect(),
     ];
-    check_invariance_of(&mut m, &rel, prompts, n_gen.min(6));
+    check_invariance_of(&mut m, &case, prompts, n_gen.min(6));
 }
 
 #[test]

@@ -1,0 +1,125 @@
+//! `infer serve`: the OpenAI-compatible server.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use infer_kernels::Kernels;
+
+use crate::args::{DeviceArgs, ModelArgs, device, model_spec, parse_quant};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// A Hugging Face folder, a .gguf file, or a repo id in the local Hugging Face cache
+    /// (any supported architecture). Default: env INFER_MODEL, else the model `cargo xtask
+    /// model` fetches.
+    #[arg(long, short)]
+    pub model: Option<String>,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// The model id clients name (default: the model file or folder name).
+    #[arg(long = "served-model-name")]
+    pub served_model_name: Option<String>,
+    /// Re-encode weights on load: q8_0 or q4_0 (also f16, q4_1).
+    #[arg(long)]
+    pub quant: Option<String>,
+    /// Most positions per sequence; default min(model's, 2048).
+    #[arg(long = "ctx-size")]
+    pub ctx_size: Option<usize>,
+    /// Most sequences in the running batch.
+    #[arg(long = "max-seqs", default_value_t = 64)]
+    pub max_seqs: usize,
+    /// Most tokens (decode tokens plus prompt chunks) in one batched step.
+    #[arg(long = "max-batch-tokens", default_value_t = 128)]
+    pub max_batch_tokens: usize,
+    /// Positions per KV cache block.
+    #[arg(long = "block-size", default_value_t = 16)]
+    pub block_size: usize,
+    /// Total KV cache size in tokens (all sequences together).
+    #[arg(long = "kv-tokens", default_value_t = 16384)]
+    pub kv_tokens: usize,
+    /// Requests waiting for admission beyond which new ones get 503.
+    #[arg(long = "max-waiting", default_value_t = 256)]
+    pub max_waiting: usize,
+    /// Largest request body in bytes (larger: 413).
+    #[arg(long = "max-body-bytes", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// max_tokens of a request that gives none.
+    #[arg(long = "default-max-tokens", default_value_t = 256)]
+    pub default_max_tokens: usize,
+    /// Speculative decoding by prompt lookup for requests that do not set `prompt_lookup`:
+    /// draft what followed the last N tokens earlier in the prompt or output.
+    #[arg(long = "prompt-lookup")]
+    pub prompt_lookup: Option<usize>,
+    /// Draft tokens per speculative step (1..=15) for requests that do not set
+    /// `draft_tokens`; default: adapted from the acceptance rate.
+    #[arg(long = "draft-tokens")]
+    pub draft_tokens: Option<usize>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+pub fn serve(a: ServeArgs) -> Result<()> {
+    match a.prompt_lookup {
+        Some(n) if !(1..=16).contains(&n) => bail!("--prompt-lookup {n}: use 1..=16"),
+        None if a.draft_tokens.is_some() => bail!("--draft-tokens needs --prompt-lookup"),
+        _ => {}
+    }
+    if let Some(k) = a.draft_tokens
+        && !(1..=15).contains(&k)
+    {
+        bail!("--draft-tokens {k}: use 1..=15 (omit it to adapt k)");
+    }
+    let spec = model_spec(&ModelArgs {
+        model: a.model.clone(),
+        quant: None,
+        ctx_size: None,
+        max_batch: 1,
+        device: a.device.clone(),
+    })?;
+    let dev = device(&a.device)?;
+    eprintln!("infer serve: adapter {}", dev.describe());
+    let kernels = Arc::new(Kernels::new(dev));
+    let bc = infer_serve::BatchConfig {
+        max_rows: a.max_batch_tokens.max(a.max_seqs),
+        max_seqs: a.max_seqs.max(1),
+        block_size: a.block_size.max(1),
+        n_blocks: a.kv_tokens.div_ceil(a.block_size.max(1)).max(1),
+        context: a.ctx_size.unwrap_or(2048),
+    };
+    let (model, tok) = infer_serve::load_batched(&spec, kernels, parse_quant(&a.quant)?, bc)
+        .with_context(|| format!("loading {spec}"))?;
+    let name = a.served_model_name.clone().unwrap_or_else(|| {
+        let p = std::path::Path::new(spec.trim_end_matches('/'));
+        p.file_name()
+            .map_or(spec.clone(), |f| f.to_string_lossy().into_owned())
+    });
+    eprintln!(
+        "infer serve: {name}, context {}, {} KV blocks of {} ({:.1} MB), up to {} sequences, {} tokens per step",
+        model.bc.context,
+        model.bc.n_blocks,
+        model.bc.block_size,
+        (model.bc.n_blocks * model.block_bytes()) as f64 / 1e6,
+        model.bc.max_seqs,
+        model.bc.max_rows
+    );
+    let tok = Arc::new(tok);
+    let metrics = Arc::new(infer_serve::Metrics::default());
+    let engine = infer_serve::Engine::spawn(model, tok.clone(), metrics, a.max_waiting);
+    infer_serve::serve(
+        engine,
+        tok,
+        infer_serve::ServeOptions {
+            host: a.host,
+            port: a.port,
+            model_name: name,
+            max_body: a.max_body_bytes,
+            default_max_tokens: a.default_max_tokens,
+            prompt_lookup: a.prompt_lookup,
+            draft_tokens: a.draft_tokens,
+        },
+    )?;
+    Ok(())
+}

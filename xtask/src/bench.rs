@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use infer_kernels::Kernels;
+use infer_kernels::{AttentionIo, Kernels};
 use infer_tensor::{DType, Device, DeviceOptions, Tensor, reference, wgpu};
 use serde_json::{Value, json};
 
@@ -418,17 +418,49 @@ fn attention_rows(dev: &Arc<Device>, k: &Kernels, runs: usize) -> Result<Vec<Val
             ),
             (
                 "attention_split",
-                k.attention_split(&q, &kc, &vc, &out, &pos, &a, chunk)?,
+                k.attention_split(
+                    AttentionIo {
+                        q: &q,
+                        k_cache: &kc,
+                        v_cache: &vc,
+                        out: &out,
+                        pos: &pos,
+                    },
+                    &a,
+                    chunk,
+                )?,
             ),
             (
                 "attention_split_heads",
-                k.attention_split_heads(&q, &kc, &vc, &out, &pos, &a, chunk)?,
+                k.attention_split_heads(
+                    AttentionIo {
+                        q: &q,
+                        k_cache: &kc,
+                        v_cache: &vc,
+                        out: &out,
+                        pos: &pos,
+                    },
+                    &a,
+                    chunk,
+                )?,
             ),
         ]
         .into_iter()
         .chain(
             k.attention_split_sg_supported()
-                .then(|| k.attention_split_sg(&q, &kc, &vc, &out, &pos, &a, chunk))
+                .then(|| {
+                    k.attention_split_sg(
+                        AttentionIo {
+                            q: &q,
+                            k_cache: &kc,
+                            v_cache: &vc,
+                            out: &out,
+                            pos: &pos,
+                        },
+                        &a,
+                        chunk,
+                    )
+                })
                 .transpose()?
                 .map(|d| ("attention_split_sg", d)),
         ) {

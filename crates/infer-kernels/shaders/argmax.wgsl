@@ -2,12 +2,7 @@
 // ties; NaN never wins). One workgroup of 256: strided scan, then a tree reduction.
 // Greedy decoding writes the token id straight into the next step's input buffer.
 // Dispatch: (1, 1, 1).
-struct Params {
-    n: u32,
-    x_off: u32,
-    out_idx: u32,
-    _pad: u32,
-}
+// Params: select::ArgmaxParams (generated from the Rust struct, prepended by the registry).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

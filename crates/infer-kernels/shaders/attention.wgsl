@@ -9,20 +9,7 @@
 // and owns output dimensions li, li + 64, li + 128, li + 192 (head_dim <= 256).
 // Used for prefill (n_tokens > 1) and decode (n_tokens = 1).
 // Dispatch: (n_heads, n_tokens, 1).
-struct Params {
-    n_heads: u32,
-    n_kv: u32,
-    head_dim: u32,
-    capacity: u32,
-    n_tokens: u32,
-    window: u32,
-    scale: f32,
-    softcap: f32,
-    heads_in_lanes: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// Params: attention::AttentionGpu (generated from the Rust struct, prepended by the registry).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> pos: array<u32>;

@@ -11,20 +11,7 @@
 // written 16 bytes at a time.
 // Dispatch: (ceil(n_tokens / 8), n_heads, 1), or (ceil(n_tokens * n_heads / 8), 1, 1)
 // with heads_in_lanes.
-struct Params {
-    n_heads: u32,
-    n_kv: u32,
-    head_dim: u32,
-    capacity: u32,
-    n_tokens: u32,
-    window: u32,
-    scale: f32,
-    softcap: f32,
-    heads_in_lanes: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// Params: attention::AttentionGpu (generated from the Rust struct, prepended by the registry).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> pos: array<u32>;

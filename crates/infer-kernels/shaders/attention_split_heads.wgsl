@@ -5,8 +5,7 @@
 // waits on few loads in turn (common/attention_heads.wgsl): a workgroup serves a chunk for
 // the G query heads that share a KV head (one token) and loads each K and V row of the
 // chunk once for all of them, with unrolled row loops. (attention_split's invocations each
-// walk 64 positions one load after another: ~70 us per layer on an H200, whatever the
-// context.)
+// walk 64 positions one load after another, which a GPU serves slowly whatever the context.)
 // Dispatch: (n_chunks, n_heads / G, n_tokens).
 // Params, bindings 0 (p) and 1 (pos), chunk_span: common/attention_split_params.wgsl;
 // G, D4, the tiles and heads_sum: common/attention_heads.wgsl.

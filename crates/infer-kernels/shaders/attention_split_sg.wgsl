@@ -17,11 +17,9 @@
 // its units, not 8 (llvmpipe runs the masked-off iterations' arithmetic anyway), and with
 // FULL (head_dim % 32 == 0) every invocation has all E, so no test guards them. Over one
 // chunk (prefill) a workgroup also serves T consecutive tokens, which share the loads too;
-// the positions one of them does not see leave its state unchanged. The launcher's variant
-// number TOK packs the four (common/attention_sg.wgsl). On lavapipe
-// with SmolLM2's 9 heads over 3 KV heads x 64 (G = 3, E = 2, FULL) this runs ~1.5x
-// faster than one head per workgroup over 8 guarded units at 512 positions and ~2x at
-// 4096.
+// the positions one of them does not see leave its state unchanged. The four are constants of
+// the variant (Variant::Sg). Sharing the K and V loads over G heads and walking only E units
+// is why it beats one head per workgroup over 8 guarded units.
 // With one chunk (chunk >= capacity) it is the whole attention: `part` is bound to the
 // output, which gets acc / l, and the launcher records no merge.
 // Dispatch: (n_chunks, n_heads / G, ceil(n_tokens / T)), n_chunks = ceil(capacity / chunk).
@@ -31,7 +29,7 @@
 @group(0) @binding(4) var<storage, read> vc: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
 
-// NEG, the variant number TOK and its G, E, FULL and T: common/attention_sg.wgsl.
+// NEG: common/attention_sg.wgsl; G, E, FULL and T: the variant's constants.
 
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {

@@ -2,16 +2,7 @@
 // of any dtype; a `weights_*` snippet is prepended: w_unit). Ids outside this part are
 // left to the other parts. One invocation per (token, 16-byte unit).
 // Dispatch: (ceil(units_per_row / 64), n_tokens, 1).
-struct Params {
-    k: u32,
-    row_start: u32,
-    rows: u32,
-    n_tokens: u32,
-    soff: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// Params: linear::EmbeddingParams (generated from the Rust struct, prepended by the registry).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;

@@ -1,12 +1,7 @@
 // gelu: y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (mode 0, tanh)
 //        or 0.5 x (1 + erf(x / sqrt 2)) (mode 1, erf).
 // Dispatch: 256-wide workgroups over n, split over x and y when > 65535.
-struct Params {
-    n: u32,
-    mode: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// Params: elementwise::GeluParams (generated from the Rust struct, prepended by the registry).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

@@ -2,12 +2,7 @@
 // (n_kv, capacity, head_dim) at positions pos[0] + t. Positions past capacity are dropped
 // (the host refuses such prompts before they get here).
 // Dispatch: (ceil(n_kv * head_dim / 64), n_tokens, 1).
-struct Params {
-    n_kv: u32,
-    head_dim: u32,
-    capacity: u32,
-    n_tokens: u32,
-}
+// Params: rope_kv::KvWriteParams (generated from the Rust struct, prepended by the registry).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> pos: array<u32>;

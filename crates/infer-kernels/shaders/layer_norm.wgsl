@@ -1,12 +1,7 @@
 // layer_norm: y[r, i] = (x[r, i] - mean) / sqrt(var + eps) * w[i] + b[i], per row of d.
 // One workgroup of 64 per row; two tree reductions (mean, then variance).
 // Dispatch: (rows, 1, 1).
-struct Params {
-    d: u32,
-    eps: f32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// Params: norm::NormParams (generated from the Rust struct, prepended by the registry).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

@@ -5,22 +5,7 @@
 // Tiles of 64 x 64 outputs in workgroup memory, K in steps of 32; each of the 16 x 16
 // invocations keeps 4 x 4 outputs in registers.
 // Dispatch: (ceil(n / 64), ceil(m / 64), 1).
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    y_ld: u32,
-    // The part's first row: its column in Y (and, split, common/split_out.wgsl's row0).
-    row0: u32,
-    soff: u32,
-    // A split output (common/split_out.wgsl); t0 = 0.
-    seg1: u32,
-    seg2: u32,
-    n_all: u32,
-    t0: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// Params: linear::MatmulParams (generated from the Rust struct, prepended by the registry).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;

@@ -8,9 +8,9 @@
 // rows one 16-byte unit at a time with f32 accumulation: the x values of a unit are loaded
 // once per token (uniform across the workgroup; unit_xs, common/matvec_io.wgsl, shared
 // over the subgroup where the launcher swaps in common/unit_xs_sg.wgsl) for all ROWS rows,
-// and each weight unit is decoded once (w_raw) for all TOK tokens. TOK is 1 as written;
-// the launcher sets it (with_tokens: 2..=4) for tiles of tokens where that measured
-// faster (float and Q8_0 weights, and Q4_0/Q4_1 with x shared; see Kernels::matvec_plan). Batch invariance: every token's value is the same
+// and each weight unit is decoded once (w_raw) for all TOK tokens. TOK is a constant of
+// the pipeline (Variant::Matvec): 1, or 2..=4 for tiles of tokens where that is faster
+// (float and Q8_0 weights, and Q4_0/Q4_1 with x shared; see Kernels::matvec_plan). Batch invariance: every token's value is the same
 // per-token expression, w_dot (dot() per vec4, like the single-token kernel always was),
 // whatever TOK is, so the result for (r, t) does not depend on m, TOK or t's place in its
 // tile; a tile's tokens past m load the last token's x (clamped index) and only their
@@ -18,8 +18,7 @@
 // add fused into the projection, the same sum the add kernel computes). No barriers. WG (an override constant) is 8 on CPU adapters, where
 // more, smaller workgroups spread better over threads, and 64 elsewhere. On CPU adapters
 // the weight layout groups rows by 8 (W_GROUP, common/weight_index.wgsl), so an
-// invocation's 8 rows have each unit side by side: one contiguous 128-byte run per unit
-// (f32 at 49152x576 on lavapipe: ~8 -> ~13-14 GB/s).
+// invocation's 8 rows have each unit side by side: one contiguous 128-byte run per unit.
 // Dispatch: (ceil(ceil(n / ROWS) / WG), ceil(m / TOK), 1).
 // Params, bindings 0-4 and xv: common/matvec_io.wgsl.
 
@@ -30,9 +29,7 @@
 override WG: u32 = 64u;
 const ROWS: u32 = 8u;
 
-// TOKENS begin
-const TOK: u32 = 1u;
-// TOKENS end
+// TOK, tokens per invocation, is a constant of the variant (Variant::Matvec).
 
 // Where the invocation's rows (r0 ..; past n: row n - 1) have their unit 0: unit b of row
 // r0 + r is then u0[r] + b * W_GROUP (common/weight_index.wgsl).
@@ -50,8 +47,7 @@ fn row_units(r0: u32, nb: u32) -> array<u32, ROWS> {
 //
 // The rows are walked two at a time with their sums in a vec2 (acc[r / 2]): llvmpipe
 // writes an element of a private array at a loop-variable index lane by lane, so one
-// vec2 write per two rows instead of one f32 write per row (Q4_1 at 49152x576 on
-// lavapipe: ~8.7 -> ~9.7 G weights/s). The adds are the same, per element.
+// vec2 write per two rows instead of one f32 write per row. The adds are the same, per element.
 fn one_token(r0: u32, t: u32, lane: u32) {
     let x_off = p.x_off + t * p.k;
     var acc: array<vec2<f32>, ROWS / 2u>;

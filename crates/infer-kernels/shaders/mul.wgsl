@@ -1,11 +1,6 @@
 // mul (in place): a[i] = a[i] * b[i % b_len]. b is a same-sized tensor (residual) or a
 // row repeated over a (bias, scale). Dispatch: 256-wide workgroups over n, split over x and y.
-struct Params {
-    n: u32,
-    b_len: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// Params: elementwise::BinaryParams (generated from the Rust struct, prepended by the registry).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> a: array<f32>;

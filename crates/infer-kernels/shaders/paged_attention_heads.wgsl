@@ -3,9 +3,8 @@
 // laid out for GPUs as attention_split_heads is (common/attention_heads.wgsl): a workgroup
 // of 64 per (group of G query heads sharing a KV head, row) walks the row's positions in
 // tiles of 64, loading each K and V row once for the G heads, with unrolled row loops.
-// (paged_attention's invocations each walk every position one load after another; the
-// contiguous lane kernel of that design took 1.37 ms per layer at 512 positions on an
-// H200.) A row's arithmetic does not depend on the other rows (batch invariance).
+// (paged_attention's invocations each walk every position one load after another, the
+// design a GPU serves slowest.) A row's arithmetic does not depend on the other rows (batch invariance).
 // Dispatch: (n_heads / G, n_rows, 1).
 // Params, bindings 0-7 and paged_first_seen: common/paged_attention_params.wgsl; G, D4,
 // the tiles and heads_sum: common/attention_heads.wgsl.

@@ -14,12 +14,12 @@
 // A workgroup also serves T consecutive rows: those of one sequence (a prompt's rows in a
 // prefill step) walk its positions together and share the loads too; a run of rows of
 // another sequence walks again (a decode batch's rows each walk their own).
-// The launcher's variant number TOK packs G, E, FULL (head_dim % 32 == 0: every invocation
-// has all E units, so no test guards them) and T (common/attention_sg.wgsl).
+// G, E, FULL (head_dim % 32 == 0: every invocation has all E units, so no test guards them)
+// and T are constants of the variant (Variant::Sg; common/attention_sg.wgsl).
 // Dispatch: (n_heads / G, ceil(n_rows / T), 1).
 // Params, bindings 0-7 and paged_first_seen: common/paged_attention_params.wgsl.
 
-// NEG, the variant number TOK and its G, E, FULL and T: common/attention_sg.wgsl.
+// NEG: common/attention_sg.wgsl; G, E, FULL and T: the variant's constants.
 
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {

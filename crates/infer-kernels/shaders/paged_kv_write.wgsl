@@ -6,16 +6,7 @@
 // Rows whose block index or slot falls outside the table or the cache are dropped (the
 // scheduler never builds such rows).
 // Dispatch: (ceil(n_kv * head_dim / 64), n_rows, 1).
-struct Params {
-    n_kv: u32,
-    head_dim: u32,
-    block_size: u32,
-    n_rows: u32,
-    max_blocks: u32,
-    n_slots: u32,
-    n_seqs: u32,
-    _pad0: u32,
-}
+// Params: rope_kv::PagedKvWriteParams (generated from the Rust struct, prepended by the registry).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> pos: array<u32>;

@@ -12,20 +12,7 @@
 // for j < n_kv * head_dim, writes cache element (h, d) = (j / head_dim, j % head_dim): v's
 // copied, k's rotated (reading its pair's other element) or passed through.
 // Dispatch: (ceil(max(n_heads * half, n_kv * head_dim) / 64), n_rows, 1).
-struct Params {
-    n_heads: u32,
-    n_kv: u32,
-    head_dim: u32,
-    half: u32,
-    mode: u32,
-    n_rows: u32,
-    max_pos: u32,
-    block_size: u32,
-    max_blocks: u32,
-    n_slots: u32,
-    n_seqs: u32,
-    _pad0: u32,
-}
+// Params: rope_kv::PagedRopeKvParams (generated from the Rust struct, prepended by the registry).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> pos: array<u32>;

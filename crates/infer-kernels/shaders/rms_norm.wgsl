@@ -1,12 +1,7 @@
 // rms_norm: y[r, i] = x[r, i] / sqrt(mean_i(x[r, i]^2) + eps) * (w_offset + w[i]).
 // One workgroup of 64 per row; a tree reduction in workgroup memory.
 // Dispatch: (rows, 1, 1).
-struct Params {
-    d: u32,
-    eps: f32,
-    w_offset: f32,
-    _pad: u32,
-}
+// Params: norm::NormParams (generated from the Rust struct, prepended by the registry).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

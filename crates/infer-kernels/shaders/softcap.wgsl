@@ -2,12 +2,7 @@
 // soft-capping; it keeps the order of the values, so the argmax, but the logits change).
 // Bindings: 0 params, 1 x (read_write).
 // Dispatch: 256-wide workgroups over n, split over x and y when > 65535.
-struct Params {
-    n: u32,
-    cap: f32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// Params: select::SoftcapParams (generated from the Rust struct, prepended by the registry).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;

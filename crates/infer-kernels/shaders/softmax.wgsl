@@ -1,11 +1,6 @@
 // softmax over each row of n: y = exp(x - max) / sum(exp(x - max)).
 // One workgroup of 64 per row. Dispatch: (rows, 1, 1).
-struct Params {
-    n: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// Params: elementwise::LenParams (generated from the Rust struct, prepended by the registry).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

@@ -1,11 +1,6 @@
 // swiglu: out[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g)).
 // Dispatch: 256-wide workgroups over n, split over x and y when > 65535.
-struct Params {
-    n: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// Params: elementwise::LenParams (generated from the Rust struct, prepended by the registry).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> gate: array<f32>;

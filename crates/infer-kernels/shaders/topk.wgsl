@@ -28,23 +28,12 @@
 //            and after another, invocation 0 merges those 8.
 //   stage 2: T = 64 (one stage-0 workgroup, e.g. any vocabulary up to 65536 on CPU
 //            adapters): stage 0, then the final merge of its 64 lists (through lists
-//            64 .. 71), in one dispatch (a dispatch costs ~0.1 ms on lavapipe).
+//            64 .. 71), in one dispatch (each dispatch has a fixed cost).
 // Bindings: 0 params, 1 x (f32 bits, read), 2 the scratch, 3 out (u32 pairs), 4 x again
 // (vec4 loads).
 // Workgroup size 64. Dispatch: stage 2 (1, 1, 1) when T = 64; else stage 0 (T / 64, 1, 1),
 // T = 64 * ceil(n / (64 m)), then stage 1 (1, 1, 1).
-struct Params {
-    n: u32,
-    off: u32,
-    k: u32,
-    threads: u32,
-    stage: u32,
-    // Items per invocation in stage 0.
-    m: u32,
-    // Items per invocation (a prefix of the m) the threshold is taken from.
-    sample: u32,
-    _p1: u32,
-}
+// Params: select::TopkParams (generated from the Rust struct, prepended by the registry).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<u32>;

@@ -5,7 +5,10 @@
 
 use std::sync::{Arc, OnceLock};
 
-use infer_kernels::{AttentionParams, GeluMode, Glu, Kernels, Norm, Out, RopeMode};
+use infer_kernels::{
+    AttentionIo, AttentionParams, GeluMode, Glu, Kernels, KvCache, Norm, Out, PagedCache, RopeMode,
+    RopeTable,
+};
 use infer_tensor::reference::{self as r, AttentionShape, RopeScaling};
 use infer_tensor::{DType, Tensor, device::test_device};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -168,7 +171,7 @@ fn matvec_coalesced_every_dtype_awkward_shapes_and_batch_invariant() {
             let x = rand_vec(&mut rng, cols + 3, 1.0);
             let xt = f32_tensor(k, "x", &[cols + 3], &x);
             let y = zeros(k, "y", &[n + 2]);
-            k.run(&k.matvec_coalesced(&w, &xt, 3, 1, &y, 2, false).unwrap())
+            k.run(&k.matvec_coalesced(&w, (&xt, 3), 1, (&y, 2), false).unwrap())
                 .unwrap();
             let got = y.read_f32(&k.dev).unwrap();
             let want = r::matvec(&deq, &x[3..], n, cols);
@@ -183,9 +186,9 @@ fn matvec_coalesced_every_dtype_awkward_shapes_and_batch_invariant() {
                 f32_tensor(k, "b", &[n], &base),
             );
             let o = zeros(k, "o", &[n]);
-            let mut d = k.matvec_coalesced(&w, &xt, 3, 1, &o, 0, false).unwrap();
+            let mut d = k.matvec_coalesced(&w, (&xt, 3), 1, (&o, 0), false).unwrap();
             d.extend(k.add(&a, &o, n, n).unwrap());
-            d.extend(k.matvec_coalesced(&w, &xt, 3, 1, &b, 0, true).unwrap());
+            d.extend(k.matvec_coalesced(&w, (&xt, 3), 1, (&b, 0), true).unwrap());
             k.run(&d).unwrap();
             assert_eq!(bits(k, &b), bits(k, &a), "{what}: accumulate");
         }
@@ -198,8 +201,14 @@ fn matvec_coalesced_every_dtype_awkward_shapes_and_batch_invariant() {
         let x0 = rand_vec(&mut rng, cols, 1.0);
         let y1 = zeros(k, "y", &[n]);
         k.run(
-            &k.matvec_coalesced(&w, &f32_tensor(k, "x", &[cols], &x0), 0, 1, &y1, 0, false)
-                .unwrap(),
+            &k.matvec_coalesced(
+                &w,
+                (&f32_tensor(k, "x", &[cols], &x0), 0),
+                1,
+                (&y1, 0),
+                false,
+            )
+            .unwrap(),
         )
         .unwrap();
         let want = bits(k, &y1);
@@ -209,7 +218,7 @@ fn matvec_coalesced_every_dtype_awkward_shapes_and_batch_invariant() {
                 x[t * cols..(t + 1) * cols].copy_from_slice(&x0);
                 let y = zeros(k, "y", &[m, n]);
                 let xt = f32_tensor(k, "x", &[m, cols], &x);
-                k.run(&k.matvec_coalesced(&w, &xt, 0, m, &y, 0, false).unwrap())
+                k.run(&k.matvec_coalesced(&w, (&xt, 0), m, (&y, 0), false).unwrap())
                     .unwrap();
                 assert_eq!(
                     &bits(k, &y)[t * n..(t + 1) * n],
@@ -468,8 +477,20 @@ fn matvec_coalesced_norm_equals_rms_norm_then_matvec_coalesced_every_dtype() {
                     zeros(k, "y", &[m, n]),
                     zeros(k, "f", &[m, n]),
                 );
-                let mut d = k.rms_norm(&xt, &gt, &xn, m, cols, eps, off).unwrap();
-                d.extend(k.matvec_coalesced(&w, &xn, 0, m, &y, 0, false).unwrap());
+                let mut d = k
+                    .rms_norm(
+                        &xt,
+                        Norm {
+                            weight: &gt,
+                            eps,
+                            offset: off,
+                        },
+                        &xn,
+                        m,
+                        cols,
+                    )
+                    .unwrap();
+                d.extend(k.matvec_coalesced(&w, (&xn, 0), m, (&y, 0), false).unwrap());
                 d.extend(k.matvec_coalesced_norm(&w, &xt, m, &fused, norm).unwrap());
                 k.run(&d).unwrap();
                 let what = format!(
@@ -570,12 +591,31 @@ fn matvec_glu_coalesced_equals_the_unfused_kernels_every_dtype_with_and_without_
                     let input = match norm {
                         None => &xt,
                         Some((eps, off)) => {
-                            d.extend(k.rms_norm(&xt, &gt, &xn, m, cols, eps, off).unwrap());
+                            d.extend(
+                                k.rms_norm(
+                                    &xt,
+                                    Norm {
+                                        weight: &gt,
+                                        eps,
+                                        offset: off,
+                                    },
+                                    &xn,
+                                    m,
+                                    cols,
+                                )
+                                .unwrap(),
+                            );
                             &xn
                         }
                     };
-                    d.extend(k.matvec_coalesced(&wg, input, 0, m, &g, 0, false).unwrap());
-                    d.extend(k.matvec_coalesced(&wu, input, 0, m, &u, 0, false).unwrap());
+                    d.extend(
+                        k.matvec_coalesced(&wg, (input, 0), m, (&g, 0), false)
+                            .unwrap(),
+                    );
+                    d.extend(
+                        k.matvec_coalesced(&wu, (input, 0), m, (&u, 0), false)
+                            .unwrap(),
+                    );
                     k.run(&d).unwrap();
                     let xr = match norm {
                         None => x.clone(),
@@ -599,7 +639,7 @@ fn matvec_glu_coalesced_equals_the_unfused_kernels_every_dtype_with_and_without_
                             offset,
                         });
                         d.extend(
-                            k.matvec_glu_coalesced(&wg, &wu, &xt, m, &fused, act, nm)
+                            k.matvec_glu_coalesced([&wg, &wu], &xt, m, &fused, act, nm)
                                 .unwrap(),
                         );
                         k.run(&d).unwrap();
@@ -642,7 +682,7 @@ fn matvec_glu_coalesced_equals_the_unfused_kernels_every_dtype_with_and_without_
         let y1 = zeros(k, "y", &[n]);
         let x0t = f32_tensor(k, "x", &[cols], &x0);
         k.run(
-            &k.matvec_glu_coalesced(&wg, &wu, &x0t, 1, &y1, Glu::Silu, norm)
+            &k.matvec_glu_coalesced([&wg, &wu], &x0t, 1, &y1, Glu::Silu, norm)
                 .unwrap(),
         )
         .unwrap();
@@ -654,7 +694,7 @@ fn matvec_glu_coalesced_equals_the_unfused_kernels_every_dtype_with_and_without_
                 let y = zeros(k, "y", &[m, n]);
                 let xt = f32_tensor(k, "x", &[m, cols], &x);
                 k.run(
-                    &k.matvec_glu_coalesced(&wg, &wu, &xt, m, &y, Glu::Silu, norm)
+                    &k.matvec_glu_coalesced([&wg, &wu], &xt, m, &y, Glu::Silu, norm)
                         .unwrap(),
                 )
                 .unwrap();
@@ -672,7 +712,7 @@ fn matvec_glu_coalesced_equals_the_unfused_kernels_every_dtype_with_and_without_
     let x = zeros(k, "x", &[1, 16]);
     let o = zeros(k, "o", &[9]);
     assert!(
-        k.matvec_glu_coalesced(&wg, &wu, &x, 1, &o, Glu::Silu, None)
+        k.matvec_glu_coalesced([&wg, &wu], &x, 1, &o, Glu::Silu, None)
             .is_err()
     );
 }
@@ -695,9 +735,9 @@ fn matvec_and_matvec_glu_x_broadcast_equals_x_loads() {
         eprintln!("adapter without subgroups of >= 8: only the loading variant exists");
         return;
     }
-    if std::env::var("INFER_MATVEC_X").as_deref() != Ok("load") {
-        assert!(k.matvec_x_broadcast(), "supported but not the default");
-    }
+    let defaults = infer_tensor::Tuning::for_adapter(k.dev.info.device_type, &k.dev.caps);
+    assert!(defaults.x_broadcast, "supported but not the default");
+    assert_eq!(k.matvec_x_broadcast(), k.tuning().x_broadcast);
     bcast.set_matvec_x_broadcast(true).unwrap();
     let mut rng = StdRng::seed_from_u64(23);
     for dtype in [DType::Q4_0, DType::Q4_1, DType::Q8_0] {
@@ -890,8 +930,21 @@ fn rms_norm_and_layer_norm_shapes() {
         );
         let y = zeros(k, "y", &[rows, d]);
         for off in [0.0, 1.0] {
-            k.run(&k.rms_norm(&xt, &wt, &y, rows, d, 1e-5, off).unwrap())
-                .unwrap();
+            k.run(
+                &k.rms_norm(
+                    &xt,
+                    Norm {
+                        weight: &wt,
+                        eps: 1e-5,
+                        offset: off,
+                    },
+                    &y,
+                    rows,
+                    d,
+                )
+                .unwrap(),
+            )
+            .unwrap();
             assert_close(
                 &format!("rms_norm {rows}x{d} offset {off}"),
                 &y.read_f32(&k.dev).unwrap(),
@@ -900,7 +953,7 @@ fn rms_norm_and_layer_norm_shapes() {
                 1e-4,
             );
         }
-        k.run(&k.layer_norm(&xt, &wt, &bt, &y, rows, d, 1e-5).unwrap())
+        k.run(&k.layer_norm(&xt, [&wt, &bt], &y, rows, d, 1e-5).unwrap())
             .unwrap();
         assert_close(
             &format!("layer_norm {rows}x{d}"),
@@ -1019,8 +1072,11 @@ fn rope_both_pairings_partial_and_scaled() {
             let cst = f32_tensor(k, "cs", &[max_pos, rot], &cs);
             let pos = ids_tensor(k, "pos", &[pos0 as u32]);
             let xt = f32_tensor(k, "x", &[n_tokens, heads, hd], &x);
-            k.run(&k.rope(&xt, &cst, &pos, n_tokens, heads, hd, mode).unwrap())
-                .unwrap();
+            k.run(
+                &k.rope(&xt, RopeTable { cs: &cst, mode }, &pos, n_tokens, heads, hd)
+                    .unwrap(),
+            )
+            .unwrap();
             let mut want = x.clone();
             r::rope(&mut want, n_tokens, heads, hd, pos0, &inv, mode, 1.0);
             assert_close(
@@ -1074,8 +1130,20 @@ fn kv_write_then_attention_and_attention_lane_prefill_and_decode() {
             window,
         };
         k.run(
-            &k.kv_write(&kt, &vt, &kct, &vct, &pos, nt, nkv, hd, cap)
-                .unwrap(),
+            &k.kv_write(
+                &kt,
+                &vt,
+                &KvCache {
+                    k_cache: &kct,
+                    v_cache: &vct,
+                    pos: &pos,
+                    capacity: cap,
+                },
+                nt,
+                nkv,
+                hd,
+            )
+            .unwrap(),
         )
         .unwrap();
         let (mut kc, mut vc) = (kc0.clone(), vc0.clone());
@@ -1251,16 +1319,46 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
         let out = zeros(k, "out", &[nt, nh, hd]);
         let mut variants = vec![(
             "attention_split",
-            k.attention_split(&c.qt, &c.kct, &c.vct, &out, &pos, &c.ap, chunk)
-                .unwrap(),
+            k.attention_split(
+                AttentionIo {
+                    q: &c.qt,
+                    k_cache: &c.kct,
+                    v_cache: &c.vct,
+                    out: &out,
+                    pos: &pos,
+                },
+                &c.ap,
+                chunk,
+            )
+            .unwrap(),
         )];
-        let heads = k.attention_split_heads(&c.qt, &c.kct, &c.vct, &out, &pos, &c.ap, chunk);
+        let heads = k.attention_split_heads(
+            AttentionIo {
+                q: &c.qt,
+                k_cache: &c.kct,
+                v_cache: &c.vct,
+                out: &out,
+                pos: &pos,
+            },
+            &c.ap,
+            chunk,
+        );
         if hd % 4 == 0 && hd <= 256 {
             variants.push(("attention_split_heads", heads.unwrap()));
         } else {
             assert!(heads.is_err(), "attention_split_heads with hd % 4");
         }
-        let sg = k.attention_split_sg(&c.qt, &c.kct, &c.vct, &out, &pos, &c.ap, chunk);
+        let sg = k.attention_split_sg(
+            AttentionIo {
+                q: &c.qt,
+                k_cache: &c.kct,
+                v_cache: &c.vct,
+                out: &out,
+                pos: &pos,
+            },
+            &c.ap,
+            chunk,
+        );
         if k.attention_split_sg_supported() && hd % 4 == 0 {
             variants.push(("attention_split_sg", sg.unwrap()));
         } else {
@@ -1311,12 +1409,34 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
         );
         let one = zeros(k, "one", &[nt, nh, hd]);
         let d1 = k
-            .attention_split_heads_grouped(&c.qt, &c.kct, &c.vct, &one, &pos, &c.ap, chunk, 1)
+            .attention_split_heads_grouped(
+                AttentionIo {
+                    q: &c.qt,
+                    k_cache: &c.kct,
+                    v_cache: &c.vct,
+                    out: &one,
+                    pos: &pos,
+                },
+                &c.ap,
+                chunk,
+                1,
+            )
             .unwrap();
         for g in (2..=per_kv.min(8)).filter(|g| per_kv % g == 0) {
             let out = zeros(k, "out", &[nt, nh, hd]);
             let d = k
-                .attention_split_heads_grouped(&c.qt, &c.kct, &c.vct, &out, &pos, &c.ap, chunk, g)
+                .attention_split_heads_grouped(
+                    AttentionIo {
+                        q: &c.qt,
+                        k_cache: &c.kct,
+                        v_cache: &c.vct,
+                        out: &out,
+                        pos: &pos,
+                    },
+                    &c.ap,
+                    chunk,
+                    g,
+                )
                 .unwrap();
             for &ctx in contexts {
                 let pos0 = ctx.saturating_sub(nt);
@@ -1332,7 +1452,7 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
                      workgroup"
                 );
                 assert_close(&what, &b, &want, 2e-5, 1e-4);
-                if k.dev.info.device_type == wgpu::DeviceType::Cpu {
+                if k.tuning().cpu {
                     assert!(
                         a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
                         "{what} differ from 1"
@@ -1344,7 +1464,16 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
             if g == 0 || per_kv % g != 0 || g > 8 {
                 assert!(
                     k.attention_split_heads_grouped(
-                        &c.qt, &c.kct, &c.vct, &one, &pos, &c.ap, chunk, g
+                        AttentionIo {
+                            q: &c.qt,
+                            k_cache: &c.kct,
+                            v_cache: &c.vct,
+                            out: &one,
+                            pos: &pos
+                        },
+                        &c.ap,
+                        chunk,
+                        g
                     )
                     .is_err(),
                     "h{nh} kv{nkv}: {g} heads per workgroup accepted"
@@ -1368,12 +1497,36 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
         );
         let one = zeros(k, "one", &[nt, nh, hd]);
         let d1 = k
-            .attention_split_sg_grouped(&c.qt, &c.kct, &c.vct, &one, &pos, &c.ap, chunk, 1, 1)
+            .attention_split_sg_grouped(
+                AttentionIo {
+                    q: &c.qt,
+                    k_cache: &c.kct,
+                    v_cache: &c.vct,
+                    out: &one,
+                    pos: &pos,
+                },
+                &c.ap,
+                chunk,
+                1,
+                1,
+            )
             .unwrap();
         for g in (2..=per_kv.min(8)).filter(|g| per_kv % g == 0) {
             let out = zeros(k, "out", &[nt, nh, hd]);
             let d = k
-                .attention_split_sg_grouped(&c.qt, &c.kct, &c.vct, &out, &pos, &c.ap, chunk, g, 1)
+                .attention_split_sg_grouped(
+                    AttentionIo {
+                        q: &c.qt,
+                        k_cache: &c.kct,
+                        v_cache: &c.vct,
+                        out: &out,
+                        pos: &pos,
+                    },
+                    &c.ap,
+                    chunk,
+                    g,
+                    1,
+                )
                 .unwrap();
             for &ctx in contexts {
                 let pos0 = ctx.saturating_sub(nt);
@@ -1398,7 +1551,17 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
                     let out = zeros(k, "out", &[nt, nh, hd]);
                     let d = k
                         .attention_split_sg_grouped(
-                            &c.qt, &c.kct, &c.vct, &out, &pos, &c.ap, chunk, g, tokens,
+                            AttentionIo {
+                                q: &c.qt,
+                                k_cache: &c.kct,
+                                v_cache: &c.vct,
+                                out: &out,
+                                pos: &pos,
+                            },
+                            &c.ap,
+                            chunk,
+                            g,
+                            tokens,
                         )
                         .unwrap();
                     assert_eq!(d.len(), 1);
@@ -1422,15 +1585,37 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
             }
         } else {
             assert!(
-                k.attention_split_sg_grouped(&c.qt, &c.kct, &c.vct, &one, &pos, &c.ap, chunk, 1, 2)
-                    .is_err(),
+                k.attention_split_sg_grouped(
+                    AttentionIo {
+                        q: &c.qt,
+                        k_cache: &c.kct,
+                        v_cache: &c.vct,
+                        out: &one,
+                        pos: &pos
+                    },
+                    &c.ap,
+                    chunk,
+                    1,
+                    2
+                )
+                .is_err(),
                 "2 tokens per workgroup over several chunks accepted"
             );
         }
         for tokens in [0, 9] {
             assert!(
                 k.attention_split_sg_grouped(
-                    &c.qt, &c.kct, &c.vct, &one, &pos, &c.ap, cap, 1, tokens
+                    AttentionIo {
+                        q: &c.qt,
+                        k_cache: &c.kct,
+                        v_cache: &c.vct,
+                        out: &one,
+                        pos: &pos
+                    },
+                    &c.ap,
+                    cap,
+                    1,
+                    tokens
                 )
                 .is_err(),
                 "{tokens} tokens per workgroup accepted"
@@ -1441,7 +1626,17 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
             if g == 0 || per_kv % g != 0 || g > 8 {
                 assert!(
                     k.attention_split_sg_grouped(
-                        &c.qt, &c.kct, &c.vct, &one, &pos, &c.ap, chunk, g, 1
+                        AttentionIo {
+                            q: &c.qt,
+                            k_cache: &c.kct,
+                            v_cache: &c.vct,
+                            out: &one,
+                            pos: &pos
+                        },
+                        &c.ap,
+                        chunk,
+                        g,
+                        1
                     )
                     .is_err(),
                     "h{nh} kv{nkv}: {g} heads per workgroup accepted"
@@ -1462,7 +1657,20 @@ fn attention_split_attention_split_sg_attention_split_heads_and_attention_split_
         softcap: 0.0,
         window: 0,
     };
-    assert!(k.attention_split(&t, &t, &t, &t, &pos, &ap, 0).is_err());
+    assert!(
+        k.attention_split(
+            AttentionIo {
+                q: &t,
+                k_cache: &t,
+                v_cache: &t,
+                out: &t,
+                pos: &pos
+            },
+            &ap,
+            0
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -1714,8 +1922,11 @@ fn rope_rows_matches_reference_at_per_row_positions() {
             let cst = f32_tensor(k, "cs", &[max_pos, rot], &cs);
             let post = ids_tensor(k, "pos", &pos);
             let xt = f32_tensor(k, "x", &[n, heads, hd], &x);
-            k.run(&k.rope_rows(&xt, &cst, &post, n, heads, hd, mode).unwrap())
-                .unwrap();
+            k.run(
+                &k.rope_rows(&xt, RopeTable { cs: &cst, mode }, &post, n, heads, hd)
+                    .unwrap(),
+            )
+            .unwrap();
             let mut want = x.clone();
             r::rope_rows(&mut want, &pos, heads, hd, &cs, rot / 2, mode);
             assert_close(
@@ -1799,8 +2010,19 @@ fn paged_kv_write_then_paged_attention_paged_attention_sg_and_paged_attention_he
             window,
         };
         k.run(
-            &k.paged_kv_write(&kt, &vt, &kct, &vct, &post, &seqt, &tablet, &a)
-                .unwrap(),
+            &k.paged_kv_write(
+                &kt,
+                &vt,
+                &PagedCache {
+                    k_cache: &kct,
+                    v_cache: &vct,
+                    pos: &post,
+                    seq: &seqt,
+                    table: &tablet,
+                },
+                &a,
+            )
+            .unwrap(),
         )
         .unwrap();
         let shape = r::PagedShape {
@@ -1849,17 +2071,56 @@ fn paged_kv_write_then_paged_attention_paged_attention_sg_and_paged_attention_he
         for v in variants {
             let run = |qt: &Tensor, out: &Tensor, post: &Tensor, seqt: &Tensor, a: &PagedParams| {
                 let d = match v {
-                    Paged::Lane => {
-                        k.paged_attention_lane(qt, &kct, &vct, out, post, seqt, &tablet, a)
-                    }
-                    Paged::Default => {
-                        k.paged_attention(qt, &kct, &vct, out, post, seqt, &tablet, a)
-                    }
+                    Paged::Lane => k.paged_attention_lane(
+                        qt,
+                        out,
+                        &PagedCache {
+                            k_cache: &kct,
+                            v_cache: &vct,
+                            pos: post,
+                            seq: seqt,
+                            table: &tablet,
+                        },
+                        a,
+                    ),
+                    Paged::Default => k.paged_attention(
+                        qt,
+                        out,
+                        &PagedCache {
+                            k_cache: &kct,
+                            v_cache: &vct,
+                            pos: post,
+                            seq: seqt,
+                            table: &tablet,
+                        },
+                        a,
+                    ),
                     Paged::Heads(g) => k.paged_attention_heads_grouped(
-                        qt, &kct, &vct, out, post, seqt, &tablet, a, g,
+                        qt,
+                        out,
+                        &PagedCache {
+                            k_cache: &kct,
+                            v_cache: &vct,
+                            pos: post,
+                            seq: seqt,
+                            table: &tablet,
+                        },
+                        a,
+                        g,
                     ),
                     Paged::Sg(g, rows) => k.paged_attention_sg_grouped(
-                        qt, &kct, &vct, out, post, seqt, &tablet, a, g, rows,
+                        qt,
+                        out,
+                        &PagedCache {
+                            k_cache: &kct,
+                            v_cache: &vct,
+                            pos: post,
+                            seq: seqt,
+                            table: &tablet,
+                        },
+                        a,
+                        g,
+                        rows,
                     ),
                 };
                 k.run(&d.unwrap()).unwrap();
@@ -1876,9 +2137,7 @@ fn paged_kv_write_then_paged_attention_paged_attention_sg_and_paged_attention_he
             let b: Vec<u32> = got.iter().map(|x| x.to_bits()).collect();
             let first = match v {
                 Paged::Sg(..) => Some(&mut sg_bits),
-                Paged::Heads(_) if k.dev.info.device_type == wgpu::DeviceType::Cpu => {
-                    Some(&mut heads_bits)
-                }
+                Paged::Heads(_) if k.tuning().cpu => Some(&mut heads_bits),
                 _ => None,
             };
             if let Some(first) = first {
@@ -1922,16 +2181,49 @@ fn paged_kv_write_then_paged_attention_paged_attention_sg_and_paged_attention_he
     };
     let (t4, t) = (zeros(k, "t4", &[16]), ids_tensor(k, "t", &[0]));
     assert!(
-        k.paged_attention(&t4, &t4, &t4, &t4, &t, &t, &t, &bad)
-            .is_err()
+        k.paged_attention(
+            &t4,
+            &t4,
+            &PagedCache {
+                k_cache: &t4,
+                v_cache: &t4,
+                pos: &t,
+                seq: &t,
+                table: &t
+            },
+            &bad
+        )
+        .is_err()
     );
     assert!(
-        k.paged_attention_sg(&t4, &t4, &t4, &t4, &t, &t, &t, &bad)
-            .is_err()
+        k.paged_attention_sg(
+            &t4,
+            &t4,
+            &PagedCache {
+                k_cache: &t4,
+                v_cache: &t4,
+                pos: &t,
+                seq: &t,
+                table: &t
+            },
+            &bad
+        )
+        .is_err()
     );
     assert!(
-        k.paged_attention_heads(&t4, &t4, &t4, &t4, &t, &t, &t, &bad)
-            .is_err()
+        k.paged_attention_heads(
+            &t4,
+            &t4,
+            &PagedCache {
+                k_cache: &t4,
+                v_cache: &t4,
+                pos: &t,
+                seq: &t,
+                table: &t
+            },
+            &bad
+        )
+        .is_err()
     );
     // Heads per workgroup that do not divide the heads per KV head are errors.
     let ok = PagedParams {
@@ -1942,26 +2234,76 @@ fn paged_kv_write_then_paged_attention_paged_attention_sg_and_paged_attention_he
     let q8 = zeros(k, "q8", &[32]);
     for (g, rows) in [(0, 1), (3, 1), (9, 1), (1, 0), (1, 9)] {
         assert!(
-            k.paged_attention_sg_grouped(&q8, &q8, &q8, &q8, &t, &t, &t, &ok, g, rows)
-                .is_err(),
+            k.paged_attention_sg_grouped(
+                &q8,
+                &q8,
+                &PagedCache {
+                    k_cache: &q8,
+                    v_cache: &q8,
+                    pos: &t,
+                    seq: &t,
+                    table: &t
+                },
+                &ok,
+                g,
+                rows
+            )
+            .is_err(),
             "{g} heads x {rows} rows per workgroup accepted"
         );
     }
     for g in [0, 3, 9] {
         assert!(
-            k.paged_attention_heads_grouped(&q8, &q8, &q8, &q8, &t, &t, &t, &ok, g)
-                .is_err(),
+            k.paged_attention_heads_grouped(
+                &q8,
+                &q8,
+                &PagedCache {
+                    k_cache: &q8,
+                    v_cache: &q8,
+                    pos: &t,
+                    seq: &t,
+                    table: &t
+                },
+                &ok,
+                g
+            )
+            .is_err(),
             "{g} heads per workgroup accepted"
         );
     }
     for g in [1, 2] {
-        k.paged_attention_heads_grouped(&q8, &q8, &q8, &q8, &t, &t, &t, &ok, g)
-            .unwrap();
+        k.paged_attention_heads_grouped(
+            &q8,
+            &q8,
+            &PagedCache {
+                k_cache: &q8,
+                v_cache: &q8,
+                pos: &t,
+                seq: &t,
+                table: &t,
+            },
+            &ok,
+            g,
+        )
+        .unwrap();
     }
     if k.attention_split_sg_supported() {
         for (g, rows) in [(1, 1), (2, 8)] {
-            k.paged_attention_sg_grouped(&q8, &q8, &q8, &q8, &t, &t, &t, &ok, g, rows)
-                .unwrap();
+            k.paged_attention_sg_grouped(
+                &q8,
+                &q8,
+                &PagedCache {
+                    k_cache: &q8,
+                    v_cache: &q8,
+                    pos: &t,
+                    seq: &t,
+                    table: &t,
+                },
+                &ok,
+                g,
+                rows,
+            )
+            .unwrap();
         }
     }
 }
@@ -2029,17 +2371,44 @@ fn rope_kv_equals_rope_then_kv_write_and_the_reference() {
             let (q1, k1, v1, kc1, vc1) = tensors();
             let g = k
                 .rope_kv(
-                    &q1, &k1, &v1, &kc1, &vc1, &cst, &pos, mode, nt, nh, nkv, hd, cap,
+                    [&q1, &k1, &v1],
+                    RopeTable { cs: &cst, mode },
+                    &KvCache {
+                        k_cache: &kc1,
+                        v_cache: &vc1,
+                        pos: &pos,
+                        capacity: cap,
+                    },
+                    nt,
+                    [nh, nkv],
+                    hd,
                 )
                 .unwrap();
             assert_eq!(g.len(), 1, "{what}: one dispatch");
             k.run(&g).unwrap();
             let (q2, k2, v2, kc2, vc2) = tensors();
-            let mut g = k.rope(&q2, &cst, &pos, nt, nh, hd, mode).unwrap();
-            g.extend(k.rope(&k2, &cst, &pos, nt, nkv, hd, mode).unwrap());
+            let mut g = k
+                .rope(&q2, RopeTable { cs: &cst, mode }, &pos, nt, nh, hd)
+                .unwrap();
             g.extend(
-                k.kv_write(&k2, &v2, &kc2, &vc2, &pos, nt, nkv, hd, cap)
+                k.rope(&k2, RopeTable { cs: &cst, mode }, &pos, nt, nkv, hd)
                     .unwrap(),
+            );
+            g.extend(
+                k.kv_write(
+                    &k2,
+                    &v2,
+                    &KvCache {
+                        k_cache: &kc2,
+                        v_cache: &vc2,
+                        pos: &pos,
+                        capacity: cap,
+                    },
+                    nt,
+                    nkv,
+                    hd,
+                )
+                .unwrap(),
             );
             k.run(&g).unwrap();
             assert!(
@@ -2081,13 +2450,37 @@ fn rope_kv_equals_rope_then_kv_write_and_the_reference() {
     let pos = ids_tensor(k, "pos", &[0]);
     let mode = RopeMode::RotateHalf;
     assert!(
-        k.rope_kv(&t, &t, &t, &t, &t, &cs, &pos, mode, 1, 1, 1, 4, 4)
-            .is_err(),
+        k.rope_kv(
+            [&t, &t, &t],
+            RopeTable { cs: &cs, mode },
+            &KvCache {
+                k_cache: &t,
+                v_cache: &t,
+                pos: &pos,
+                capacity: 4
+            },
+            1,
+            [1, 1],
+            4
+        )
+        .is_err(),
         "a table wider than head_dim"
     );
     assert!(
-        k.rope_kv(&t, &t, &t, &t, &t, &cs, &pos, mode, 1, 1, 1, 8, 9)
-            .is_err(),
+        k.rope_kv(
+            [&t, &t, &t],
+            RopeTable { cs: &cs, mode },
+            &KvCache {
+                k_cache: &t,
+                v_cache: &t,
+                pos: &pos,
+                capacity: 9
+            },
+            1,
+            [1, 1],
+            8
+        )
+        .is_err(),
         "caches too short"
     );
 }
@@ -2176,17 +2569,42 @@ fn paged_rope_kv_equals_rope_rows_then_paged_kv_write_and_the_reference() {
             let (q1, k1, v1, kc1, vc1) = tensors();
             let g = k
                 .paged_rope_kv(
-                    &q1, &k1, &v1, &kc1, &vc1, &cst, mode, &post, &seqt, &tablet, &a,
+                    [&q1, &k1, &v1],
+                    RopeTable { cs: &cst, mode },
+                    &PagedCache {
+                        k_cache: &kc1,
+                        v_cache: &vc1,
+                        pos: &post,
+                        seq: &seqt,
+                        table: &tablet,
+                    },
+                    &a,
                 )
                 .unwrap();
             assert_eq!(g.len(), 1, "{what}: one dispatch");
             k.run(&g).unwrap();
             let (q2, k2, v2, kc2, vc2) = tensors();
-            let mut g = k.rope_rows(&q2, &cst, &post, rows, nh, hd, mode).unwrap();
-            g.extend(k.rope_rows(&k2, &cst, &post, rows, nkv, hd, mode).unwrap());
+            let mut g = k
+                .rope_rows(&q2, RopeTable { cs: &cst, mode }, &post, rows, nh, hd)
+                .unwrap();
             g.extend(
-                k.paged_kv_write(&k2, &v2, &kc2, &vc2, &post, &seqt, &tablet, &a)
+                k.rope_rows(&k2, RopeTable { cs: &cst, mode }, &post, rows, nkv, hd)
                     .unwrap(),
+            );
+            g.extend(
+                k.paged_kv_write(
+                    &k2,
+                    &v2,
+                    &PagedCache {
+                        k_cache: &kc2,
+                        v_cache: &vc2,
+                        pos: &post,
+                        seq: &seqt,
+                        table: &tablet,
+                    },
+                    &a,
+                )
+                .unwrap(),
             );
             k.run(&g).unwrap();
             let q_bits = bits(k, &q1);
@@ -2247,7 +2665,16 @@ fn paged_rope_kv_equals_rope_rows_then_paged_kv_write_and_the_reference() {
             );
             k.run(
                 &k.paged_rope_kv(
-                    &q_one, &k_one, &v_one, &kc3, &vc3, &cst, mode, &p1, &s1, &tablet, &one,
+                    [&q_one, &k_one, &v_one],
+                    RopeTable { cs: &cst, mode },
+                    &PagedCache {
+                        k_cache: &kc3,
+                        v_cache: &vc3,
+                        pos: &p1,
+                        seq: &s1,
+                        table: &tablet,
+                    },
+                    &one,
                 )
                 .unwrap(),
             )
@@ -2365,4 +2792,70 @@ fn split_output_equals_separate_projections_every_dtype() {
         k.linear(&x, 1, &w, same).is_err(),
         "outputs must be distinct"
     );
+}
+
+/// The choices follow `Kernels::tuning()`, not the adapter: with the GPU choices on any
+/// adapter, decode attention runs attention_split_heads, prefill the tiled kernel, paged
+/// attention the heads kernel, and matvec the coalesced layout (whatever `dev.tuning` is),
+/// while a weight layout other than the device's is an error.
+#[test]
+fn attention_and_paged_attention_follow_the_tuning() {
+    let Some(k) = kernels() else { return };
+    let mut gpu = k.tuning().gpu_choices();
+    assert!(
+        Kernels::with_tuning(k.dev.clone(), gpu.clone()).is_err()
+            || gpu.weight_group == k.tuning().weight_group
+    );
+    gpu.weight_group = k.tuning().weight_group;
+    gpu.cpu = false;
+    let g = Kernels::with_tuning(k.dev.clone(), gpu).expect("the device's weight layout");
+    assert!(g.matvec_coalesced_default());
+    let a = |n_tokens| AttentionParams {
+        n_tokens,
+        n_heads: 8,
+        n_kv: 2,
+        head_dim: 64,
+        capacity: 512,
+        scale: 0.125,
+        softcap: 0.0,
+        window: 0,
+    };
+    assert_eq!(
+        g.attention_kernel(&a(1)),
+        infer_kernels::AttentionKernel::SplitHeads
+    );
+    assert_eq!(
+        g.attention_kernel(&a(16)),
+        infer_kernels::AttentionKernel::Tiled
+    );
+    let (q, out) = (zeros(k, "q", &[8, 64]), zeros(k, "out", &[8, 64]));
+    let cache = zeros(k, "cache", &[4 * 16 * 2 * 64]);
+    let (pos, seq, table) = (
+        ids_tensor(k, "pos", &[3]),
+        ids_tensor(k, "seq", &[0]),
+        ids_tensor(k, "table", &[0, 1, 2, 3]),
+    );
+    let p = infer_kernels::PagedParams {
+        n_rows: 1,
+        n_heads: 8,
+        n_kv: 2,
+        head_dim: 64,
+        block_size: 16,
+        n_blocks: 4,
+        n_seqs: 1,
+        max_blocks: 4,
+        scale: 0.125,
+        softcap: 0.0,
+        window: 0,
+    };
+    let kv = PagedCache {
+        k_cache: &cache,
+        v_cache: &cache,
+        pos: &pos,
+        seq: &seq,
+        table: &table,
+    };
+    let d = g.paged_attention(&q, &out, &kv, &p).unwrap();
+    assert_eq!(d[0].kernel, infer_kernels::Kernel::PagedAttentionHeads);
+    k.run(&d).unwrap();
 }

@@ -1,10 +1,11 @@
-//! GPU-free checks: every WGSL file parses and validates with naga in every variant, and
-//! every shader has a launcher and a GPU test.
+//! GPU-free checks: every kernel's WGSL parses and validates with naga in every variant it
+//! accepts, with its generated parameter block; every shader file is registered, launched
+//! and tested.
 
-use infer_kernels::{SHADERS, shader_source, with_tokens, with_x_broadcast, x_broadcast_dtype};
+use infer_kernels::{Kernel, Variant};
 use infer_tensor::DType;
 
-fn validate(label: &str, src: &str) {
+fn validate(label: &str, src: &str) -> naga::Module {
     let module = naga::front::wgsl::parse_str(src)
         .unwrap_or_else(|e| panic!("{label}: WGSL parse error:\n{}", e.emit_to_string(src)));
     naga::valid::Validator::new(
@@ -13,50 +14,100 @@ fn validate(label: &str, src: &str) {
     )
     .validate(&module)
     .unwrap_or_else(|e| panic!("{label}: validation error: {e:?}"));
+    module
+}
+
+/// The weight dtypes a kernel's pipelines are built for (`None`: it reads no weights).
+fn dtypes(k: Kernel) -> Vec<Option<DType>> {
+    if k.reads_weights() {
+        DType::ALL.iter().map(|&d| Some(d)).collect()
+    } else {
+        vec![None]
+    }
 }
 
 #[test]
-fn every_shader_validates_in_every_variant() {
+fn every_kernel_validates_in_every_variant() {
     let mut n = 0;
-    for s in SHADERS {
-        if s.weights {
-            for d in DType::ALL {
-                let src = shader_source(s, Some(d)).expect("weight variant");
-                validate(&format!("{}_{d}", s.name), &src);
+    for &k in Kernel::ALL {
+        for d in dtypes(k) {
+            for v in k.variants(d) {
+                let src = k.source_for(d, v).expect("a variant the kernel lists");
+                let label = format!(
+                    "{k}{}{}",
+                    d.map(|d| format!("_{d}")).unwrap_or_default(),
+                    v.label()
+                );
+                validate(&label, &src);
+                if let Variant::Matvec {
+                    x_broadcast: true, ..
+                } = v
+                {
+                    assert!(src.contains("subgroupBroadcast"), "{label}: no x broadcast");
+                }
                 n += 1;
-                if let Some(src) = with_tokens(&src, 4) {
-                    validate(&format!("{}_{d}_tok4", s.name), &src);
-                }
-                // matvec's and matvec_glu's x shared over subgroups.
-                if x_broadcast_dtype(d) && matches!(s.name, "matvec" | "matvec_glu") {
-                    let xsg = with_x_broadcast(&src).expect("an XUNIT block");
-                    assert!(xsg.contains("subgroupBroadcast"), "{}_{d}: no swap", s.name);
-                    validate(&format!("{}_{d}_xsg", s.name), &xsg);
-                    if let Some(tok) = with_tokens(&xsg, 4) {
-                        validate(&format!("{}_{d}_xsg_tok4", s.name), &tok);
-                    }
-                    n += 1;
-                }
-            }
-        } else {
-            let src = shader_source(s, None).expect("plain shader");
-            validate(s.name, &src);
-            n += 1;
-            // Kernels with a variant number (attention_split_sg: 1..=1024).
-            if with_tokens(&src, 2).is_some() {
-                for tok in 2..=1024 {
-                    let v = with_tokens(&src, tok).expect("variant");
-                    validate(&format!("{}_tok{tok}", s.name), &v);
-                }
             }
         }
     }
-    assert!(n >= SHADERS.len());
-    let matvec = SHADERS.iter().find(|s| s.name == "matvec").expect("matvec");
+    assert!(n >= Kernel::ALL.len());
     assert!(
-        with_tokens(matvec.source, 4).is_some(),
-        "matvec has no TOKENS block"
+        Kernel::Matvec
+            .variants(Some(DType::F32))
+            .contains(&Variant::Matvec {
+                tokens: 4,
+                x_broadcast: false
+            }),
+        "matvec has no 4-token variant"
     );
+}
+
+#[test]
+fn the_uniform_block_is_the_rust_params_struct() {
+    for &k in Kernel::ALL {
+        // The kernel files declare no parameter block of their own: the registry prepends
+        // the one generated from the Rust struct the launcher uploads.
+        for (i, text) in std::iter::once(k.source())
+            .chain(k.common().iter().copied())
+            .enumerate()
+        {
+            assert!(
+                !text.contains("struct Params"),
+                "{k}: file {i} (0: the kernel, then its common snippets) declares struct Params"
+            );
+        }
+        // The compiled module's binding 0 is that struct, its members in order.
+        let d = dtypes(k)[0];
+        let v = k.variants(d)[0];
+        let module = validate(k.name(), &k.source_for(d, v).expect("variant"));
+        let p = module
+            .global_variables
+            .iter()
+            .find(|(_, g)| {
+                g.binding
+                    .as_ref()
+                    .is_some_and(|b| b.group == 0 && b.binding == 0)
+            })
+            .map(|(_, g)| g)
+            .unwrap_or_else(|| panic!("{k}: no binding 0"));
+        assert_eq!(
+            p.space,
+            naga::AddressSpace::Uniform,
+            "{k}: binding 0 is not uniform"
+        );
+        let naga::TypeInner::Struct { members, .. } = &module.types[p.ty].inner else {
+            panic!("{k}: binding 0 is not a struct");
+        };
+        let names: Vec<String> = members.iter().filter_map(|m| m.name.clone()).collect();
+        let wgsl = k.params_wgsl();
+        let declared: Vec<String> = wgsl
+            .lines()
+            .filter_map(|l| Some(l.trim().split_once(':')?.0.to_string()))
+            .collect();
+        assert_eq!(
+            names, declared,
+            "{k}: binding 0 is not the generated Params"
+        );
+    }
 }
 
 #[test]
@@ -70,26 +121,36 @@ fn every_shader_file_is_registered_launched_and_tested() {
         })
         .collect();
     files.sort();
-    let mut registered: Vec<String> = SHADERS.iter().map(|s| s.name.to_string()).collect();
+    let mut registered: Vec<String> = Kernel::ALL.iter().map(|k| k.name().to_string()).collect();
     registered.sort();
-    assert_eq!(files, registered, "shaders/*.wgsl and SHADERS differ");
-    let launchers = include_str!("../src/launchers.rs");
+    assert_eq!(files, registered, "shaders/*.wgsl and Kernel::ALL differ");
+    let launchers = [
+        include_str!("../src/attention.rs"),
+        include_str!("../src/elementwise.rs"),
+        include_str!("../src/linear.rs"),
+        include_str!("../src/matvec.rs"),
+        include_str!("../src/norm.rs"),
+        include_str!("../src/paged.rs"),
+        include_str!("../src/rope_kv.rs"),
+        include_str!("../src/select.rs"),
+    ]
+    .concat();
     let tests = include_str!("kernels.rs");
-    for s in SHADERS {
-        assert!(
-            launchers.contains(&format!("\"{}\"", s.name)),
-            "shader {} has no launcher in src/launchers.rs",
-            s.name
-        );
+    for &k in Kernel::ALL {
+        let variant = format!("{k:?}");
+        let named = |s: &str| {
+            s.match_indices(&format!("Kernel::{variant}"))
+                .any(|(i, m)| !s[i + m.len()..].starts_with(|c: char| c.is_alphanumeric()))
+        };
+        assert!(named(&launchers), "kernel {k} has no launcher in src/");
         let tested = tests.lines().any(|l| {
             l.trim_start()
                 .strip_prefix("fn ")
-                .is_some_and(|f| f.split('(').next().unwrap_or("").contains(s.name))
+                .is_some_and(|f| f.split('(').next().unwrap_or("").contains(k.name()))
         });
         assert!(
             tested,
-            "shader {} has no GPU test (a test fn whose name contains it) in tests/kernels.rs",
-            s.name
+            "kernel {k} has no GPU test (a test fn whose name contains it) in tests/kernels.rs"
         );
     }
 }

@@ -212,7 +212,17 @@ impl Graph for Gemma {
             g.extend(s.glu(xn, w, Glu::GeluTanh, &a.act, scratch)?);
             self.project_residual(s, &mut g, &a.act, &l.down, l.post_ffn_norm.as_ref())?;
         }
-        g.extend(k.rms_norm(&a.x, &self.norm, &a.xn, n, h, eps, off)?);
+        g.extend(k.rms_norm(
+            &a.x,
+            Norm {
+                weight: &self.norm,
+                eps,
+                offset: off,
+            },
+            &a.xn,
+            n,
+            h,
+        )?);
         Ok(g)
     }
 }
@@ -233,7 +243,17 @@ impl Gemma {
             Some(pn) => {
                 let (eps, off) = (self.cfg.rms_eps, self.norm_offset);
                 g.extend(s.linear(inp, w, &a.o)?);
-                g.extend(k.rms_norm(&a.o, pn, &a.xn, n, h, eps, off)?);
+                g.extend(k.rms_norm(
+                    &a.o,
+                    Norm {
+                        weight: pn,
+                        eps,
+                        offset: off,
+                    },
+                    &a.xn,
+                    n,
+                    h,
+                )?);
                 g.extend(k.add(&a.x, &a.xn, n * h, n * h)?);
             }
             None => g.extend(s.linear_add(inp, w, &a.x, &a.o)?),

@@ -203,7 +203,7 @@ impl Graph for Gpt2 {
         g.extend(k.embedding(&self.wpe, s.positions(), n, &a.o)?);
         g.extend(k.add(&a.x, &a.o, n * h, n * h)?);
         for (i, l) in self.layers.iter().enumerate() {
-            g.extend(k.layer_norm(&a.x, &l.ln1_w, &l.ln1_b, &a.xn, n, h, eps)?);
+            g.extend(k.layer_norm(&a.x, [&l.ln1_w, &l.ln1_b], &a.xn, n, h, eps)?);
             g.extend(s.qkv(&a.xn, &l.qkv, &a.q, &a.k, &a.v)?);
             for (b, t) in [(&l.bq, &a.q), (&l.bk, &a.k), (&l.bv, &a.v)] {
                 g.extend(k.add(t, b, n * h, h)?);
@@ -212,7 +212,7 @@ impl Graph for Gpt2 {
             g.extend(s.linear(&a.attn, &l.wo, &a.o)?);
             g.extend(k.add(&a.o, &l.bo, n * h, h)?);
             g.extend(k.add(&a.x, &a.o, n * h, n * h)?);
-            g.extend(k.layer_norm(&a.x, &l.ln2_w, &l.ln2_b, &a.xn, n, h, eps)?);
+            g.extend(k.layer_norm(&a.x, [&l.ln2_w, &l.ln2_b], &a.xn, n, h, eps)?);
             g.extend(s.linear(&a.xn, &l.fc, &a.up)?);
             g.extend(k.add(&a.up, &l.b_fc, n * inter, inter)?);
             g.extend(k.gelu(&a.up, &a.act, n * inter, self.gelu)?);
@@ -220,7 +220,7 @@ impl Graph for Gpt2 {
             g.extend(k.add(&a.o, &l.b_proj, n * h, h)?);
             g.extend(k.add(&a.x, &a.o, n * h, n * h)?);
         }
-        g.extend(k.layer_norm(&a.x, &self.ln_f_w, &self.ln_f_b, &a.xn, n, h, eps)?);
+        g.extend(k.layer_norm(&a.x, [&self.ln_f_w, &self.ln_f_b], &a.xn, n, h, eps)?);
         Ok(g)
     }
 }

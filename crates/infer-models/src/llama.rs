@@ -222,8 +222,28 @@ impl Graph for Llama {
             }
             let (q, kk) = match (&l.q_norm, &l.k_norm) {
                 (Some(qn), Some(kn)) => {
-                    g.extend(k.rms_norm(&a.q, qn, &a.qn, n * nh, hd, c.rms_eps, 0.0)?);
-                    g.extend(k.rms_norm(&a.k, kn, &a.kn, n * nkv, hd, c.rms_eps, 0.0)?);
+                    g.extend(k.rms_norm(
+                        &a.q,
+                        Norm {
+                            weight: qn,
+                            eps: c.rms_eps,
+                            offset: 0.0,
+                        },
+                        &a.qn,
+                        n * nh,
+                        hd,
+                    )?);
+                    g.extend(k.rms_norm(
+                        &a.k,
+                        Norm {
+                            weight: kn,
+                            eps: c.rms_eps,
+                            offset: 0.0,
+                        },
+                        &a.kn,
+                        n * nkv,
+                        hd,
+                    )?);
                     (&a.qn, &a.kn)
                 }
                 _ => (&a.q, &a.k),
@@ -242,7 +262,17 @@ impl Graph for Llama {
             g.extend(s.glu(xn, w, Glu::Silu, &a.act, scratch)?);
             g.extend(s.linear_add(&a.act, &l.down, &a.x, &a.o)?);
         }
-        g.extend(k.rms_norm(&a.x, &self.norm, &a.xn, n, h, c.rms_eps, 0.0)?);
+        g.extend(k.rms_norm(
+            &a.x,
+            Norm {
+                weight: &self.norm,
+                eps: c.rms_eps,
+                offset: 0.0,
+            },
+            &a.xn,
+            n,
+            h,
+        )?);
         Ok(g)
     }
 }

@@ -14,7 +14,8 @@
 //! picks the kernels.
 
 use infer_kernels::{
-    AttentionParams, Dispatch, GeluMode, Glu, Kernels, Norm, Out, PagedParams, RopeMode,
+    AttentionParams, Dispatch, GeluMode, Glu, Kernels, KvCache, Norm, Out, PagedCache, PagedParams,
+    RopeMode, RopeTable,
 };
 use infer_tensor::Tensor;
 
@@ -166,7 +167,7 @@ impl<'a> Step<'a> {
             return Ok(Input::Normed(x, norm));
         }
         let (k, d) = (self.k, x.cols());
-        g.extend(k.rms_norm(x, norm.weight, xn, self.n, d, norm.eps, norm.offset)?);
+        g.extend(k.rms_norm(x, norm, xn, self.n, d)?);
         Ok(Input::Plain(xn))
     }
 
@@ -263,7 +264,7 @@ impl<'a> Step<'a> {
                 Input::Plain(x) => self.k.matvec_glu(wg, wu, x, n, out, act)?,
                 Input::Normed(x, norm) => {
                     self.k
-                        .matvec_glu_coalesced(wg, wu, x, n, out, act, Some(norm))?
+                        .matvec_glu_coalesced([wg, wu], x, n, out, act, Some(norm))?
                 }
             });
         }
@@ -291,13 +292,18 @@ impl<'a> Step<'a> {
         mode: RopeMode,
     ) -> Result<Vec<Dispatch>> {
         Ok(match self.kv {
-            Kv::Contiguous(io) => {
+            Kv::Contiguous(io) => self.k.rope(
+                x,
+                RopeTable { cs, mode },
+                &io.positions,
+                self.n,
+                heads,
+                head_dim,
+            )?,
+            Kv::Paged(p) => {
                 self.k
-                    .rope(x, cs, &io.positions, self.n, heads, head_dim, mode)?
+                    .rope_rows(x, RopeTable { cs, mode }, &p.pos, self.n, heads, head_dim)?
             }
-            Kv::Paged(p) => self
-                .k
-                .rope_rows(x, cs, &p.pos, self.n, heads, head_dim, mode)?,
         })
     }
 
@@ -321,27 +327,34 @@ impl<'a> Step<'a> {
             Kv::Contiguous(io) => {
                 let (kc, vc) = &io.kv[layer];
                 g.extend(kr.rope_kv(
-                    q,
-                    k,
-                    v,
-                    kc,
-                    vc,
-                    cs,
-                    &io.positions,
-                    mode,
+                    [q, k, v],
+                    RopeTable { cs, mode },
+                    &KvCache {
+                        k_cache: kc,
+                        v_cache: vc,
+                        pos: &io.positions,
+                        capacity: io.capacity,
+                    },
                     self.n,
-                    a.n_heads,
-                    a.n_kv,
+                    [a.n_heads, a.n_kv],
                     a.head_dim,
-                    io.capacity,
                 )?);
             }
             Kv::Paged(pk) if kr.paged_rope_kv_fits() => {
                 let pp = self.paged_params(pk, a);
                 let (kp, vp) = (&pk.k_pages[layer], &pk.v_pages[layer]);
-                g.extend(
-                    kr.paged_rope_kv(q, k, v, kp, vp, cs, mode, &pk.pos, &pk.seq, &pk.table, &pp)?,
-                );
+                g.extend(kr.paged_rope_kv(
+                    [q, k, v],
+                    RopeTable { cs, mode },
+                    &PagedCache {
+                        k_cache: kp,
+                        v_cache: vp,
+                        pos: &pk.pos,
+                        seq: &pk.seq,
+                        table: &pk.table,
+                    },
+                    &pp,
+                )?);
             }
             Kv::Paged(_) => {
                 g.extend(self.rope(q, cs, a.n_heads, a.head_dim, mode)?);
@@ -398,20 +411,32 @@ impl<'a> Step<'a> {
                 self.k.kv_write(
                     k,
                     v,
-                    kc,
-                    vc,
-                    &io.positions,
+                    &KvCache {
+                        k_cache: kc,
+                        v_cache: vc,
+                        pos: &io.positions,
+                        capacity: io.capacity,
+                    },
                     self.n,
                     a.n_kv,
                     a.head_dim,
-                    io.capacity,
                 )?
             }
             Kv::Paged(pk) => {
                 let pp = self.paged_params(pk, a);
                 let (kp, vp) = (&pk.k_pages[layer], &pk.v_pages[layer]);
-                self.k
-                    .paged_kv_write(k, v, kp, vp, &pk.pos, &pk.seq, &pk.table, &pp)?
+                self.k.paged_kv_write(
+                    k,
+                    v,
+                    &PagedCache {
+                        k_cache: kp,
+                        v_cache: vp,
+                        pos: &pk.pos,
+                        seq: &pk.seq,
+                        table: &pk.table,
+                    },
+                    &pp,
+                )?
             }
         })
     }
@@ -443,7 +468,18 @@ impl<'a> Step<'a> {
             Kv::Paged(pk) => {
                 let pp = self.paged_params(pk, a);
                 let (kp, vp) = (&pk.k_pages[layer], &pk.v_pages[layer]);
-                kr.paged_attention(q, kp, vp, out, &pk.pos, &pk.seq, &pk.table, &pp)?
+                kr.paged_attention(
+                    q,
+                    out,
+                    &PagedCache {
+                        k_cache: kp,
+                        v_cache: vp,
+                        pos: &pk.pos,
+                        seq: &pk.seq,
+                        table: &pk.table,
+                    },
+                    &pp,
+                )?
             }
         })
     }

@@ -85,6 +85,14 @@ pub struct Tuning {
     /// A forced contiguous-cache attention kernel; `None`: per step, by shape.
     pub attention: Option<AttentionChoice>,
     pub paged_attention: PagedAttentionChoice,
+    /// Positions per chunk of the split (flash-decoding) attention kernels: 256 on CPU
+    /// adapters (smaller chunks only add workgroups and partials there), 128 on GPUs (more
+    /// workgroups per head at short contexts). Caches past 16384 positions use 256 anyway,
+    /// so the merge stays short.
+    pub split_chunk: usize,
+    /// Fewest items one stage-0 invocation of topk scans (at least k): 1024 on CPU adapters
+    /// (few workgroups, each costing barriers and lists to merge), 16 on GPUs (parallelism).
+    pub topk_items: usize,
     /// Greedy steps chained ahead of the host: GPUs 3 (recording, submission and read-back
     /// overlap the GPU's step), CPU adapters 0 (host and "GPU" share the cores).
     pub greedy_ahead: usize,
@@ -121,6 +129,8 @@ impl Tuning {
                 (true, true) => PagedAttentionChoice::Sg,
                 (true, false) => PagedAttentionChoice::Lane,
             },
+            split_chunk: if cpu { 256 } else { 128 },
+            topk_items: if cpu { 1024 } else { 16 },
             greedy_ahead: if cpu { 0 } else { MAX_GREEDY_AHEAD },
             profile: false,
             pipeline_cache: default_cache_dir(&|k| std::env::var(k).ok()),
@@ -275,6 +285,7 @@ mod tests {
         );
         assert_eq!(cpu.paged_attention, PagedAttentionChoice::Sg);
         assert_eq!(cpu.greedy_ahead, 0);
+        assert_eq!((cpu.split_chunk, cpu.topk_items), (256, 1024));
         assert!(cpu.x_broadcast);
         let cpu_nosg = Tuning::for_adapter(Cpu, &Caps::default());
         assert_eq!(cpu_nosg.paged_attention, PagedAttentionChoice::Lane);
@@ -287,6 +298,7 @@ mod tests {
             );
             assert_eq!(gpu.paged_attention, PagedAttentionChoice::Heads);
             assert_eq!(gpu.greedy_ahead, MAX_GREEDY_AHEAD);
+            assert_eq!((gpu.split_chunk, gpu.topk_items), (128, 16));
         }
     }
 

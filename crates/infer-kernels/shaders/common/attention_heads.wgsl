@@ -10,14 +10,8 @@
 // ... (PG = 64 / D4 position groups); at the end the PG groups' sums are added in a fixed
 // order (heads_sum). Needs head_dim % 4 == 0, head_dim <= 256, and the bindings q, kc and
 // vc (vec4 arrays) and p.scale, p.softcap.
-// Variant number (TOKENS block, set by the launcher): G - 1 in bits 0-2, D4 - 1 in bits
-// 3-8.
+// G and D4 are constants of the variant (Variant::Heads).
 
-// TOKENS begin
-const TOK: u32 = 1u;
-// TOKENS end
-const G: u32 = ((TOK - 1u) & 7u) + 1u;
-const D4: u32 = (((TOK - 1u) >> 3u) & 63u) + 1u;
 const WG: u32 = 64u;
 const PG: u32 = WG / D4;
 const NEG: f32 = -3.0e38;

@@ -1,20 +1,7 @@
 // What the split-KV attention kernels share (attention_split, attention_split_sg,
 // attention_split_merge, attention_split_heads): their parameters, bindings 0 (them) and 1
 // (pos), the first position token t sees, and the positions of a chunk it sees.
-struct Params {
-    n_heads: u32,
-    n_kv: u32,
-    head_dim: u32,
-    capacity: u32,
-    n_tokens: u32,
-    window: u32,
-    scale: f32,
-    softcap: f32,
-    chunk: u32,
-    n_chunks: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// Params: attention::SplitGpu (generated from the Rust struct, prepended by the registry).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> pos: array<u32>;

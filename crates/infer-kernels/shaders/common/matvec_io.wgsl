@@ -4,28 +4,7 @@
 // accumulate, the glu kernels' activation; norm, eps, w_offset: the RMSNorm the coalesced
 // kernels fold into x; row0 .. t0: matvec's and matvec_coalesced's split output,
 // common/split_out.wgsl), the weight, x and y bindings, and xv, a unit's 4 elements of x.
-struct Params {
-    n: u32,
-    k: u32,
-    x_off: u32,
-    y_off: u32,
-    soff: u32,
-    m: u32,
-    y_ld: u32,
-    flag: u32,
-    norm: u32,
-    eps: f32,
-    w_offset: f32,
-    // matvec, matvec_coalesced: a split output (common/split_out.wgsl).
-    row0: u32,
-    seg1: u32,
-    seg2: u32,
-    n_all: u32,
-    t0: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// Params: matvec::MatvecParams (generated from the Rust struct, prepended by the registry).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;

@@ -1,19 +1,6 @@
 // What the paged attention kernels share (paged_attention, paged_attention_sg): their
 // parameters, bindings and the first position a row sees.
-struct Params {
-    n_heads: u32,
-    n_kv: u32,
-    head_dim: u32,
-    block_size: u32,
-    n_rows: u32,
-    max_blocks: u32,
-    window: u32,
-    n_slots: u32,
-    scale: f32,
-    softcap: f32,
-    n_seqs: u32,
-    _pad0: u32,
-}
+// Params: paged::PagedAttentionGpu (generated from the Rust struct, prepended by the registry).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> pos: array<u32>;

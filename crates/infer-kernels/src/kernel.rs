@@ -410,6 +410,8 @@ pub fn weights_snippet(dtype: DType) -> Option<&'static str> {
         DType::Q8_0 => include_str!("../shaders/common/weights_q8_0.wgsl"),
         DType::Q4_0 => include_str!("../shaders/common/weights_q4_0.wgsl"),
         DType::Q4_1 => include_str!("../shaders/common/weights_q4_1.wgsl"),
+        DType::Q5_0 => include_str!("../shaders/common/weights_q5_0.wgsl"),
+        DType::Q5_1 => include_str!("../shaders/common/weights_q5_1.wgsl"),
         DType::U32 => return None,
     })
 }
@@ -417,7 +419,10 @@ pub fn weights_snippet(dtype: DType) -> Option<&'static str> {
 /// Whether the x broadcast ([`Variant::Matvec`]) applies to weights of `dtype`: the
 /// block-quantized dtypes, whose units hold 32 elements (8 vec4s of x).
 pub fn x_broadcast_dtype(dtype: DType) -> bool {
-    matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0)
+    matches!(
+        dtype,
+        DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::Q5_0 | DType::Q5_1
+    )
 }
 
 /// A weight snippet's functions for a second weight binding `wu`: every function renamed

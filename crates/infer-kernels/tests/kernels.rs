@@ -740,7 +740,13 @@ fn matvec_and_matvec_glu_x_broadcast_equals_x_loads() {
     assert_eq!(k.matvec_x_broadcast(), k.tuning().x_broadcast);
     bcast.set_matvec_x_broadcast(true).unwrap();
     let mut rng = StdRng::seed_from_u64(23);
-    for dtype in [DType::Q4_0, DType::Q4_1, DType::Q8_0] {
+    for dtype in [
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q8_0,
+        DType::Q5_0,
+        DType::Q5_1,
+    ] {
         for (n, cols, part) in [(13, 96, None), (67, 160, Some(29)), (1536, 576, None)] {
             let (w, _) = weights(k, &mut rng, dtype, n, cols, part);
             let (wu, _) = weights(k, &mut rng, dtype, n, cols, part);

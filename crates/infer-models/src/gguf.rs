@@ -10,6 +10,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use infer_tensor::DType;
+use infer_tensor::reference::ggml_quants;
 use memmap2::Mmap;
 
 use crate::error::{ModelError, Result};
@@ -193,7 +194,9 @@ impl GgufFile {
         })
     }
 
-    /// The exact bytes of a tensor (`dtype.bytes_for(n_elems)` of them).
+    /// The exact bytes of a tensor (`dtype.bytes_for(n_elems)` of them). Errors name the
+    /// tensor: its size not whole blocks, its data outside the file, or (Q5_0 / Q5_1) a
+    /// block's scale not finite.
     pub fn tensor_data(&self, t: &GgufTensorInfo) -> Result<&[u8]> {
         let dtype = self.dtype(t)?;
         let bad = |reason: String| ModelError::BadTensor {
@@ -211,14 +214,20 @@ impl GgufFile {
         let start = usize::try_from(t.offset)
             .ok()
             .and_then(|o| o.checked_add(self.data_offset));
-        start
+        let data = start
             .and_then(|s| self.mmap.get(s..s.checked_add(len)?))
             .ok_or_else(|| {
                 bad(format!(
                     "data at offset {} ({len} bytes) lies outside the file",
                     t.offset
                 ))
-            })
+            })?;
+        // The block types decoded by ggml_quants: their f16 scales must be finite (a file's
+        // bytes can hold any bits; the kernels would spread inf / NaN over a whole row).
+        if let Some(kind) = dtype.ggml_quant() {
+            ggml_quants::check_scales(kind, data).map_err(|e| bad(e.to_string()))?;
+        }
+        Ok(data)
     }
 
     pub fn get(&self, key: &str) -> Option<&GgufValue> {

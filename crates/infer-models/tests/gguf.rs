@@ -275,3 +275,50 @@ fn real_smollm2_file() {
     let emb = g.tensor("token_embd.weight").unwrap();
     assert_eq!(emb.dims, [576, 49152]);
 }
+
+#[test]
+fn q5_tensors_load_and_bad_blocks_are_named() {
+    use infer_tensor::reference;
+    let x: Vec<f32> = (0..64).map(|i| (i as f32 - 30.0) / 9.0).collect();
+    let q5_0 = reference::quantize(DType::Q5_0, &x);
+    let q5_1 = reference::quantize(DType::Q5_1, &x);
+    // A Q5_0 block whose f16 scale is +inf (0x7c00), and a tensor of 33 elements (not
+    // whole 32-element blocks).
+    let mut inf = q5_0.clone();
+    inf[22..24].copy_from_slice(&0x7c00u16.to_le_bytes());
+    let w = sample(3)
+        .tensor("a.q5_0", &[64], 6, q5_0.clone())
+        .tensor("b.q5_1", &[64], 7, q5_1.clone())
+        .tensor("c.inf", &[64], 6, inf);
+    let file = TempFile::with(&w.bytes());
+    let g = GgufFile::open(file.path()).expect("opens");
+    for (name, dt, bytes) in [
+        ("a.q5_0", DType::Q5_0, &q5_0),
+        ("b.q5_1", DType::Q5_1, &q5_1),
+    ] {
+        let t = g.tensor(name).unwrap();
+        assert_eq!(g.dtype(t).unwrap(), dt);
+        assert_eq!(g.tensor_data(t).unwrap(), bytes.as_slice());
+        let y = reference::dequantize(dt, g.tensor_data(t).unwrap(), 64);
+        let worst = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 0.2, "{name}: worst error {worst}");
+    }
+    let msg = g
+        .tensor_data(g.tensor("c.inf").unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("c.inf") && msg.contains("Q5_0"), "{msg}");
+    assert!(
+        msg.contains("not finite") && msg.contains("block 1"),
+        "{msg}"
+    );
+    // Rows that are not whole blocks are refused at open.
+    let w = sample(3).tensor("d.odd", &[33], 6, vec![0; 44]);
+    let file = TempFile::with(&w.bytes());
+    let msg = GgufFile::open(file.path()).unwrap_err().to_string();
+    assert!(msg.contains("d.odd") && msg.contains("Q5_0"), "{msg}");
+}

@@ -5,7 +5,8 @@ use std::fmt;
 /// The element type of a tensor.
 ///
 /// f16 and bf16 are stored packed two to a `u32` on the GPU, so no shader feature is needed
-/// to hold them. Q8_0, Q4_0 and Q4_1 keep GGUF's byte layout: blocks of 32 elements.
+/// to hold them. Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 keep GGUF's byte layout: blocks of 32
+/// elements (decoded on the CPU by [`crate::reference::ggml_quants`] for Q5_0 / Q5_1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,
@@ -18,26 +19,34 @@ pub enum DType {
     /// 32 elements: f16 scale `d`, f16 minimum `m`, then 16 bytes of nibbles.
     /// Value = d * q + m. 20 bytes.
     Q4_1,
+    /// 32 elements: f16 scale `d`, `qh: u32` (bit j: the high bit of element j), then 16
+    /// bytes of low nibbles as Q4_0. Value = d * (q - 16). 22 bytes.
+    Q5_0,
+    /// 32 elements: f16 `d`, f16 `m`, `qh`, then 16 bytes of nibbles as Q5_0.
+    /// Value = d * q + m. 24 bytes.
+    Q5_1,
     /// Unsigned 32-bit integers (token ids, positions); never a weight type.
     U32,
 }
 
 impl DType {
     /// The weight dtypes (every type but `U32`).
-    pub const ALL: [DType; 6] = [
+    pub const ALL: [DType; 8] = [
         DType::F32,
         DType::F16,
         DType::BF16,
         DType::Q8_0,
         DType::Q4_0,
         DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
     ];
 
     /// Elements per block (1 for the plain float types).
     pub fn block_elems(self) -> usize {
         match self {
             DType::F32 | DType::F16 | DType::BF16 | DType::U32 => 1,
-            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => 32,
+            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 => 32,
         }
     }
 
@@ -49,6 +58,8 @@ impl DType {
             DType::Q8_0 => 34,
             DType::Q4_0 => 18,
             DType::Q4_1 => 20,
+            DType::Q5_0 => 22,
+            DType::Q5_1 => 24,
         }
     }
 
@@ -71,9 +82,21 @@ impl DType {
             DType::F16 => 1,
             DType::Q4_0 => 2,
             DType::Q4_1 => 3,
+            DType::Q5_0 => 6,
+            DType::Q5_1 => 7,
             DType::Q8_0 => 8,
             DType::BF16 => 30,
             DType::U32 => 26,
+        }
+    }
+
+    /// The reference decoder's type for the dtypes [`crate::reference::ggml_quants`] handles.
+    pub fn ggml_quant(self) -> Option<crate::reference::ggml_quants::GgmlQuant> {
+        use crate::reference::ggml_quants::GgmlQuant;
+        match self {
+            DType::Q5_0 => Some(GgmlQuant::Q5_0),
+            DType::Q5_1 => Some(GgmlQuant::Q5_1),
+            _ => None,
         }
     }
 
@@ -90,6 +113,8 @@ impl DType {
             DType::Q8_0 => "q8_0",
             DType::Q4_0 => "q4_0",
             DType::Q4_1 => "q4_1",
+            DType::Q5_0 => "q5_0",
+            DType::Q5_1 => "q5_1",
             DType::U32 => "u32",
         }
     }
@@ -120,6 +145,8 @@ mod tests {
             assert_eq!(DType::from_ggml_type(d.ggml_type()), Some(d));
             assert_eq!(DType::parse(d.name()), Some(d));
         }
+        assert_eq!(DType::Q5_0.bytes_for(64), Some(44));
+        assert_eq!(DType::from_ggml_type(7), Some(DType::Q5_1));
         assert_eq!(DType::from_ggml_type(12), None);
     }
 }

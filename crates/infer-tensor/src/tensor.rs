@@ -69,7 +69,7 @@ pub fn weight_unit(dtype: DType) -> usize {
     match dtype {
         DType::F32 | DType::U32 => 4,
         DType::F16 | DType::BF16 => 8,
-        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => 32,
+        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 => 32,
     }
 }
 
@@ -83,6 +83,7 @@ fn scale_bytes(dtype: DType) -> usize {
     match dtype {
         DType::Q8_0 | DType::Q4_0 => 2,
         DType::Q4_1 => 4,
+        DType::Q5_0 | DType::Q5_1 => 8,
         _ => 0,
     }
 }
@@ -99,7 +100,11 @@ fn value_bytes(dtype: DType) -> usize {
 /// GPU: every unit's values in 16-byte-aligned slots (float rows zero-padded to whole
 /// units; quantized blocks' quants: 16 bytes for Q4_0 / Q4_1, 32 for Q8_0), then, for the
 /// quantized types, a region of per-block scales (f16 `d` for Q8_0 / Q4_0, f16 pairs
-/// `(d, m)` for Q4_1) starting at a 16-byte boundary. Returns the bytes and the scale
+/// `(d, m)` for Q4_1; for Q5_0 / Q5_1 8 bytes per block: the f16 pair `(d, m)` (Q5_0: `d`
+/// and 0, its kernels use `m = -16 d`) then the block's `qh` word of high bits, so a
+/// unit's scales and high bits are one aligned 8-byte read and its low nibbles are laid out
+/// as Q4_1's) starting
+/// at a 16-byte boundary. Returns the bytes and the scale
 /// region's offset in 16-byte units. Kernels then load a whole unit with one aligned
 /// 16-byte read instead of byte-level gathers.
 ///
@@ -148,6 +153,17 @@ pub fn pack_weights(
                     let blk = &row[b * 20..(b + 1) * 20];
                     scale.copy_from_slice(&blk[..4]);
                     dst.copy_from_slice(&blk[4..]);
+                }
+                DType::Q5_0 => {
+                    let blk = &row[b * 22..(b + 1) * 22];
+                    scale[..2].copy_from_slice(&blk[..2]);
+                    scale[4..].copy_from_slice(&blk[2..6]);
+                    dst.copy_from_slice(&blk[6..]);
+                }
+                DType::Q5_1 => {
+                    let blk = &row[b * 24..(b + 1) * 24];
+                    scale.copy_from_slice(&blk[..8]);
+                    dst.copy_from_slice(&blk[8..]);
                 }
             }
         }

@@ -95,6 +95,36 @@ fn weight_layout_puts_units_then_scales() {
 }
 
 #[test]
+fn weight_layout_q5_units_then_scales_and_high_bits() {
+    // Q5_0 / Q5_1, 2 rows of 64: 4 blocks; low nibbles in 16-byte units, then 8 bytes per
+    // block: the f16 (d, m) word (Q5_0: d and 0) and the qh word.
+    let w: Vec<f32> = (0..128).map(|i| ((i * 7) % 31) as f32 - 15.0).collect();
+    for (dt, bb, h) in [(DType::Q5_0, 22, 2), (DType::Q5_1, 24, 4)] {
+        let gguf = reference::quantize(dt, &w);
+        let (packed, scale_off) = pack_weights(dt, 2, 64, 1, &gguf);
+        assert_eq!(scale_off, 4);
+        assert_eq!(packed.len(), 64 + 32);
+        for b in 0..4 {
+            let blk = &gguf[b * bb..(b + 1) * bb];
+            assert_eq!(
+                &packed[b * 16..(b + 1) * 16],
+                &blk[h + 4..],
+                "{dt} quants {b}"
+            );
+            let s = &packed[64 + b * 8..64 + (b + 1) * 8];
+            assert_eq!(&s[..2], &blk[..2], "{dt} d of block {b}");
+            let m: &[u8] = if dt == DType::Q5_0 {
+                &[0, 0]
+            } else {
+                &blk[2..4]
+            };
+            assert_eq!(&s[2..4], m, "{dt} m of block {b}");
+            assert_eq!(&s[4..], &blk[h..h + 4], "{dt} qh of block {b}");
+        }
+    }
+}
+
+#[test]
 fn weight_layout_interleaves_row_groups() {
     // Q4_1, 3 rows of 64 (2 blocks each) in groups of 2: the units (and scales) of rows 0
     // and 1 interleaved block by block, then row 2's beside a zero-padded row 3.

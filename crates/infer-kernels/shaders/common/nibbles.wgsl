@@ -38,3 +38,15 @@ fn f16_scales8(a: vec4<u32>) -> array<vec2<f32>, 8> {
         vec2<f32>(d2.x, 0.0), vec2<f32>(d2.y, 0.0), vec2<f32>(d3.x, 0.0), vec2<f32>(d3.y, 0.0),
     );
 }
+
+// The 32 5-bit quants of a Q5_0 / Q5_1 block as floats, in element order: `q` its low
+// nibbles (as nib_q), `qh` its high bits (bit j: element j's), each adding 16.
+fn q5_q(q: vec4<u32>, qh: u32) -> array<vec4<f32>, 8> {
+    let lo = nib_q(q);
+    var r: array<vec4<f32>, 8>;
+    for (var k = 0u; k < 8u; k++) {
+        let h = vec4<u32>(qh >> (4u * k)) >> vec4<u32>(0u, 1u, 2u, 3u);
+        r[k] = lo[k] + 16.0 * vec4<f32>(h & vec4<u32>(1u));
+    }
+    return r;
+}

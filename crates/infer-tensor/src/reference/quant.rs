@@ -2,16 +2,22 @@
 
 use half::{bf16, f16};
 
+use super::ggml_quants;
 use crate::dtype::DType;
 
 /// Encodes `x` in `dtype`'s layout. Panics when `x.len()` is not a whole number of blocks
-/// (callers check with [`DType::bytes_for`]).
+/// (callers check with [`DType::bytes_for`]), and for Q5_0 / Q5_1 (llama.cpp's reference
+/// quantizers in [`ggml_quants::quantize`]) when an element is not finite or a scale
+/// overflows f16; use that function directly for an error instead.
 pub fn quantize(dtype: DType, x: &[f32]) -> Vec<u8> {
     assert!(
         x.len().is_multiple_of(dtype.block_elems()),
         "quantize: {} elements is not a whole number of {dtype} blocks",
         x.len()
     );
+    if let Some(kind) = dtype.ggml_quant() {
+        return ggml_quants::quantize(kind, x).unwrap_or_else(|e| panic!("quantize: {e}"));
+    }
     let mut out = Vec::with_capacity(dtype.bytes_for(x.len()).unwrap_or(0));
     match dtype {
         DType::F32 => out.extend_from_slice(bytemuck::cast_slice(x)),
@@ -59,6 +65,7 @@ pub fn quantize(dtype: DType, x: &[f32]) -> Vec<u8> {
                 out.extend((0..16).map(|j| q(b[j]) | (q(b[j + 16]) << 4)));
             }
         }
+        DType::Q5_0 | DType::Q5_1 => unreachable!("delegated to ggml_quants above"),
     }
     out
 }
@@ -75,6 +82,10 @@ pub fn dequantize(dtype: DType, bytes: &[u8], n: usize) -> Vec<f32> {
         "dequantize: {} bytes < {need}",
         bytes.len()
     );
+    if let Some(kind) = dtype.ggml_quant() {
+        return ggml_quants::dequantize(kind, &bytes[..need], n)
+            .unwrap_or_else(|e| panic!("dequantize: {e}"));
+    }
     let bs = dtype.block_bytes();
     match dtype {
         DType::F32 => bytemuck::pod_collect_to_vec(&bytes[..need]),
@@ -106,6 +117,7 @@ pub fn dequantize(dtype: DType, bytes: &[u8], n: usize) -> Vec<f32> {
                 }
             })
             .collect(),
+        DType::Q5_0 | DType::Q5_1 => unreachable!("delegated to ggml_quants above"),
     }
 }
 
@@ -125,6 +137,8 @@ mod tests {
             (DType::Q8_0, 0.06),
             (DType::Q4_0, 0.95),
             (DType::Q4_1, 0.5),
+            (DType::Q5_0, 0.5),
+            (DType::Q5_1, 0.25),
         ] {
             let y = dequantize(dt, &quantize(dt, &x), x.len());
             let worst = x

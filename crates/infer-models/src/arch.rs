@@ -20,6 +20,9 @@ pub enum Family {
     Gemma,
     /// Gemma plus sandwich norms, soft-capping, alternating sliding window: `gemma.rs`.
     Gemma2,
+    /// Gemma 2 plus (1 + w) q/k norms, a sliding/full layer pattern (five to one in the
+    /// released models) with a rope base of its own for sliding layers: `gemma.rs`.
+    Gemma3,
     /// Learned positions, LayerNorm with bias, Conv1D weights, GELU MLP: `gpt2.rs`.
     Gpt2,
 }
@@ -99,6 +102,14 @@ pub const ARCHS: &[ArchInfo] = &[
         gguf_rope: RopeMode::RotateHalf,
     },
     ArchInfo {
+        hf_name: "Gemma3ForCausalLM",
+        model_type: "gemma3_text",
+        gguf_name: "gemma3",
+        family: Family::Gemma3,
+        qk_norm: true,
+        gguf_rope: RopeMode::RotateHalf,
+    },
+    ArchInfo {
         hf_name: "GPT2LMHeadModel",
         model_type: "gpt2",
         gguf_name: "gpt2",
@@ -118,6 +129,12 @@ pub struct GgufDefaults {
     pub final_softcap: Option<f32>,
     /// Sliding-window attention on even layers only (global on odd ones).
     pub sliding_even_layers: bool,
+    /// Sliding-window attention on every layer but each `n`-th (layer i slides unless
+    /// `(i + 1) % n == 0`: llama.cpp's `set_swa_pattern(n)`).
+    pub sliding_pattern: Option<usize>,
+    /// The rope base of sliding layers (`rope_freq_base_train_swa`), with no scaling; full
+    /// layers keep `<arch>.rope.freq_base` and its scaling.
+    pub sliding_rope_base: Option<f32>,
 }
 
 impl Family {
@@ -129,12 +146,14 @@ impl Family {
             // Gemma 2's `post_attention_layernorm` norms the attention output
             // (`post_attention_norm`), not the MLP input (`ffn_norm`, its
             // `pre_feedforward_layernorm`).
-            Family::Gemma2 => match hf.strip_prefix("model.layers.").map(|r| r.split_once('.')) {
-                Some(Some((layer, "post_attention_layernorm.weight"))) => {
-                    Some(format!("blk.{layer}.post_attention_norm.weight"))
+            Family::Gemma2 | Family::Gemma3 => {
+                match hf.strip_prefix("model.layers.").map(|r| r.split_once('.')) {
+                    Some(Some((layer, "post_attention_layernorm.weight"))) => {
+                        Some(format!("blk.{layer}.post_attention_norm.weight"))
+                    }
+                    _ => decoder_gguf_name(hf),
                 }
-                _ => decoder_gguf_name(hf),
-            },
+            }
             Family::Llama | Family::Phi3 | Family::Gemma => decoder_gguf_name(hf),
         }
     }
@@ -150,6 +169,14 @@ impl Family {
                 attn_softcap: Some(50.0),
                 final_softcap: Some(30.0),
                 sliding_even_layers: true,
+                ..GgufDefaults::default()
+            },
+            // Gemma 3 never soft-caps in llama.cpp; five sliding layers to one full, sliding
+            // ones with rope base 10000 unscaled.
+            Family::Gemma3 => GgufDefaults {
+                sliding_pattern: Some(6),
+                sliding_rope_base: Some(10000.0),
+                ..GgufDefaults::default()
             },
             Family::Llama | Family::Phi3 | Family::Gemma | Family::Gpt2 => GgufDefaults::default(),
         }
@@ -157,7 +184,8 @@ impl Family {
 
     /// The attention scale's `query_pre_attn_scalar` llama.cpp uses for a GGUF file, which
     /// has no key for it: Gemma 2 scales by 1/sqrt(head_dim) except the 27B model (46
-    /// layers), whose scalar is hidden / heads.
+    /// layers), whose scalar is hidden / heads; Gemma 3 likewise, its 27B model having 62
+    /// layers.
     pub fn gguf_query_pre_attn_scalar(
         self,
         n_layers: usize,
@@ -166,6 +194,7 @@ impl Family {
     ) -> Option<f32> {
         match self {
             Family::Gemma2 if n_layers == 46 => Some((hidden / n_heads) as f32),
+            Family::Gemma3 if n_layers == 62 => Some((hidden / n_heads) as f32),
             _ => None,
         }
     }

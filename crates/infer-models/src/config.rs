@@ -49,6 +49,9 @@ pub struct ArchParams {
     /// Per layer, whether it attends within `sliding_window` only (Gemma 2 `layer_types`);
     /// empty: every layer does when `sliding_window` is set.
     pub sliding_layers: Vec<bool>,
+    /// The rope base of sliding-window layers, unscaled (Gemma 3 `rope_local_base_freq`,
+    /// or `rope_parameters.sliding_attention`); None: every layer uses `rope_theta`.
+    pub sliding_rope_theta: Option<f32>,
     /// LongRoPE frequency scaling (Phi-3 `rope_type: longrope` / `su`).
     pub longrope: Option<LongRope>,
     /// The MLP activation as config.json names it (`hidden_activation`, `hidden_act`,
@@ -56,6 +59,8 @@ pub struct ArchParams {
     pub activation: Option<String>,
     /// GPT-2's `scale_attn_by_inverse_layer_idx` (unsupported when true).
     pub scale_attn_by_layer: bool,
+    /// Gemma 3's `use_bidirectional_attention` (unsupported when true).
+    pub bidirectional: bool,
 }
 
 /// LongRoPE (Phi-3): inverse frequencies divided per dimension by `short_factor`, or by
@@ -211,6 +216,34 @@ fn arch_params_from(j: &Json, rope: Option<&Value>, cfg: &ModelConfig) -> Result
     if !layer_types.is_empty() && layer_types.len() != cfg.n_layers {
         return Err(j.bad("layer_types", "needs one entry per layer"));
     }
+    // Older Gemma 3 configs: every `sliding_window_pattern`-th layer is full.
+    let layer_types = match j.usize_opt("sliding_window_pattern")? {
+        Some(0) => return Err(j.bad("sliding_window_pattern", "must be positive")),
+        Some(n) if layer_types.is_empty() => (0..cfg.n_layers).map(|i| (i + 1) % n != 0).collect(),
+        _ => layer_types,
+    };
+    // Gemma 3: sliding layers' rope, from transformers 5's per-layer-type `rope_parameters`
+    // or the older `rope_local_base_freq`; unscaled either way.
+    let sliding_rope_theta = match v
+        .get("rope_parameters")
+        .and_then(|r| r.get("sliding_attention"))
+    {
+        Some(sr) => {
+            let sj = Json {
+                path: j.path,
+                v: sr,
+            };
+            if !matches!(rope_scaling_from(&sj, Some(sr))?, RopeScaling::None) {
+                return Err(j.bad(
+                    "rope_parameters.sliding_attention.rope_type",
+                    "only unscaled rope is supported on sliding layers",
+                ));
+            }
+            sj.f32_opt("rope_theta")?
+        }
+        None => None,
+    }
+    .or(j.f32_opt("rope_local_base_freq")?);
     let mut longrope = None;
     if let Some(r) = rope.filter(|r| r.is_object()) {
         let ty = r
@@ -259,10 +292,15 @@ fn arch_params_from(j: &Json, rope: Option<&Value>, cfg: &ModelConfig) -> Result
         final_softcap: j.f32_opt("final_logit_softcapping")?,
         query_pre_attn_scalar: j.f32_opt("query_pre_attn_scalar")?,
         sliding_layers: layer_types,
+        sliding_rope_theta,
         longrope,
         activation,
         scale_attn_by_layer: v
             .get("scale_attn_by_inverse_layer_idx")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        bidirectional: v
+            .get("use_bidirectional_attention")
             .and_then(Value::as_bool)
             .unwrap_or(false),
     })
@@ -316,7 +354,13 @@ impl ModelConfig {
         }
         let head_dim = j.usize_opt("head_dim")?.unwrap_or(hidden / n_heads);
         // transformers 5 keeps rope settings in `rope_parameters`; older files at top level.
+        // Gemma 3 under transformers 5 keeps one set per layer type; the full layers' set is
+        // the model's `rope_theta` and scaling (the sliding one is `sliding_rope_theta`).
         let rp = v.get("rope_parameters").filter(|x| x.is_object());
+        let rp = rp
+            .and_then(|r| r.get("full_attention"))
+            .filter(|x| x.is_object())
+            .or(rp);
         let rope_theta = match rp {
             Some(rp) => Json { path: &path, v: rp }.f32_opt("rope_theta")?,
             None => None,
@@ -485,6 +529,12 @@ fn arch_params_from_gguf(g: &GgufFile, cfg: &ModelConfig) -> Result<ArchParams> 
     if defaults.sliding_even_layers {
         p.sliding_layers = (0..cfg.n_layers).map(|i| i % 2 == 0).collect();
     }
+    if let Some(n) = defaults.sliding_pattern {
+        p.sliding_layers = (0..cfg.n_layers).map(|i| (i + 1) % n != 0).collect();
+    }
+    p.sliding_rope_theta = g
+        .get_f32_opt(&k("rope.freq_base_swa"))?
+        .or(defaults.sliding_rope_base);
     // Phi-3 LongRoPE: llama.cpp keeps the per-dimension factors as tensors.
     if let (Ok(long), Ok(short)) = (
         g.tensor("rope_factors_long.weight"),

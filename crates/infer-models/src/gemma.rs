@@ -1,7 +1,10 @@
-//! Gemma and Gemma 2. One file for both: Gemma 2 is Gemma plus four switches read from the
-//! config (sandwich norms around attention and MLP, attention-score and final-logit
-//! soft-capping, `query_pre_attn_scalar`, sliding-window attention on alternate layers), and
-//! every other line of the forward pass is the same.
+//! Gemma, Gemma 2 and Gemma 3. One file for all three: Gemma 2 is Gemma plus four switches
+//! read from the config (sandwich norms around attention and MLP, attention-score and
+//! final-logit soft-capping, `query_pre_attn_scalar`, sliding-window attention on alternate
+//! layers); Gemma 3 is Gemma 2 with (1 + w) RMSNorms on each head's q and k, its sliding and
+//! full layers per `layer_types` (five to one in the released models), a rope table of their
+//! own for sliding layers (`rope_local_base_freq`, unscaled), and no soft-capping unless the
+//! config asks for it. Every other line of the forward pass is the same.
 //!
 //! Against Llama: embeddings times sqrt(hidden); RMSNorm weights used as (1 + w) (GGUF stores
 //! them with the 1 already added, so there the offset is 0); GeGLU MLP with tanh-approximated
@@ -12,28 +15,30 @@
 //! for each layer:
 //!     xn = rms_norm(x) * (1 + attn_norm)                    (n, hidden) [in the matvecs on GPUs]
 //!     q, k, v = xn Wq^T, xn Wk^T, xn Wv^T                   (n, heads*hd), (n, kv*hd) x2
-//!     q, k = rope(q, k) at positions pos..pos+n
+//!     [q, k = rms_norm(q) * (1 + q_norm), rms_norm(k) * (1 + k_norm)]   per head, Gemma 3
+//!     q, k = rope(q, k) at positions pos..pos+n             (sliding layers' table: Gemma 3)
 //!     k_cache, v_cache[pos..pos+n] = k, v                   (kv, capacity, hd) [fused rope_kv]
 //!     a = attention(q, caches; scale, softcap, window)      (n, heads*hd)
 //!     o = a Wo^T                                            (n, hidden)
-//!     [o = rms_norm(o) * (1 + post_attn_norm)]              Gemma 2
+//!     [o = rms_norm(o) * (1 + post_attn_norm)]              Gemma 2, 3
 //!     x += o
-//!     xn = rms_norm(x) * (1 + ffn_norm)                     (pre_feedforward_layernorm in Gemma 2)
+//!     xn = rms_norm(x) * (1 + ffn_norm)                     (pre_feedforward_layernorm in Gemma 2, 3)
 //!     o = (gelu_tanh(xn Wg^T) * xn Wu^T) Wd^T               via (n, inter) [fused glu]
-//!     [o = rms_norm(o) * (1 + post_ffn_norm)]               Gemma 2
+//!     [o = rms_norm(o) * (1 + post_ffn_norm)]               Gemma 2, 3
 //!     x += o
 //! logits = rms_norm(x) * (1 + norm)  E^T                    (vocab)
-//! [logits = c * tanh(logits / c)]                           Gemma 2
+//! [logits = c * tanh(logits / c)]                           Gemma 2 (Gemma 3 where configured)
 //! ```
 
 use std::sync::Arc;
 
 use infer_kernels::{Dispatch, Glu, Kernels, Norm};
+use infer_tensor::reference::RopeScaling;
 use infer_tensor::{Device, Tensor};
 
 use crate::arch::Family;
 use crate::config::ModelConfig;
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::graph::{Acts, Graph};
 use crate::options::LoadOptions;
 use crate::runner::Runner;
@@ -45,6 +50,9 @@ struct Layer {
     attn_norm: Tensor,
     /// q, k and v projections (one weight where their dtypes agree).
     qkv: Qkv,
+    /// Gemma 3: (head_dim) norms of each head's q and k before rotary.
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
     wo: Tensor,
     /// Gemma 2: norm of the attention output before the residual add.
     post_attn_norm: Option<Tensor>,
@@ -57,9 +65,11 @@ struct Layer {
     down: Tensor,
     /// Sliding window of this layer (0: global attention).
     window: usize,
+    /// A sliding layer (`layer_types`), which takes the sliding rope table where there is one.
+    sliding: bool,
 }
 
-/// Gemma's and Gemma 2's weights and activations.
+/// Gemma's, Gemma 2's and Gemma 3's weights and activations.
 pub struct Gemma {
     cfg: ModelConfig,
     embed: Tensor,
@@ -69,12 +79,14 @@ pub struct Gemma {
     lm_head: Option<Tensor>,
     layers: Vec<Layer>,
     rope_cs: Tensor,
+    /// Gemma 3: the sliding layers' rope table (base `sliding_rope_theta`, unscaled).
+    rope_sliding_cs: Option<Tensor>,
     acts: Acts,
     /// Added to every norm weight: 1 for Hugging Face files, 0 for GGUF (stored +1).
     norm_offset: f32,
 }
 
-/// A Gemma or Gemma 2 model ready to run.
+/// A Gemma, Gemma 2 or Gemma 3 model ready to run.
 pub type GemmaModel = Runner<Gemma>;
 
 impl Runner<Gemma> {
@@ -96,14 +108,25 @@ impl Gemma {
         dev: &Arc<Device>,
         opts: &LoadOptions,
     ) -> Result<Gemma> {
-        let v2 = cfg.arch.family == Family::Gemma2;
+        let v2 = matches!(cfg.arch.family, Family::Gemma2 | Family::Gemma3);
+        if cfg.arch.family == Family::Gemma3 {
+            check_gemma3(&cfg)?;
+        }
         let (h, hd, nh, nkv, inter) = cfg.dims();
-        let w = WeightLoader::new(src, dev.clone(), opts, 3 + cfg.n_layers * 11);
+        let w = WeightLoader::new(src, dev.clone(), opts, 3 + cfg.n_layers * 13);
         let (embed, lm_head, norm) = w.ends(&cfg)?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let p = |s: &str| format!("model.layers.{i}.{s}");
             let sliding = cfg.ext.sliding_layers.get(i).copied().unwrap_or(true);
+            let (q_norm, k_norm) = if cfg.arch.qk_norm {
+                (
+                    Some(w.vector(&p("self_attn.q_norm.weight"), hd)?),
+                    Some(w.vector(&p("self_attn.k_norm.weight"), hd)?),
+                )
+            } else {
+                (None, None)
+            };
             let window = match cfg.sliding_window {
                 Some(win) if sliding => win,
                 _ => 0,
@@ -132,6 +155,8 @@ impl Gemma {
                     [nh * hd, nkv * hd, nkv * hd],
                     h,
                 )?,
+                q_norm,
+                k_norm,
                 wo: w.matrix(&p("self_attn.o_proj.weight"), &[h, nh * hd])?,
                 post_attn_norm,
                 ffn_norm,
@@ -140,10 +165,20 @@ impl Gemma {
                 up: w.matrix(&p("mlp.up_proj.weight"), &[inter, h])?,
                 down: w.matrix(&p("mlp.down_proj.weight"), &[h, inter])?,
                 window,
+                sliding,
             });
         }
         w.finish();
         let rope_cs = w.rope_table(&cfg, opts.capacity(&cfg))?;
+        let rope_sliding_cs = match cfg.ext.sliding_rope_theta {
+            Some(theta) => {
+                let mut local = cfg.clone();
+                local.rope_theta = theta;
+                local.rope_scaling = RopeScaling::None;
+                Some(w.rope_table(&local, opts.capacity(&cfg))?)
+            }
+            None => None,
+        };
         // transformers multiplies by sqrt(hidden) rounded to the activation dtype (f32).
         let embed_scale = Tensor::from_f32(dev, "embed_scale", &[1], &[(h as f32).sqrt()])?;
         let acts = Acts::new(dev, &cfg, opts.rows(&cfg))?;
@@ -160,6 +195,7 @@ impl Gemma {
             lm_head,
             layers,
             rope_cs,
+            rope_sliding_cs,
             acts,
             norm_offset,
         })
@@ -194,18 +230,32 @@ impl Graph for Gemma {
             eps,
             offset: off,
         };
-        let rope = Rope {
-            cs: &self.rope_cs,
-            mode: c.rope_mode,
-        };
+        let (nh, nkv) = (c.n_heads, c.n_kv_heads);
         let mut g = Vec::new();
         g.extend(k.embedding(&self.embed, s.ids(), n, &a.x)?);
         g.extend(k.mul(&a.x, &self.embed_scale, n * h, 1)?);
         for (i, l) in self.layers.iter().enumerate() {
             let xn = s.rms_norm(&mut g, &a.x, norm(&l.attn_norm), &a.xn, &l.qkv.weights())?;
             g.extend(s.qkv(xn, &l.qkv, &a.q, &a.k, &a.v)?);
+            let (q, kk) = match (&l.q_norm, &l.k_norm) {
+                (Some(qn), Some(kn)) => {
+                    // (n * heads, hd) and (n * kv, hd) rows, each normed on its own.
+                    g.extend(k.rms_norm(&a.q, norm(qn), &a.qn, n * nh, hd)?);
+                    g.extend(k.rms_norm(&a.k, norm(kn), &a.kn, n * nkv, hd)?);
+                    (&a.qn, &a.kn)
+                }
+                _ => (&a.q, &a.k),
+            };
             spec.window = l.window;
-            g.extend(s.rope_attention(i, [&a.q, &a.k, &a.v], &a.attn, &spec, rope)?);
+            let cs = match (&self.rope_sliding_cs, l.sliding) {
+                (Some(local), true) => local,
+                _ => &self.rope_cs,
+            };
+            let rope = Rope {
+                cs,
+                mode: c.rope_mode,
+            };
+            g.extend(s.rope_attention(i, [q, kk, &a.v], &a.attn, &spec, rope)?);
             self.project_residual(s, &mut g, &a.attn, &l.wo, l.post_attn_norm.as_ref())?;
             let xn = s.rms_norm(&mut g, &a.x, norm(&l.ffn_norm), &a.xn, &[&l.gate, &l.up])?;
             let (w, scratch) = ([&l.gate, &l.up], [&a.gate, &a.up]);
@@ -225,6 +275,24 @@ impl Graph for Gemma {
         )?);
         Ok(g)
     }
+}
+
+/// What Gemma 3's forward pass does not implement, refused rather than ignored.
+fn check_gemma3(cfg: &ModelConfig) -> Result<()> {
+    match cfg.ext.activation.as_deref() {
+        None | Some("gelu_pytorch_tanh" | "gelu_tanh") => {}
+        Some(other) => {
+            return Err(ModelError::Invalid(format!(
+                "Gemma 3 activation `{other}` is not supported (gelu_pytorch_tanh)"
+            )));
+        }
+    }
+    if cfg.ext.bidirectional {
+        return Err(ModelError::Invalid(
+            "Gemma 3 use_bidirectional_attention is not supported (causal only)".into(),
+        ));
+    }
+    Ok(())
 }
 
 impl Gemma {

@@ -107,7 +107,9 @@ pub fn load_graph(
     Ok(match cfg.arch.family {
         Family::Llama => Box::new(Llama::load(src, cfg, dev, opts)?),
         Family::Phi3 => Box::new(crate::phi3::load(src, cfg, dev, opts)?),
-        Family::Gemma | Family::Gemma2 => Box::new(Gemma::load(src, cfg, dev, opts)?),
+        Family::Gemma | Family::Gemma2 | Family::Gemma3 => {
+            Box::new(Gemma::load(src, cfg, dev, opts)?)
+        }
         Family::Gpt2 => Box::new(Gpt2::load(src, cfg, dev, opts)?),
     })
 }

@@ -1,13 +1,14 @@
-//! Phi-3, Gemma, Gemma 2 and GPT-2 against Hugging Face transformers: the tiny random
+//! Phi-3, Gemma, Gemma 2, Gemma 3 and GPT-2 against Hugging Face transformers: the tiny random
 //! checkpoints made by scripts/fixtures/make_arch_fixtures.py (logits within tolerance at
 //! every prompt position and greedy step, greedy tokens exact, all-position outputs), the
-//! GGUF copies of all five giving the same, and loading through `load()` with a tokenizer.
+//! GGUF copies of all six giving the same, and loading through `load()` with a tokenizer.
 
 mod common;
 
 use common::*;
 use infer_models::LoadOptions;
 use infer_models::load::{ModelPath, load_model, open};
+use infer_tensor::reference::RopeScaling;
 
 fn fixtures() -> std::path::PathBuf {
     common::fixtures("arch")
@@ -48,6 +49,13 @@ fn gemma2_matches_transformers() {
     check_case("gemma2");
 }
 
+/// Five sliding layers (window 4 < 23 positions, rope base 10000) and a full one (base 1e5,
+/// linear scaling 2), q/k norms.
+#[test]
+fn gemma3_matches_transformers() {
+    check_case("gemma3");
+}
+
 #[test]
 fn gpt2_matches_transformers() {
     check_case("gpt2");
@@ -67,6 +75,7 @@ fn gguf_copies_give_the_same_tokens() {
         ("phi3_partial_rotary", "expected.json"),
         ("phi3_longrope", "expected.json"),
         ("gemma2", "expected_gguf.json"),
+        ("gemma3", "expected.json"),
     ] {
         let dir = fixtures().join(case);
         let expected = read_json(&dir.join(reference));
@@ -92,6 +101,7 @@ fn gguf_configs_match_the_hf_configs() {
         "phi3_longrope",
         "gemma",
         "gemma2",
+        "gemma3",
         "gpt2",
     ] {
         let dir = fixtures().join(case);
@@ -118,6 +128,11 @@ fn gguf_configs_match_the_hf_configs() {
         assert_eq!(g.ext.attn_softcap, hf.ext.attn_softcap, "{case}");
         assert_eq!(g.ext.final_softcap, hf.ext.final_softcap, "{case}");
         assert_eq!(g.ext.sliding_layers, hf.ext.sliding_layers, "{case}");
+        assert_eq!(
+            g.ext.sliding_rope_theta, hf.ext.sliding_rope_theta,
+            "{case}"
+        );
+        assert_eq!(g.rope_scaling, hf.rope_scaling, "{case}");
     }
     let (_, g) = open(&ModelPath::Gguf(fixtures().join("gemma2/model.gguf"))).unwrap();
     assert_eq!(g.ext.query_pre_attn_scalar, None);
@@ -182,6 +197,7 @@ fn table_rows_and_gguf_names() {
         ("Phi3ForCausalLM", "phi3", "phi3", Family::Phi3),
         ("GemmaForCausalLM", "gemma", "gemma", Family::Gemma),
         ("Gemma2ForCausalLM", "gemma2", "gemma2", Family::Gemma2),
+        ("Gemma3ForCausalLM", "gemma3_text", "gemma3", Family::Gemma3),
         ("GPT2LMHeadModel", "gpt2", "gpt2", Family::Gpt2),
     ] {
         assert_eq!(from_hf(&[hf.into()], None).unwrap().family, fam);
@@ -220,6 +236,19 @@ fn table_rows_and_gguf_names() {
         g2("model.layers.0.post_feedforward_layernorm.weight"),
         "blk.0.post_ffw_norm.weight"
     );
+    let g3 = |hf: &str| Family::Gemma3.gguf_name(hf).unwrap();
+    assert_eq!(
+        g3("model.layers.2.post_attention_layernorm.weight"),
+        "blk.2.post_attention_norm.weight"
+    );
+    assert_eq!(
+        g3("model.layers.2.self_attn.q_norm.weight"),
+        "blk.2.attn_q_norm.weight"
+    );
+    assert_eq!(
+        g3("model.layers.2.self_attn.k_norm.weight"),
+        "blk.2.attn_k_norm.weight"
+    );
     assert_eq!(
         Family::Gemma
             .gguf_name("model.layers.0.post_attention_layernorm.weight")
@@ -248,6 +277,15 @@ fn configs_read_the_architecture_settings() {
     assert_eq!(c.ext.final_softcap, Some(10.0));
     assert_eq!(c.ext.query_pre_attn_scalar, Some(20.0));
     assert_eq!(c.head_dim, 24);
+    assert_eq!(c.ext.sliding_rope_theta, None);
+    let c = cfg("gemma3");
+    assert_eq!(c.ext.sliding_layers, [true, true, true, true, true, false]);
+    assert_eq!(c.sliding_window, Some(4));
+    assert_eq!((c.ext.attn_softcap, c.ext.final_softcap), (None, None));
+    assert_eq!(c.rope_theta, 100000.0);
+    assert_eq!(c.rope_scaling, RopeScaling::Linear { factor: 2.0 });
+    assert_eq!(c.ext.sliding_rope_theta, Some(10000.0));
+    assert!(c.arch.qk_norm);
     let c = cfg("gpt2");
     assert_eq!((c.hidden, c.n_layers, c.n_heads), (64, 2, 4));
     assert_eq!((c.intermediate, c.max_position), (256, 64));

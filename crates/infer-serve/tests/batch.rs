@@ -2,7 +2,8 @@
 //! arrivals, prompts in chunks mixed with other sequences' decode rows, different block
 //! tables) give bit-identical logits and identical greedy tokens to each sequence run
 //! alone; the batched step reproduces the reference greedy ids of stories260K; and every
-//! architecture (the tiny Phi-3, Gemma, Gemma 2 and GPT-2 checkpoints of tests/fixtures/arch)
+//! architecture (the tiny Phi-3, Gemma, Gemma 2, Gemma 3 and GPT-2 checkpoints of
+//! tests/fixtures/arch)
 //! runs batched with transformers' logits and greedy tokens, batch-invariantly.
 //! Each runs twice: with the adapter's own tuning and with the GPU choices
 //! (`Tuning::gpu_choices`: plain weight layout, coalesced matvec, the heads paged kernel),
@@ -338,6 +339,12 @@ fn batched_gemma_matches_transformers() {
 fn batched_gemma2_matches_transformers() {
     // Sliding window 4 on alternate layers, soft-capping, query_pre_attn_scalar, bf16.
     arch_case("gemma2", 64, 16);
+}
+
+#[test]
+fn batched_gemma3_matches_transformers() {
+    // q/k norms, sliding window 4 on five layers of six, each kind with its own rope table.
+    arch_case("gemma3", 64, 16);
 }
 
 #[test]

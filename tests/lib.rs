@@ -29,14 +29,3 @@ pub fn default_model() -> Option<PathBuf> {
         "run `cargo xtask model`",
     )
 }
-
-/// Gemma 3 270M (Q4_K_M) fetched by `cargo xtask model gemma3-270m`; `INFER_GEMMA3_270M`
-/// names another copy of it (a GGUF file, or a folder of the same weights as f32
-/// safetensors, as `make_gemma3_270m_reference.py --safetensors` writes).
-pub fn gemma3_270m() -> Option<PathBuf> {
-    let path = match std::env::var_os("INFER_GEMMA3_270M") {
-        Some(p) => PathBuf::from(p),
-        None => repo().join("models/gemma-3-270m-q4_k_m.gguf"),
-    };
-    require(path, "run `cargo xtask model gemma3-270m`")
-}

@@ -10,6 +10,7 @@ bash .ci/install-vulkan.sh
 # Skip GL probing noise (and a silent fall back to GL) unless the caller chose a backend.
 export WGPU_BACKEND="${WGPU_BACKEND:-vulkan}"
 cargo xtask model
+cargo xtask model gemma3-270m
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace

@@ -29,3 +29,11 @@ pub fn default_model() -> Option<PathBuf> {
         "run `cargo xtask model`",
     )
 }
+
+/// Gemma 3 270M (Q4_K_M) fetched by `cargo xtask model gemma3-270m`.
+pub fn gemma3_270m() -> Option<PathBuf> {
+    require(
+        repo().join("models/gemma-3-270m-q4_k_m.gguf"),
+        "run `cargo xtask model gemma3-270m`",
+    )
+}

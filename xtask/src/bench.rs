@@ -316,13 +316,26 @@ fn rooflines(dev: &Arc<Device>, quick: bool) -> Result<Value> {
     eprintln!("  fma: {fma_gflops:.1} GFLOP/s");
 
     let mut matvec = Vec::new();
+    // SmolLM2-135M's shapes, then the K-quants' nearest (their rows are whole 256-element
+    // super-blocks: 576 is not) and a 7B model's 4096 x 4096; a dtype runs at the shapes its
+    // blocks fit, f32 at all of them (each row's "x f32" is taken at its own shape).
     let shapes: &[(usize, usize)] = if quick {
-        &[(1536, 576)]
+        &[(1536, 576), (1536, 768)]
     } else {
-        &[(1536, 576), (576, 1536), (49152, 576)]
+        &[
+            (1536, 576),
+            (576, 1536),
+            (49152, 576),
+            (1536, 768),
+            (49152, 768),
+            (4096, 4096),
+        ]
     };
-    for &dt in &[DType::F32, DType::F16, DType::Q8_0, DType::Q4_1] {
+    for dt in DType::ALL {
         for &(n, kk) in shapes {
+            if dt.bytes_for(kk).is_none() {
+                continue;
+            }
             let w: Vec<f32> = (0..n * kk)
                 .map(|i| ((i * 7919 % 2003) as f32 / 1001.0) - 1.0)
                 .collect();
@@ -608,6 +621,10 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
             .to_string_lossy()
             .into_owned(),
     };
+    // Gemma 3 270M, a real Q4_K_M file (Q4_K, Q6_K, Q5_0, Q8_0 tensors).
+    let gemma3 = crate::model::fetch_gemma3(root)?
+        .to_string_lossy()
+        .into_owned();
     let all = infer_tensor::device::enumerate(&DeviceOptions::default())?;
     let mut backends: Vec<String> = Vec::new();
     for a in &all {
@@ -652,8 +669,15 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         let roof = rooflines(&dev, o.quick)?;
         drop(dev);
         let mut models = Vec::new();
-        for (form, quant) in [("q4_1", None), ("q8_0", Some("q8_0")), ("f16", Some("f16"))] {
-            if o.quick && form != "q4_1" {
+        let forms = [
+            ("q4_1", &model, None),
+            ("q8_0", &model, Some("q8_0")),
+            ("f16", &model, Some("f16")),
+            ("q4_k_m (--quant)", &model, Some("q4_k_m")),
+            ("gemma3-270m q4_k_m file", &gemma3, None),
+        ];
+        for (form, model, quant) in forms {
+            if o.quick && form != "q4_1" && !form.starts_with("gemma3") {
                 continue;
             }
             let mut a = vec![
@@ -662,7 +686,7 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
                 "--backend",
                 b,
                 "--model",
-                &model,
+                model,
                 "--prompt-tokens",
                 "128",
                 "--prompt-tokens",

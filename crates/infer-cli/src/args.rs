@@ -7,11 +7,11 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use infer_kernels::Kernels;
-use infer_models::{ChatMessage, LoadOptions, Model, Tokenizer};
+use infer_models::{ChatMessage, LoadOptions, Model, Quant, Tokenizer};
 use infer_sampling::{
     DraftK, DraftModel, Drafter, PromptLookup, SamplingParams, check_draft_tokenizer,
 };
-use infer_tensor::{DType, Device, DeviceOptions};
+use infer_tensor::{Device, DeviceOptions};
 
 /// The model fetched by `cargo xtask model`, used when no `--model` is given.
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -139,12 +139,13 @@ impl SpecArgs {
     }
 }
 
-pub fn parse_quant(q: &Option<String>) -> Result<Option<DType>> {
+pub fn parse_quant(q: &Option<String>) -> Result<Option<Quant>> {
     Ok(match q {
         None => None,
-        Some(q) => Some(DType::parse(q).with_context(|| {
-            format!("--quant {q}: expected one of q8_0, q4_0, q4_1, f16, bf16, f32")
-        })?),
+        Some(q) => Some(
+            Quant::parse(q)
+                .with_context(|| format!("--quant {q}: expected one of {}", Quant::NAMES))?,
+        ),
     })
 }
 

@@ -127,7 +127,7 @@ fn main(ids: Ids) {
         // The grouped layout (W_GROUP = ROWS): the rows' units are ub .. ub + 7, and their
         // scales are loaded together (w_scales8; 2 loads of 16 bytes for Q4_1, not 8 of 4).
         let ub = u0[0] + b * W_GROUP;
-        var s8: array<vec2<f32>, 8>;
+        var s8 = W_SCALES8_ZERO;
         if (W_GROUP == ROWS) {
             s8 = w_scales8(ub);
         }

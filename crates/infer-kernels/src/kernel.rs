@@ -412,6 +412,12 @@ pub fn weights_snippet(dtype: DType) -> Option<&'static str> {
         DType::Q4_1 => include_str!("../shaders/common/weights_q4_1.wgsl"),
         DType::Q5_0 => include_str!("../shaders/common/weights_q5_0.wgsl"),
         DType::Q5_1 => include_str!("../shaders/common/weights_q5_1.wgsl"),
+        DType::Q2_K => include_str!("../shaders/common/weights_q2_k.wgsl"),
+        DType::Q3_K => include_str!("../shaders/common/weights_q3_k.wgsl"),
+        DType::Q4_K => include_str!("../shaders/common/weights_q4_k.wgsl"),
+        DType::Q5_K => include_str!("../shaders/common/weights_q5_k.wgsl"),
+        DType::Q6_K => include_str!("../shaders/common/weights_q6_k.wgsl"),
+        DType::IQ4_NL | DType::IQ4_XS => include_str!("../shaders/common/weights_iq4.wgsl"),
         DType::U32 => return None,
     })
 }
@@ -419,10 +425,7 @@ pub fn weights_snippet(dtype: DType) -> Option<&'static str> {
 /// Whether the x broadcast ([`Variant::Matvec`]) applies to weights of `dtype`: the
 /// block-quantized dtypes, whose units hold 32 elements (8 vec4s of x).
 pub fn x_broadcast_dtype(dtype: DType) -> bool {
-    matches!(
-        dtype,
-        DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::Q5_0 | DType::Q5_1
-    )
+    dtype.is_quantized()
 }
 
 /// A weight snippet's functions for a second weight binding `wu`: every function renamed

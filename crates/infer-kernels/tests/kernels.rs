@@ -117,7 +117,20 @@ fn check_dot(what: &str, got: &[f32], want: &[f32], mag: &[f32]) {
     }
 }
 
+/// `cols` rounded up to whole blocks of `dtype` (the K-quants' 256-element super-blocks; the
+/// other quantized shapes are multiples of 32 already).
+fn qcols(dtype: DType, cols: usize) -> usize {
+    cols.next_multiple_of(dtype.block_elems())
+}
+
 fn float_and_quant_shapes(dtype: DType) -> Vec<(usize, usize)> {
+    float_and_quant_shapes_32(dtype)
+        .into_iter()
+        .map(|(n, c)| (n, qcols(dtype, c)))
+        .collect()
+}
+
+fn float_and_quant_shapes_32(dtype: DType) -> Vec<(usize, usize)> {
     if dtype.is_quantized() {
         vec![
             (1, 32),
@@ -193,7 +206,7 @@ fn matvec_coalesced_every_dtype_awkward_shapes_and_batch_invariant() {
             assert_eq!(bits(k, &b), bits(k, &a), "{what}: accumulate");
         }
         let (n, cols) = if dtype.is_quantized() {
-            (67, 160)
+            (67, qcols(dtype, 160))
         } else {
             (67, 37)
         };
@@ -268,7 +281,7 @@ fn matvec_batched_over_tokens_every_dtype() {
         } else {
             &[37, 44]
         };
-        for &cols in cols_list {
+        for cols in cols_list.iter().map(|&c| qcols(dtype, c)) {
             // m: 1, below one tile, a tile and a tail, several tiles and a tail.
             for (m, n) in [(1, 5), (2, 1), (3, 13), (tile + 1, 67), (2 * tile + 3, 29)] {
                 let (w, deq) = weights(k, &mut rng, dtype, n, cols, (n > 20).then_some(29));
@@ -301,7 +314,7 @@ fn matvec_batched_is_batch_invariant_every_dtype() {
     let mut rng = StdRng::seed_from_u64(12);
     for dtype in DType::ALL {
         let (n, cols) = if dtype.is_quantized() {
-            (67, 160)
+            (67, qcols(dtype, 160))
         } else {
             (67, 37)
         };
@@ -360,7 +373,7 @@ fn matvec_glu_equals_the_unfused_kernels_every_dtype() {
     let Some(k) = kernels() else { return };
     let mut rng = StdRng::seed_from_u64(21);
     for dtype in DType::ALL {
-        let cols = if dtype.is_quantized() { 96 } else { 37 };
+        let cols = qcols(dtype, if dtype.is_quantized() { 96 } else { 37 });
         let n = 67;
         let (wg, dg) = weights(k, &mut rng, dtype, n, cols, Some(29));
         let (wu, du) = weights(k, &mut rng, dtype, n, cols, Some(29));
@@ -430,6 +443,13 @@ fn matvec_glu_equals_the_unfused_kernels_every_dtype() {
 /// 40 rows), k below, at and past 64 units and not a multiple of 64 units (or, for floats,
 /// of 4 elements), and a real model size.
 fn coalesced_shapes(dtype: DType) -> Vec<(usize, usize)> {
+    coalesced_shapes_32(dtype)
+        .into_iter()
+        .map(|(n, c)| (n, qcols(dtype, c)))
+        .collect()
+}
+
+fn coalesced_shapes_32(dtype: DType) -> Vec<(usize, usize)> {
     if dtype.is_quantized() {
         vec![(1, 32), (7, 160), (67, 32 * 64), (13, 32 * 67), (1536, 576)]
     } else {
@@ -740,14 +760,9 @@ fn matvec_and_matvec_glu_x_broadcast_equals_x_loads() {
     assert_eq!(k.matvec_x_broadcast(), k.tuning().x_broadcast);
     bcast.set_matvec_x_broadcast(true).unwrap();
     let mut rng = StdRng::seed_from_u64(23);
-    for dtype in [
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::Q8_0,
-        DType::Q5_0,
-        DType::Q5_1,
-    ] {
+    for dtype in DType::ALL.into_iter().filter(|d| d.is_quantized()) {
         for (n, cols, part) in [(13, 96, None), (67, 160, Some(29)), (1536, 576, None)] {
+            let cols = qcols(dtype, cols);
             let (w, _) = weights(k, &mut rng, dtype, n, cols, part);
             let (wu, _) = weights(k, &mut rng, dtype, n, cols, part);
             for m in [1, 2, 7] {
@@ -793,7 +808,7 @@ fn matvec_add_equals_matvec_then_add_every_dtype() {
     let Some(k) = kernels() else { return };
     let mut rng = StdRng::seed_from_u64(22);
     for dtype in DType::ALL {
-        let cols = if dtype.is_quantized() { 64 } else { 37 };
+        let cols = qcols(dtype, if dtype.is_quantized() { 64 } else { 37 });
         let n = 45;
         let (w, _) = weights(k, &mut rng, dtype, n, cols, Some(16));
         for m in [1, 3, 4, 9] {
@@ -829,7 +844,7 @@ fn matmul_every_dtype_and_awkward_shapes() {
                 (128, 576, 576),
             ]
         };
-        for (m, n, cols) in shapes {
+        for (m, n, cols) in shapes.into_iter().map(|(m, n, c)| (m, n, qcols(dtype, c))) {
             let part = (n > 64).then_some(37);
             let (w, deq) = weights(k, &mut rng, dtype, n, cols, part);
             let x = rand_vec(&mut rng, m * cols, 1.0);
@@ -856,7 +871,7 @@ fn embedding_every_dtype_and_split_tables() {
     let Some(k) = kernels() else { return };
     let mut rng = StdRng::seed_from_u64(4);
     for dtype in DType::ALL {
-        let cols = if dtype.is_quantized() { 96 } else { 37 };
+        let cols = qcols(dtype, if dtype.is_quantized() { 96 } else { 37 });
         for part in [None, Some(7)] {
             let (w, deq) = weights(k, &mut rng, dtype, 61, cols, part);
             let ids: Vec<u32> = vec![0, 60, 7, 7, 33, 1, 59, 14];
@@ -2737,7 +2752,7 @@ fn split_output_equals_separate_projections_every_dtype() {
     let Some(k) = kernels() else { return };
     let mut rng = StdRng::seed_from_u64(73);
     for dtype in DType::ALL {
-        let cols = if dtype.is_quantized() { 96 } else { 37 };
+        let cols = qcols(dtype, if dtype.is_quantized() { 96 } else { 37 });
         for (rows, part_rows) in [
             ([20, 12, 12], None),
             ([9, 3, 5], Some(4)),

@@ -113,7 +113,7 @@ impl Gemma {
             check_gemma3(&cfg)?;
         }
         let (h, hd, nh, nkv, inter) = cfg.dims();
-        let w = WeightLoader::new(src, dev.clone(), opts, 3 + cfg.n_layers * 13);
+        let w = WeightLoader::new(src, dev.clone(), &cfg, opts, 3 + cfg.n_layers * 13);
         let (embed, lm_head, norm) = w.ends(&cfg)?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {

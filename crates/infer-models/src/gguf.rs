@@ -195,8 +195,8 @@ impl GgufFile {
     }
 
     /// The exact bytes of a tensor (`dtype.bytes_for(n_elems)` of them). Errors name the
-    /// tensor: its size not whole blocks, its data outside the file, or (Q5_0 / Q5_1) a
-    /// block's scale not finite.
+    /// tensor: its size not whole blocks, its data outside the file, or (the types decoded by
+    /// `ggml_quants`: Q5_0 / Q5_1, the K-quants, IQ4_NL / IQ4_XS) a block's scale not finite.
     pub fn tensor_data(&self, t: &GgufTensorInfo) -> Result<&[u8]> {
         let dtype = self.dtype(t)?;
         let bad = |reason: String| ModelError::BadTensor {
@@ -408,15 +408,8 @@ fn ggml_block_layout(t: u32) -> Option<(u64, u64)> {
         return Some((d.block_elems() as u64, d.block_bytes() as u64));
     }
     Some(match t {
-        6 => (32, 22),   // Q5_0
-        7 => (32, 24),   // Q5_1
-        9 => (32, 36),   // Q8_1
-        10 => (256, 84), // Q2_K
-        11 => (256, 110),
-        12 => (256, 144),
-        13 => (256, 176),
-        14 => (256, 210),
-        15 => (256, 292),
+        9 => (32, 36),    // Q8_1
+        15 => (256, 292), // Q8_K
         24 => (1, 1),
         25 => (1, 2),
         26 => (1, 4),

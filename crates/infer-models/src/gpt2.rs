@@ -123,7 +123,7 @@ impl Gpt2 {
         };
         // Conv1D weights are (in, out) in Hugging Face files, (out, in) in GGUF.
         let conv_t = !matches!(src, Source::Gguf(_));
-        let w = WeightLoader::new(src, dev.clone(), opts, 4 + cfg.n_layers * 12);
+        let w = WeightLoader::new(src, dev.clone(), &cfg, opts, 4 + cfg.n_layers * 12);
         let wte = w.matrix(&format!("{pre}wte.weight"), &[cfg.vocab_size, h])?;
         let wpe = w.matrix(&format!("{pre}wpe.weight"), &[cfg.max_position, h])?;
         let lm_head = if cfg.tie_embeddings || !src.has("lm_head.weight") {

@@ -30,6 +30,6 @@ pub use io::MAX_CHAIN;
 pub use llama::LlamaModel;
 pub use load::{ModelPath, load};
 pub use model::{MAX_TOPK, MAX_VERIFY, Model, Output, StepOut};
-pub use options::LoadOptions;
+pub use options::{LoadOptions, Quant, WeightRole};
 pub use runner::{Runner, chain_ahead, row_cost};
 pub use tokenizer::{ChatMessage, StreamDecoder, Tokenizer};

@@ -101,7 +101,7 @@ impl Llama {
         opts: &LoadOptions,
     ) -> Result<Llama> {
         let (h, hd, nh, nkv, inter) = cfg.dims();
-        let w = WeightLoader::new(src, dev.clone(), opts, 3 + cfg.n_layers * 9);
+        let w = WeightLoader::new(src, dev.clone(), &cfg, opts, 3 + cfg.n_layers * 9);
         let (embed, lm_head, norm) = w.ends(&cfg)?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {

@@ -77,7 +77,7 @@ pub fn load(
 ) -> Result<Llama> {
     let (h, hd, nh, nkv, inter) = cfg.dims();
     let capacity = opts.capacity(&cfg);
-    let w = WeightLoader::new(src, dev.clone(), opts, 3 + cfg.n_layers * 6);
+    let w = WeightLoader::new(src, dev.clone(), &cfg, opts, 3 + cfg.n_layers * 6);
     let (embed, lm_head, norm) = w.ends(&cfg)?;
     let mut layers = Vec::with_capacity(cfg.n_layers);
     for i in 0..cfg.n_layers {

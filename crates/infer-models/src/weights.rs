@@ -7,9 +7,10 @@ use std::sync::Arc;
 use infer_tensor::reference::{rope_inv_freq, rope_table};
 use infer_tensor::{DType, Device, Tensor};
 
+use crate::arch::Family;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::options::LoadOptions;
+use crate::options::{LoadOptions, Quant, WeightRole};
 use crate::source::{RawTensor, Source};
 use crate::step::Qkv;
 
@@ -17,12 +18,22 @@ use crate::step::Qkv;
 pub(crate) struct WeightLoader<'a> {
     pub src: &'a Source,
     pub dev: Arc<Device>,
-    quant: Option<DType>,
+    quant: Option<Quant>,
+    family: Family,
+    n_layers: usize,
+    /// The token embeddings serve as the output head.
+    tied: bool,
     bar: indicatif::ProgressBar,
 }
 
 impl<'a> WeightLoader<'a> {
-    pub fn new(src: &'a Source, dev: Arc<Device>, opts: &LoadOptions, n_tensors: usize) -> Self {
+    pub fn new(
+        src: &'a Source,
+        dev: Arc<Device>,
+        cfg: &ModelConfig,
+        opts: &LoadOptions,
+        n_tensors: usize,
+    ) -> Self {
         let bar = if opts.progress {
             indicatif::ProgressBar::new(n_tensors as u64).with_style(
                 indicatif::ProgressStyle::with_template(
@@ -37,8 +48,18 @@ impl<'a> WeightLoader<'a> {
             src,
             dev,
             quant: opts.quant,
+            family: cfg.arch.family,
+            n_layers: cfg.n_layers,
+            tied: cfg.tie_embeddings || !src.has("lm_head.weight"),
             bar,
         }
+    }
+
+    /// The dtype `--quant` asks for the matrix `name` with rows of `cols`, if any.
+    fn quant_for(&self, name: &str, cols: usize) -> Option<DType> {
+        let gguf = self.family.gguf_name(name).unwrap_or_default();
+        let role = WeightRole::of_gguf_name(&gguf, self.tied);
+        self.quant?.dtype_for(role, cols, self.n_layers)
     }
 
     /// A weight matrix `(rows, cols)`, kept in its stored dtype unless `--quant` asks
@@ -53,9 +74,8 @@ impl<'a> WeightLoader<'a> {
     /// A weight matrix's bytes as [`WeightLoader::matrix`] uploads them.
     fn raw_matrix(&self, name: &str, shape: &[usize]) -> Result<RawTensor<'a>> {
         let mut raw = self.src.get(name, shape)?;
-        if let Some(q) = self.quant
+        if let Some(q) = self.quant_for(name, shape[shape.len() - 1])
             && raw.dtype != q
-            && q.bytes_for(shape[shape.len() - 1]).is_some()
         {
             raw = raw.convert(q)?;
         }
@@ -238,9 +258,8 @@ impl<'a> WeightLoader<'a> {
             let dtype = raw.dtype;
             raw.convert(dtype)?
         };
-        if let Some(q) = self.quant
+        if let Some(q) = self.quant_for(name, cols)
             && raw.dtype != q
-            && q.bytes_for(cols).is_some()
         {
             raw = raw.convert(q)?;
         }

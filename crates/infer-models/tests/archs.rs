@@ -153,7 +153,7 @@ fn load_with_tokenizer_and_quantize_on_load() {
     // --quant q8_0 re-encodes the split and transposed matrices too: it runs, and the first
     // greedy token (margin >= 0.1) survives.
     let opts = LoadOptions {
-        quant: Some(infer_tensor::DType::Q8_0),
+        quant: Some(infer_tensor::DType::Q8_0.into()),
         ..Default::default()
     };
     for ((tuning, k), case) in tunings()

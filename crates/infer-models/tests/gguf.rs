@@ -232,8 +232,8 @@ fn absurd_counts_are_rejected_without_allocating() {
 
 #[test]
 fn unsupported_tensor_type_is_named() {
-    // Q4_K: 256 elements per 144-byte block.
-    let w = sample(3).tensor("blk.0.attn_q.weight", &[256], 12, vec![0; 144]);
+    // Q8_K: 256 elements per 292-byte block (llama.cpp's intermediate type, never a weight).
+    let w = sample(3).tensor("blk.0.attn_q.weight", &[256], 15, vec![0; 292]);
     let file = TempFile::with(&w.bytes());
     let g = GgufFile::open(file.path()).expect("unsupported types still open");
     let t = g.tensor("blk.0.attn_q.weight").unwrap();
@@ -241,7 +241,7 @@ fn unsupported_tensor_type_is_named() {
     let msg = err.to_string();
     assert!(msg.contains("unsupported tensor type"), "{msg}");
     assert!(
-        msg.contains("Q4_K") && msg.contains("blk.0.attn_q.weight"),
+        msg.contains("Q8_K") && msg.contains("blk.0.attn_q.weight"),
         "{msg}"
     );
     assert!(g.tensor_data(t).is_err());
@@ -321,4 +321,54 @@ fn q5_tensors_load_and_bad_blocks_are_named() {
     let file = TempFile::with(&w.bytes());
     let msg = GgufFile::open(file.path()).unwrap_err().to_string();
     assert!(msg.contains("d.odd") && msg.contains("Q5_0"), "{msg}");
+}
+
+/// The K- and I-quants load from a file with their GGUF type ids, bytes as written; a
+/// non-finite super-block scale and a row that is not whole 256-element blocks are errors
+/// naming the tensor and its type.
+#[test]
+fn k_and_i_quant_tensors_load_and_bad_blocks_are_named() {
+    use infer_tensor::reference;
+    let x: Vec<f32> = (0..512)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 30.0)
+        .collect();
+    let types = [
+        (DType::Q2_K, 10),
+        (DType::Q3_K, 11),
+        (DType::Q4_K, 12),
+        (DType::Q5_K, 13),
+        (DType::Q6_K, 14),
+        (DType::IQ4_NL, 20),
+        (DType::IQ4_XS, 23),
+    ];
+    let mut w = sample(3);
+    let mut blobs = Vec::new();
+    for (dt, id) in types {
+        let bytes = reference::quantize(dt, &x);
+        w = w.tensor(&format!("w.{dt}"), &[512], id, bytes.clone());
+        blobs.push(bytes);
+    }
+    // Q6_K's d sits at byte 208 of its second block.
+    let mut inf = blobs[4].clone();
+    inf[210 + 208..210 + 210].copy_from_slice(&0xfc00u16.to_le_bytes());
+    w = w.tensor("w.inf", &[512], 14, inf);
+    let file = TempFile::with(&w.bytes());
+    let g = GgufFile::open(file.path()).expect("opens");
+    for ((dt, _), bytes) in types.iter().zip(&blobs) {
+        let t = g.tensor(&format!("w.{dt}")).unwrap();
+        assert_eq!(g.dtype(t).unwrap(), *dt);
+        assert_eq!(g.tensor_data(t).unwrap(), bytes.as_slice(), "{dt}");
+    }
+    let msg = g
+        .tensor_data(g.tensor("w.inf").unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("w.inf") && msg.contains("Q6_K") && msg.contains("block 1"),
+        "{msg}"
+    );
+    let w = sample(3).tensor("w.odd", &[288], 12, vec![0; 144]);
+    let file = TempFile::with(&w.bytes());
+    let msg = GgufFile::open(file.path()).unwrap_err().to_string();
+    assert!(msg.contains("w.odd") && msg.contains("Q4_K"), "{msg}");
 }

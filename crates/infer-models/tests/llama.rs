@@ -196,7 +196,7 @@ fn quantize_on_load_keeps_greedy_tokens_close() {
     let dir = fixtures().join("llama_gqa_f32");
     let expected_q8 = read_json(&dir.join("expected_q8_0.json"));
     let opts = LoadOptions {
-        quant: Some(infer_tensor::DType::Q8_0),
+        quant: Some(infer_tensor::DType::Q8_0.into()),
         ..Default::default()
     };
     for (tuning, k) in tunings() {

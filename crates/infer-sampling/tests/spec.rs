@@ -21,7 +21,7 @@ use common::{kernels, repo, smollm2, stories};
 
 fn load(k: &Arc<Kernels>, p: &Path, quant: Option<DType>) -> (Box<dyn Model>, Tokenizer) {
     let opts = LoadOptions {
-        quant,
+        quant: quant.map(Into::into),
         context: Some(512),
         ..Default::default()
     };

@@ -336,7 +336,7 @@ impl BatchedModel {
 pub fn load_batched(
     spec: &str,
     kernels: Arc<Kernels>,
-    quant: Option<DType>,
+    quant: Option<infer_models::Quant>,
     bc: BatchConfig,
 ) -> Result<(BatchedModel, infer_models::Tokenizer)> {
     let path = infer_models::load::resolve(spec)?;
@@ -349,7 +349,7 @@ pub fn load_batched(
 pub fn load_batched_model(
     spec: &str,
     kernels: Arc<Kernels>,
-    quant: Option<DType>,
+    quant: Option<infer_models::Quant>,
     bc: BatchConfig,
 ) -> Result<BatchedModel> {
     let path = infer_models::load::resolve(spec)?;
@@ -361,7 +361,7 @@ fn batched(
     src: &infer_models::source::Source,
     cfg: ModelConfig,
     kernels: Arc<Kernels>,
-    quant: Option<DType>,
+    quant: Option<infer_models::Quant>,
     mut bc: BatchConfig,
 ) -> Result<BatchedModel> {
     bc.context = bc.context.min(cfg.max_position).max(1);

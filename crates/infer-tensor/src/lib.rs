@@ -8,6 +8,7 @@ pub mod error;
 pub mod reference;
 pub mod tensor;
 pub mod tuning;
+mod unit_pack;
 
 pub use device::{AdapterSummary, Caps, Device, DeviceOptions};
 pub use dtype::DType;

@@ -33,6 +33,7 @@ use wgpu::util::DeviceExt;
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Result, TensorError};
+use crate::unit_pack;
 
 /// One buffer of a tensor holding rows `row_start .. row_start + rows`.
 #[derive(Clone, Debug)]
@@ -69,7 +70,7 @@ pub fn weight_unit(dtype: DType) -> usize {
     match dtype {
         DType::F32 | DType::U32 => 4,
         DType::F16 | DType::BF16 => 8,
-        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 => 32,
+        _ => 32,
     }
 }
 
@@ -84,7 +85,7 @@ fn scale_bytes(dtype: DType) -> usize {
         DType::Q8_0 | DType::Q4_0 => 2,
         DType::Q4_1 => 4,
         DType::Q5_0 | DType::Q5_1 => 8,
-        _ => 0,
+        _ => unit_pack::scale_bytes(dtype),
     }
 }
 
@@ -103,7 +104,7 @@ fn value_bytes(dtype: DType) -> usize {
 /// `(d, m)` for Q4_1; for Q5_0 / Q5_1 8 bytes per block: the f16 pair `(d, m)` (Q5_0: `d`
 /// and 0, its kernels use `m = -16 d`) then the block's `qh` word of high bits, so a
 /// unit's scales and high bits are one aligned 8-byte read and its low nibbles are laid out
-/// as Q4_1's) starting
+/// as Q4_1's; the K- and I-quants' 32-element sub-blocks as `unit_pack` describes) starting
 /// at a 16-byte boundary. Returns the bytes and the scale
 /// region's offset in 16-byte units. Kernels then load a whole unit with one aligned
 /// 16-byte read instead of byte-level gathers.
@@ -164,6 +165,12 @@ pub fn pack_weights(
                     let blk = &row[b * 24..(b + 1) * 24];
                     scale.copy_from_slice(&blk[..8]);
                     dst.copy_from_slice(&blk[8..]);
+                }
+                _ => {
+                    let per = dtype.block_elems() / 32;
+                    let bb = dtype.block_bytes();
+                    let blk = &row[b / per * bb..(b / per + 1) * bb];
+                    unit_pack::pack_unit(dtype, blk, b % per, dst, scale);
                 }
             }
         }

@@ -170,3 +170,64 @@ fn weight_layout_interleaves_row_groups() {
     assert_eq!(&got[..12], &x[..]);
     assert!(got[12..].iter().all(|&v| v == 0.0));
 }
+
+/// The K- and I-quants' packed units decoded the way their `weights_*.wgsl` snippets decode
+/// them (nibbles in Q4_0's order, the scale-region words of `unit_pack`) give the reference
+/// dequantization bit for bit, over random blocks of 3 rows in groups of 2.
+#[test]
+fn weight_layout_k_and_i_quants_decode_to_the_reference() {
+    const BOOK: [i8; 16] = reference::ggml_quants::IQ4_NL_VALUES;
+    let f = |w: u32| f32::from_bits(w);
+    for dt in [
+        DType::Q2_K,
+        DType::Q3_K,
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
+        DType::IQ4_NL,
+        DType::IQ4_XS,
+    ] {
+        let (rows, cols, group) = (3, 512, 2);
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|i| (((i * 7919) % 1009) as f32 - 504.0) / 97.0)
+            .collect();
+        let gguf = reference::quantize(dt, &x);
+        let want = reference::dequantize(dt, &gguf, rows * cols);
+        let (packed, soff) = pack_weights(dt, rows, cols, group, &gguf);
+        let words: &[u32] = bytemuck::cast_slice(&packed);
+        let nb = weight_units_per_row(dt, cols);
+        let sb = match dt {
+            DType::IQ4_NL | DType::IQ4_XS => 1,
+            DType::Q4_K | DType::Q3_K => 2,
+            _ => 4,
+        };
+        for r in 0..rows {
+            for b in 0..nb {
+                let u = (r / group) * group * nb + b * group + r % group;
+                let q = &packed[16 * u..16 * u + 16];
+                let s = &words[4 * soff + sb * u..4 * soff + sb * (u + 1)];
+                for i in 0..32 {
+                    let n = (q[i % 16] >> (4 * (i / 16))) & 0xF;
+                    let (nf, half) = (n as f32, i / 16);
+                    let got = match dt {
+                        DType::Q4_K => f(s[0]) * nf + f(s[1]),
+                        DType::Q5_K => f(s[0]) * (nf + 16.0 * ((s[2] >> i) & 1) as f32) + f(s[1]),
+                        DType::Q6_K => {
+                            let h = (s[2 + half] >> (2 * (i % 16))) & 3;
+                            f(s[half]) * (nf + 16.0 * h as f32 - 32.0)
+                        }
+                        DType::Q3_K => f(s[half]) * (nf - 4.0),
+                        DType::Q2_K => f(s[2 * half]) * nf + f(s[2 * half + 1]),
+                        _ => f(s[0]) * BOOK[n as usize] as f32,
+                    };
+                    let e = r * cols + 32 * b + i;
+                    assert_eq!(
+                        got.to_bits(),
+                        want[e].to_bits(),
+                        "{dt} row {r} unit {b} elem {i}"
+                    );
+                }
+            }
+        }
+    }
+}

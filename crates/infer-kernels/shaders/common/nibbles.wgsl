@@ -50,3 +50,57 @@ fn q5_q(q: vec4<u32>, qh: u32) -> array<vec4<f32>, 8> {
     }
     return r;
 }
+
+// Eight f32 pairs packed two to 16 bytes in a, b, c, e (Q4_K's and Q3_K's w_scales8).
+fn f32_pairs8(a: vec4<u32>, b: vec4<u32>, c: vec4<u32>, e: vec4<u32>) -> array<vec2<f32>, 8> {
+    return array<vec2<f32>, 8>(
+        bitcast<vec2<f32>>(a.xy), bitcast<vec2<f32>>(a.zw),
+        bitcast<vec2<f32>>(b.xy), bitcast<vec2<f32>>(b.zw),
+        bitcast<vec2<f32>>(c.xy), bitcast<vec2<f32>>(c.zw),
+        bitcast<vec2<f32>>(e.xy), bitcast<vec2<f32>>(e.zw),
+    );
+}
+
+// (sum_j q_j x_j over elements 0..16, the same over 16..32) of a 32-element unit: the
+// dot products of the K-quants whose scale changes every 16 elements.
+fn dot_halves(q: array<vec4<f32>, 8>, xs: array<vec4<f32>, 8>) -> vec2<f32> {
+    return vec2<f32>(
+        dot(q[0], xs[0]) + dot(q[1], xs[1]) + dot(q[2], xs[2]) + dot(q[3], xs[3]),
+        dot(q[4], xs[4]) + dot(q[5], xs[5]) + dot(q[6], xs[6]) + dot(q[7], xs[7]),
+    );
+}
+
+// The 32 6-bit quants of a Q6_K unit minus 32, as floats in element order: `q` its low
+// nibbles (as nib_q), `h0` / `h1` the top two bits of elements 0..16 / 16..32 (bits 2i, 2i + 1).
+fn q6_q(q: vec4<u32>, h0: u32, h1: u32) -> array<vec4<f32>, 8> {
+    let lo = nib_q(q);
+    var r: array<vec4<f32>, 8>;
+    for (var k = 0u; k < 8u; k++) {
+        let hw = select(h1, h0, k < 4u) >> (8u * (k % 4u));
+        let h = (vec4<u32>(hw) >> vec4<u32>(0u, 2u, 4u, 6u)) & vec4<u32>(3u);
+        r[k] = lo[k] + 16.0 * vec4<f32>(h) - 32.0;
+    }
+    return r;
+}
+
+// IQ4_NL's non-linear code book (kvalues_iq4nl), 16 i8 packed little-endian in 4 words.
+const IQ4_BOOK = vec4<u32>(0xbfad9881u, 0xf6eaddcfu, 0x26190d01u, 0x71594535u);
+
+// The code book's value for the 4 nibbles at bit `s` of the bytes of `q`.
+fn iq4_4(q: u32, s: u32) -> vec4<f32> {
+    let n = (q >> s) & 0x0f0f0f0fu;
+    var r: vec4<f32>;
+    for (var j = 0u; j < 4u; j++) {
+        let i = (n >> (8u * j)) & 0xfu;
+        r[j] = f32(extractBits(i32(IQ4_BOOK[i / 4u]), 8u * (i % 4u), 8u));
+    }
+    return r;
+}
+
+// The 32 code-book values of an IQ4 unit in element order (nib_q's order).
+fn iq4_q(q: vec4<u32>) -> array<vec4<f32>, 8> {
+    return array<vec4<f32>, 8>(
+        iq4_4(q.x, 0u), iq4_4(q.y, 0u), iq4_4(q.z, 0u), iq4_4(q.w, 0u),
+        iq4_4(q.x, 4u), iq4_4(q.y, 4u), iq4_4(q.z, 4u), iq4_4(q.w, 4u),
+    );
+}

@@ -1,6 +1,8 @@
 // Weight access, bf16 (weight layout): a unit is 8 bf16 in one 16-byte word; a bf16 is
 // the high half of an f32.
 // Needs `w: array<vec4<u32>>` and `p.k`.
+// matvec's zero value of w_scales8's result (its type differs between snippets).
+const W_SCALES8_ZERO = array<vec2<f32>, 8>();
 const WB: u32 = 8u;
 const WV: u32 = 2u;
 

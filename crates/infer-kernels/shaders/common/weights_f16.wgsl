@@ -1,5 +1,7 @@
 // Weight access, f16 (weight layout): a unit is 8 halves in one 16-byte word.
 // Needs `w: array<vec4<u32>>` and `p.k`.
+// matvec's zero value of w_scales8's result (its type differs between snippets).
+const W_SCALES8_ZERO = array<vec2<f32>, 8>();
 const WB: u32 = 8u;
 const WV: u32 = 2u;
 

@@ -1,6 +1,8 @@
 // Weight access, f32 (the weight layout of infer_tensor::tensor::pack_weights): a unit is
 // 4 elements in one 16-byte word; rows are zero-padded to whole units.
 // Needs `w: array<vec4<u32>>` and `p.k` (row length in elements).
+// matvec's zero value of w_scales8's result (its type differs between snippets).
+const W_SCALES8_ZERO = array<vec2<f32>, 8>();
 const WB: u32 = 4u;
 const WV: u32 = 1u;
 

@@ -1,6 +1,8 @@
 // Weight access, Q4_1 (weight layout): a unit is a block of 32: its 16 bytes of nibbles in
 // one word; its f16 pair (d, m) in the scale region at word p.soff (4 pairs per word).
 // Value = d q + m. Needs `w: array<vec4<u32>>`, `p.k`, `p.soff`; nibbles.wgsl.
+// matvec's zero value of w_scales8's result (its type differs between snippets).
+const W_SCALES8_ZERO = array<vec2<f32>, 8>();
 const WB: u32 = 32u;
 const WV: u32 = 8u;
 

@@ -3,6 +3,8 @@
 // its f16 d (and an unused f16), then its qh (bit j: element j's high bit).
 // Value = d (q - 16) = d q + m with m = -16 d. Needs `w: array<vec4<u32>>`, `p.k`,
 // `p.soff`; nibbles.wgsl.
+// matvec's zero value of w_scales8's result (its type differs between snippets).
+const W_SCALES8_ZERO = array<vec2<f32>, 8>();
 const WB: u32 = 32u;
 const WV: u32 = 8u;
 

@@ -2,6 +2,8 @@
 // in one word (as Q4_1); in the scale region at word p.soff, 8 bytes per unit (2 per word):
 // its f16 pair (d, m), then its qh (bit j: element j's high bit). Value = d q + m.
 // Needs `w: array<vec4<u32>>`, `p.k`, `p.soff`; nibbles.wgsl.
+// matvec's zero value of w_scales8's result (its type differs between snippets).
+const W_SCALES8_ZERO = array<vec2<f32>, 8>();
 const WB: u32 = 32u;
 const WV: u32 = 8u;
 

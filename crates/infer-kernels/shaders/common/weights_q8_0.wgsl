@@ -1,6 +1,8 @@
 // Weight access, Q8_0 (weight layout): a unit is a block of 32: its 32 int8 quants in two
 // 16-byte words; its f16 scale d in the scale region at word p.soff (8 scales per word).
 // Value = d q. Needs `w: array<vec4<u32>>`, `p.k`, `p.soff`.
+// matvec's zero value of w_scales8's result (its type differs between snippets).
+const W_SCALES8_ZERO = array<vec2<f32>, 8>();
 const WB: u32 = 32u;
 const WV: u32 = 8u;
 

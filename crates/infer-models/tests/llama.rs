@@ -376,3 +376,131 @@ fn prompts_over_the_context_and_bad_ids_are_errors() {
     let e = m.forward(&[5000], Output::Argmax).unwrap_err().to_string();
     assert!(e.contains("5000"), "{e}");
 }
+
+/// A Llama checkpoint whose matrices' rows are whole 256-element super-blocks (hidden 256,
+/// MLP 512, 2 layers, untied head), random f32 weights, written to a scratch folder; with
+/// `replace`, each matrix is first replaced by what it returns for it (name, cols, values).
+fn k_quant_checkpoint(
+    tag: &str,
+    replace: &dyn Fn(&str, usize, Vec<f32>) -> Vec<f32>,
+) -> tempdir::Dir {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    let d = tempdir::Dir::new(tag);
+    let mut cfg = read_json(&fixtures().join("llama_gqa_f32/config.json"));
+    cfg["hidden_size"] = 256.into();
+    cfg["intermediate_size"] = 512.into();
+    cfg["head_dim"] = 64.into();
+    std::fs::write(d.0.join("config.json"), cfg.to_string()).unwrap();
+    let (h, inter, vocab) = (256usize, 512usize, 256usize);
+    let mut shapes: Vec<(String, Vec<usize>)> = vec![
+        ("model.embed_tokens.weight".into(), vec![vocab, h]),
+        ("lm_head.weight".into(), vec![vocab, h]),
+        ("model.norm.weight".into(), vec![h]),
+    ];
+    for l in 0..2 {
+        let p = |s: &str| format!("model.layers.{l}.{s}");
+        for (s, shape) in [
+            ("self_attn.q_proj.weight", vec![4 * 64, h]),
+            ("self_attn.k_proj.weight", vec![2 * 64, h]),
+            ("self_attn.v_proj.weight", vec![2 * 64, h]),
+            ("self_attn.o_proj.weight", vec![h, 4 * 64]),
+            ("mlp.gate_proj.weight", vec![inter, h]),
+            ("mlp.up_proj.weight", vec![inter, h]),
+            ("mlp.down_proj.weight", vec![h, inter]),
+            ("input_layernorm.weight", vec![h]),
+            ("post_attention_layernorm.weight", vec![h]),
+        ] {
+            shapes.push((p(s), shape));
+        }
+    }
+    let mut rng = StdRng::seed_from_u64(5);
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
+        .into_iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let mut v: Vec<f32> = if shape.len() == 1 {
+                (0..n).map(|_| 1.0 + rng.random_range(-0.1..0.1)).collect()
+            } else {
+                let s = 1.0 / (shape[1] as f32).sqrt();
+                (0..n).map(|_| rng.random_range(-2.0..2.0) * s).collect()
+            };
+            if shape.len() == 2 {
+                v = replace(&name, shape[1], v);
+            }
+            (name, shape, bytemuck::cast_slice(&v).to_vec())
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(n, s, b)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
+            (n.clone(), view.unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &d.0.join("model.safetensors")).unwrap();
+    d
+}
+
+/// `--quant q4_k`, `q5_k`, `q6_k` and `q4_k_m` on an f32 checkpoint run the same model as
+/// loading the f32 checkpoint whose matrices are the reference dequantization of those
+/// encodings (llama.cpp's rounding, the type `Quant::dtype_for` picks per matrix): the
+/// logits of a prompt agree to float rounding, under each tuning.
+#[test]
+fn quantize_on_load_k_quants_equal_their_reference_dequantization() {
+    use infer_models::arch::Family;
+    use infer_models::{Quant, WeightRole};
+    if kernels().is_none() {
+        return;
+    }
+    let prompt = [1u32, 17, 99, 200, 3, 45];
+    for quant in ["q4_k", "q5_k", "q6_k", "q4_k_m"] {
+        let q = Quant::parse(quant).unwrap();
+        let mut used = Vec::new();
+        let plain = k_quant_checkpoint(&format!("kq-{quant}"), &|_, _, v| v);
+        let deq = k_quant_checkpoint(&format!("kq-{quant}-deq"), &|name, cols, v| {
+            let gguf = Family::Llama.gguf_name(name).unwrap();
+            let dt = q
+                .dtype_for(WeightRole::of_gguf_name(&gguf, false), cols, 2)
+                .unwrap();
+            let bytes = reference::quantize(dt, &v);
+            reference::dequantize(dt, &bytes, v.len())
+        });
+        for (i, name) in ["blk.0.attn_v.weight", "blk.1.ffn_down.weight", "output.weight"]
+            .iter()
+            .enumerate()
+        {
+            let cols = if i == 1 { 512 } else { 256 };
+            used.push(q.dtype_for(WeightRole::of_gguf_name(name, false), cols, 2));
+        }
+        if quant == "q4_k_m" {
+            // Layer 0's v keeps Q4_K, layer 1's down and the head get Q6_K.
+            assert_eq!(
+                used,
+                [Some(DType::Q4_K), Some(DType::Q6_K), Some(DType::Q6_K)]
+            );
+        }
+        let opts = LoadOptions {
+            quant: Some(q),
+            ..Default::default()
+        };
+        for (tuning, k) in tunings() {
+            let mut a = load(&k, ModelPath::HfDir(plain.0.clone()), &opts);
+            let mut b = load(&k, ModelPath::HfDir(deq.0.clone()), &LoadOptions::default());
+            let (la, lb) = (logits(a.as_mut(), &prompt), logits(b.as_mut(), &prompt));
+            let scale = lb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = la
+                .iter()
+                .zip(&lb)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                err <= 1e-4 * scale.max(1.0),
+                "{quant} ({tuning}): logits off by {err} (scale {scale})"
+            );
+            // And the encoding did change the model.
+            let mut f = load(&k, ModelPath::HfDir(plain.0.clone()), &LoadOptions::default());
+            let lf = logits(f.as_mut(), &prompt);
+            assert!(lf != la, "{quant} ({tuning}): --quant changed nothing");
+        }
+    }
+}

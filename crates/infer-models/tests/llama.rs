@@ -465,9 +465,13 @@ fn quantize_on_load_k_quants_equal_their_reference_dequantization() {
             let bytes = reference::quantize(dt, &v);
             reference::dequantize(dt, &bytes, v.len())
         });
-        for (i, name) in ["blk.0.attn_v.weight", "blk.1.ffn_down.weight", "output.weight"]
-            .iter()
-            .enumerate()
+        for (i, name) in [
+            "blk.0.attn_v.weight",
+            "blk.1.ffn_down.weight",
+            "output.weight",
+        ]
+        .iter()
+        .enumerate()
         {
             let cols = if i == 1 { 512 } else { 256 };
             used.push(q.dtype_for(WeightRole::of_gguf_name(name, false), cols, 2));
@@ -498,7 +502,11 @@ fn quantize_on_load_k_quants_equal_their_reference_dequantization() {
                 "{quant} ({tuning}): logits off by {err} (scale {scale})"
             );
             // And the encoding did change the model.
-            let mut f = load(&k, ModelPath::HfDir(plain.0.clone()), &LoadOptions::default());
+            let mut f = load(
+                &k,
+                ModelPath::HfDir(plain.0.clone()),
+                &LoadOptions::default(),
+            );
             let lf = logits(f.as_mut(), &prompt);
             assert!(lf != la, "{quant} ({tuning}): --quant changed nothing");
         }

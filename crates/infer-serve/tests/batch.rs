@@ -351,3 +351,45 @@ fn batched_gemma3_matches_transformers() {
 fn batched_gpt2_matches_transformers() {
     arch_case("gpt2", 64, 16);
 }
+
+/// Gemma 3 270M, the real Q4_K_M file (Q4_K, Q6_K, Q5_0 and Q8_0 weights) through the
+/// batched step: all prompts of tests/fixtures/gemma3_270m/expected.json in one batch (one
+/// joining two steps late) give transformers' greedy tokens, under both tunings; then batch
+/// invariance over them.
+#[test]
+fn batched_gemma3_270m_q4_k_m_file_matches_transformers() {
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/gemma3_270m/expected.json"))
+            .expect("fixture"),
+    )
+    .expect("json");
+    let cases = v["cases"].as_array().expect("cases");
+    let prompts: Vec<Vec<u32>> = cases.iter().map(|c| json_ids(&c["prompt_ids"])).collect();
+    let want: Vec<Vec<u32>> = cases.iter().map(|c| json_ids(&c["greedy_ids"])).collect();
+    let n_gen = want.iter().map(Vec::len).min().expect("a case");
+    let bc = BatchConfig {
+        max_rows: 32,
+        max_seqs: 4,
+        block_size: 16,
+        n_blocks: 64,
+        context: 256,
+    };
+    for gpu in GPU_CHOICES {
+        let Some(mut m) = model_or_skip("models/gemma-3-270m-q4_k_m.gguf", bc, gpu) else {
+            return;
+        };
+        let start: Vec<usize> = (0..prompts.len())
+            .map(|i| if i == 1 { 2 } else { 0 })
+            .collect();
+        let got = run(&mut m, &prompts, &start, n_gen, 7, gpu);
+        for (i, (g, _)) in got.iter().enumerate() {
+            assert_eq!(
+                g[..],
+                want[i][..n_gen],
+                "prompt {i} ({}): batched greedy ids vs transformers",
+                tuning_name(gpu)
+            );
+        }
+        check_invariance_of(&mut m, tuning_name(gpu), prompts.clone(), n_gen.min(4));
+    }
+}

@@ -91,11 +91,10 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     };
     let (model, tok) = infer_serve::load_batched(&spec, kernels, parse_quant(&a.quant)?, bc)
         .with_context(|| format!("loading {spec}"))?;
-    let name = a.served_model_name.clone().unwrap_or_else(|| {
-        let p = std::path::Path::new(spec.trim_end_matches('/'));
-        p.file_name()
-            .map_or(spec.clone(), |f| f.to_string_lossy().into_owned())
-    });
+    let name = a
+        .served_model_name
+        .clone()
+        .unwrap_or_else(|| served_name(&spec));
     eprintln!(
         "infer serve: {name}, context {}, {} KV blocks of {} ({:.1} MB), up to {} sequences, {} tokens per step",
         model.bc.context,
@@ -122,4 +121,33 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         },
     )?;
     Ok(())
+}
+
+/// The model id `/v1/models` reports when `--served-model-name` is not given: a Hub id as
+/// written (`org/name:Q4_K_M`, what a client of llama-server or vLLM would send back), a
+/// local file or folder by its name.
+fn served_name(spec: &str) -> String {
+    let p = std::path::Path::new(spec.trim_end_matches('/'));
+    if !p.exists() && infer_models::hub::HubId::parse(spec).is_some() {
+        return spec.to_string();
+    }
+    p.file_name()
+        .map_or(spec.to_string(), |f| f.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::served_name;
+
+    #[test]
+    fn hub_ids_are_served_as_written_local_paths_by_name() {
+        assert_eq!(served_name("org/name:Q4_K_M"), "org/name:Q4_K_M");
+        assert_eq!(served_name("org/name"), "org/name");
+        assert_eq!(
+            served_name("org/name/m-Q4_K_M.gguf"),
+            "org/name/m-Q4_K_M.gguf"
+        );
+        let here = env!("CARGO_MANIFEST_DIR");
+        assert_eq!(served_name(&format!("{here}/src/")), "src");
+    }
 }

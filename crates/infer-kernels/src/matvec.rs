@@ -482,7 +482,8 @@ impl Kernels {
     /// measured faster on lavapipe than one token per invocation: float weights (their
     /// 16-byte unit load dominates) from 2 tokens on, the remainder in one tile of its own
     /// size (2 or 3; no padded tile); Q8_0 from 4 tokens on, the remainder one token per
-    /// invocation; Q4_0/Q4_1 where x is shared over subgroups
+    /// invocation; the other quantized types (Q4_0, Q4_1, Q5_*, the K- and I-quants, whose
+    /// unit decode a tile shares) where x is shared over subgroups
     /// ([`Kernels::matvec_x_broadcast`]) as the floats, otherwise never (each token's 8
     /// loads of x per unit then dominate: tiles measured no faster; with x shared they
     /// are). m = 1 is always the
@@ -493,7 +494,7 @@ impl Kernels {
         let (min, rem_tiles) = match dtype {
             DType::F32 | DType::F16 | DType::BF16 => (2, true),
             DType::Q8_0 => (tile, false),
-            DType::Q4_0 | DType::Q4_1 if self.matvec_x_broadcast() => (2, true),
+            d if d.is_quantized() && self.matvec_x_broadcast() => (2, true),
             _ => return vec![(1, 0, m)],
         };
         if m < min {

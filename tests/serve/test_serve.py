@@ -157,6 +157,25 @@ def test_bad_input_gets_4xx_and_server_keeps_serving(stories):
     assert status == 400, err
     status, err = raw(url, "/v1/chat/completions", json.dumps({"model": name, "messages": [{"role": "wizard", "content": "x"}]}).encode())
     assert status == 400, err
+    # Fields that would change the output and are not supported are refused by name, never
+    # ignored (a json_schema answered with free text, tools dropped).
+    chat_msg = [{"role": "user", "content": "x"}]
+    for path, body, field in [
+        ("/v1/chat/completions", {"messages": chat_msg, "response_format": {"type": "json_object"}}, "response_format"),
+        ("/v1/chat/completions", {"messages": chat_msg, "tools": []}, "tools"),
+        ("/v1/completions", {"prompt": "x", "suffix": "y"}, "suffix"),
+        ("/v1/completions", {"prompt": "x", "best_of": 2}, "best_of"),
+    ]:
+        status, err = raw(url, path, json.dumps({"model": name, **body}).encode())
+        assert status == 400 and err["error"]["param"] == field, (field, status, err)
+        assert field in err["error"]["message"], err
+    status, err = raw(url, "/v1/chat/completions", json.dumps(
+        {"model": name, "messages": [{"role": "user", "content": "x", "tool_calls": []}]}).encode())
+    assert status == 400 and "tool_calls" in err["error"]["message"], err
+    # `user` (the caller's end-user id) changes nothing and is accepted.
+    status, _ = raw(url, "/v1/completions", json.dumps(
+        {"model": name, "prompt": "x", "max_tokens": 2, "user": "u1"}).encode())
+    assert status == 200
     m = stories.metrics()
     assert m['infer_requests_total{status="400"}'] >= 15
     # Still serving.

@@ -22,7 +22,7 @@ pub struct ServeArgs {
     /// The model id clients name (default: the model file or folder name).
     #[arg(long = "served-model-name")]
     pub served_model_name: Option<String>,
-    /// Re-encode weights on load: q8_0 or q4_0 (also f16, q4_1).
+    /// Re-encode weights on load: q8_0, q4_0, q4_k, q5_k, q6_k, q4_k_m (llama.cpp's mix), ... (also f32, f16, bf16, q4_1, q5_0, q5_1).
     #[arg(long)]
     pub quant: Option<String>,
     /// Most positions per sequence; default min(model's, 2048).

@@ -1,5 +1,6 @@
-//! The request bodies (typed serde structs: the fields accepted today, unknown ones
-//! ignored) and their checks into [`SamplingParams`], speculation options and prompt ids.
+//! The request bodies (typed serde structs: the fields accepted today; any other field is
+//! refused, never ignored) and their checks into [`SamplingParams`], speculation options
+//! and prompt ids.
 //! Every refusal is an [`ApiError`] naming the field (400), the model (404) or the size
 //! (413).
 
@@ -41,6 +42,7 @@ pub(super) enum Content {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct Part {
     #[serde(rename = "type")]
     pub kind: String,
@@ -49,10 +51,50 @@ pub(super) struct Part {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct Message {
     pub role: String,
     #[serde(default)]
     pub content: Option<Content>,
+}
+
+/// A request body's top-level fields: the ones it reads.
+pub(super) trait Fields {
+    const FIELDS: &'static [&'static str];
+}
+
+/// [`Common`]'s fields, and `user` (an end-user id for the caller's own bookkeeping, which
+/// changes nothing in the output).
+const COMMON_FIELDS: [&str; 21] = [
+    "model",
+    "stream",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "logit_bias",
+    "n",
+    "ignore_eos",
+    "stop_token_ids",
+    "prompt_lookup",
+    "draft_tokens",
+    "draft_model",
+    "user",
+];
+
+impl Fields for ChatRequest {
+    const FIELDS: &'static [&'static str] = &["messages", "logprobs", "top_logprobs"];
+}
+
+impl Fields for CompletionRequest {
+    const FIELDS: &'static [&'static str] = &["prompt", "logprobs", "echo"];
 }
 
 /// The fields both endpoints share.
@@ -124,7 +166,7 @@ pub(super) struct CompletionRequest {
     pub echo: Option<bool>,
 }
 
-pub(super) fn parse<T: for<'de> Deserialize<'de>>(
+pub(super) fn parse<T: for<'de> Deserialize<'de> + Fields>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let bytes = body.map_err(|e| {
@@ -138,10 +180,21 @@ pub(super) fn parse<T: for<'de> Deserialize<'de>>(
     })?;
     let v: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))?;
-    if !v.is_object() {
+    let Some(obj) = v.as_object() else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "the request body must be a JSON object",
+        ));
+    };
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !COMMON_FIELDS.contains(&k.as_str()) && !T::FIELDS.contains(&k.as_str()))
+    {
+        return Err(ApiError::bad(
+            k.clone(),
+            format!(
+                "`{k}` is not supported by this server (see the README's list of accepted fields)"
+            ),
         ));
     }
     serde_json::from_value(v)

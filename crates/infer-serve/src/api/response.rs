@@ -34,7 +34,7 @@ impl Kind {
 pub(super) struct ApiError {
     pub status: StatusCode,
     pub message: String,
-    pub param: Option<&'static str>,
+    pub param: Option<String>,
 }
 
 impl ApiError {
@@ -47,11 +47,11 @@ impl ApiError {
     }
 
     /// A 400 naming the request field at fault.
-    pub fn bad(param: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad(param: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
-            param: Some(param),
+            param: Some(param.into()),
         }
     }
 }
@@ -71,7 +71,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: Some(code),
                 message: &self.message,
-                param: self.param,
+                param: self.param.as_deref(),
                 kind,
             },
         };

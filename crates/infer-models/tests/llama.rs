@@ -382,7 +382,7 @@ fn prompts_over_the_context_and_bad_ids_are_errors() {
 /// `replace`, each matrix is first replaced by what it returns for it (name, cols, values).
 fn k_quant_checkpoint(
     tag: &str,
-    replace: &dyn Fn(&str, usize, Vec<f32>) -> Vec<f32>,
+    replace: impl Fn(&str, usize, Vec<f32>) -> Vec<f32>,
 ) -> tempdir::Dir {
     use rand::{Rng, SeedableRng, rngs::StdRng};
     let d = tempdir::Dir::new(tag);
@@ -456,8 +456,8 @@ fn quantize_on_load_k_quants_equal_their_reference_dequantization() {
     for quant in ["q4_k", "q5_k", "q6_k", "q4_k_m"] {
         let q = Quant::parse(quant).unwrap();
         let mut used = Vec::new();
-        let plain = k_quant_checkpoint(&format!("kq-{quant}"), &|_, _, v| v);
-        let deq = k_quant_checkpoint(&format!("kq-{quant}-deq"), &|name, cols, v| {
+        let plain = k_quant_checkpoint(&format!("kq-{quant}"), |_, _, v| v);
+        let deq = k_quant_checkpoint(&format!("kq-{quant}-deq"), |name, cols, v| {
             let gguf = Family::Llama.gguf_name(name).unwrap();
             let dt = q
                 .dtype_for(WeightRole::of_gguf_name(&gguf, false), cols, 2)

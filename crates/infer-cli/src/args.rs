@@ -106,8 +106,15 @@ impl SpecArgs {
         target: &dyn Model,
         tok: &Tokenizer,
     ) -> Result<Option<Box<dyn Drafter>>> {
-        if self.draft_tokens == Some(0) {
-            bail!("--draft-tokens 0 drafts nothing (omit it to adapt k)");
+        if let Some(k) = self.draft_tokens
+            && !(1..=15).contains(&k)
+        {
+            bail!("--draft-tokens {k}: use 1..=15 (omit it to adapt k)");
+        }
+        if let Some(n) = self.prompt_lookup
+            && n > 16
+        {
+            bail!("--prompt-lookup {n}: the n-gram length is 1..=16");
         }
         match (&self.draft_model, self.prompt_lookup) {
             (Some(_), Some(_)) => bail!("--draft-model and --prompt-lookup exclude each other"),
@@ -205,13 +212,19 @@ pub fn model_spec(args: &ModelArgs) -> Result<String> {
 pub type Loaded = (Box<dyn Model>, Tokenizer, Arc<Device>, Arc<Kernels>);
 
 pub fn load(args: &ModelArgs, progress: bool) -> Result<Loaded> {
+    if args.ctx_size == Some(0) {
+        bail!("--ctx-size 0: the KV cache needs at least 1 position");
+    }
+    if args.max_batch == 0 {
+        bail!("--max-batch 0: a prefill step needs at least 1 token");
+    }
     let dev = device(&args.device)?;
     let kernels = Arc::new(Kernels::new(dev.clone()));
     let quant = parse_quant(&args.quant)?;
     let opts = LoadOptions {
         quant,
         context: args.ctx_size,
-        max_batch: args.max_batch.max(1),
+        max_batch: args.max_batch,
         progress,
         chain: None,
     };

@@ -72,6 +72,28 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     {
         bail!("--draft-tokens {k}: use 1..=15 (omit it to adapt k)");
     }
+    for (flag, v) in [
+        ("--max-seqs", a.max_seqs),
+        ("--max-batch-tokens", a.max_batch_tokens),
+        ("--block-size", a.block_size),
+        ("--kv-tokens", a.kv_tokens),
+        ("--max-body-bytes", a.max_body_bytes),
+        ("--default-max-tokens", a.default_max_tokens),
+    ] {
+        if v == 0 {
+            bail!("{flag} 0: a server needs at least 1");
+        }
+    }
+    if a.ctx_size == Some(0) {
+        bail!("--ctx-size 0: a sequence needs at least 1 position");
+    }
+    if a.kv_tokens < a.block_size {
+        bail!(
+            "--kv-tokens {} is less than one block of --block-size {}",
+            a.kv_tokens,
+            a.block_size
+        );
+    }
     let spec = model_spec(&ModelArgs {
         model: a.model.clone(),
         quant: None,
@@ -84,9 +106,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let kernels = Arc::new(Kernels::new(dev));
     let bc = infer_serve::BatchConfig {
         max_rows: a.max_batch_tokens.max(a.max_seqs),
-        max_seqs: a.max_seqs.max(1),
-        block_size: a.block_size.max(1),
-        n_blocks: a.kv_tokens.div_ceil(a.block_size.max(1)).max(1),
+        max_seqs: a.max_seqs,
+        block_size: a.block_size,
+        n_blocks: a.kv_tokens.div_ceil(a.block_size),
         context: a.ctx_size.unwrap_or(2048),
     };
     let (model, tok) = infer_serve::load_batched(&spec, kernels, parse_quant(&a.quant)?, bc)

@@ -197,3 +197,54 @@ fn bad_input_is_a_clear_error() {
     let (_, err) = text(&o);
     assert!(!o.status.success() && err.contains("q9_9"), "{err}");
 }
+
+/// Flags that make no sense are errors naming the flag, never clamped or run: a context of
+/// 0 or a billion positions (which once aborted on a 256 GB allocation), `--max-tokens 0`,
+/// `--max-batch 0`, out-of-range speculation, and a server that could serve nothing.
+#[test]
+fn nonsense_flags_are_errors_naming_the_flag() {
+    if !has_adapter() {
+        return;
+    }
+    let Some(model) = require(
+        repo().join("tests/fixtures/stories260K"),
+        "the committed fixture tests/fixtures/stories260K",
+    ) else {
+        return;
+    };
+    let run = |extra: &[&str]| {
+        let mut a = vec!["run", "--model", &model, "--prompt", "hi"];
+        a.extend(extra);
+        infer(&a)
+    };
+    for (flags, says) in [
+        (&["--ctx-size", "0"][..], "--ctx-size"),
+        (&["--ctx-size", "1000000000"][..], "context"),
+        (&["--max-tokens", "0"][..], "max_tokens"),
+        (&["--max-batch", "0"][..], "--max-batch"),
+        (
+            &["--prompt-lookup", "2", "--draft-tokens", "100"][..],
+            "--draft-tokens",
+        ),
+        (&["--prompt-lookup", "1000"][..], "--prompt-lookup"),
+    ] {
+        let o = run(flags);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{flags:?}: {err}");
+        assert!(
+            err.contains(says) && !err.contains("panicked"),
+            "{flags:?}: {err}"
+        );
+    }
+    for (flag, v) in [
+        ("--kv-tokens", "0"),
+        ("--block-size", "0"),
+        ("--max-seqs", "0"),
+        ("--max-batch-tokens", "0"),
+    ] {
+        let o = infer(&["serve", "--model", &model, "--port", "0", flag, v]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{flag}: {err}");
+        assert!(err.contains(flag), "{flag}: {err}");
+    }
+}

@@ -306,7 +306,102 @@ fn arch_params_from(j: &Json, rope: Option<&Value>, cfg: &ModelConfig) -> Result
     })
 }
 
+/// The most layers a config may declare: far above any released model, and a bound on
+/// what a header number can make the loader allocate before the tensors are read.
+const MAX_LAYERS: usize = 1 << 16;
+
 impl ModelConfig {
+    /// Checks the hyperparameters against their meaning before anything is sized from
+    /// them: counts at least 1 (layers at most [`MAX_LAYERS`]), the rope base positive and
+    /// finite, eps finite and not negative, BOS / EOS ids inside the vocabulary. `gguf`: the
+    /// file's architecture name, so errors use its keys (`llama.block_count`); `None`:
+    /// config.json's names.
+    pub fn check(&self, path: &Path, gguf: Option<&str>) -> Result<()> {
+        let field = |hf: &str, gg: &str| match gguf {
+            Some(_) if gg.starts_with("tokenizer.") => gg.to_string(),
+            Some(a) => format!("{a}.{gg}"),
+            None => hf.to_string(),
+        };
+        let bad = |hf: &str, gg: &str, reason: String| ModelError::BadField {
+            path: path.into(),
+            field: field(hf, gg),
+            reason,
+        };
+        for (hf, gg, v) in [
+            ("vocab_size", "vocab_size", self.vocab_size),
+            ("hidden_size", "embedding_length", self.hidden),
+            ("num_hidden_layers", "block_count", self.n_layers),
+            ("num_attention_heads", "attention.head_count", self.n_heads),
+            (
+                "num_key_value_heads",
+                "attention.head_count_kv",
+                self.n_kv_heads,
+            ),
+            ("head_dim", "attention.key_length", self.head_dim),
+            (
+                "intermediate_size",
+                "feed_forward_length",
+                self.intermediate,
+            ),
+            (
+                "max_position_embeddings",
+                "context_length",
+                self.max_position,
+            ),
+        ] {
+            if v == 0 {
+                return Err(bad(hf, gg, "must be at least 1".into()));
+            }
+        }
+        if self.n_layers > MAX_LAYERS {
+            return Err(bad(
+                "num_hidden_layers",
+                "block_count",
+                format!("{} layers (at most {MAX_LAYERS})", self.n_layers),
+            ));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(bad(
+                "rope_theta",
+                "rope.freq_base",
+                format!("{} is not a positive finite number", self.rope_theta),
+            ));
+        }
+        if !(self.rms_eps.is_finite() && self.rms_eps >= 0.0) {
+            return Err(bad(
+                "rms_norm_eps",
+                "attention.layer_norm_rms_epsilon",
+                format!("{} is not a finite number >= 0", self.rms_eps),
+            ));
+        }
+        if self.rotary_dim > self.head_dim {
+            return Err(bad(
+                "partial_rotary_factor",
+                "rope.dimension_count",
+                format!(
+                    "{} rotary dimensions exceed the head dimension {}",
+                    self.rotary_dim, self.head_dim
+                ),
+            ));
+        }
+        let vocab = self.vocab_size;
+        if let Some(b) = self.bos_id.filter(|&b| b as usize >= vocab) {
+            return Err(bad(
+                "bos_token_id",
+                "tokenizer.ggml.bos_token_id",
+                format!("{b} is outside the vocabulary of {vocab}"),
+            ));
+        }
+        if let Some(&e) = self.eos_ids.iter().find(|&&e| e as usize >= vocab) {
+            return Err(bad(
+                "eos_token_id",
+                "tokenizer.ggml.eos_token_id",
+                format!("{e} is outside the vocabulary of {vocab}"),
+            ));
+        }
+        Ok(())
+    }
+
     /// The sizes a layer is built from: (hidden, head_dim, n_heads, n_kv_heads,
     /// intermediate).
     pub fn dims(&self) -> (usize, usize, usize, usize, usize) {
@@ -415,6 +510,7 @@ impl ModelConfig {
             bos_id: ids(v.get("bos_token_id")).first().copied(),
             ext: ArchParams::default(),
         };
+        cfg.check(&path, None)?;
         let mut cfg = cfg;
         cfg.ext = arch_params_from(&j, rp.or(v.get("rope_scaling")), &cfg)?;
         Ok(cfg)
@@ -501,6 +597,19 @@ impl ModelConfig {
             ext: ArchParams::default(),
         })
         .and_then(|mut cfg| {
+            cfg.check(&g.path, Some(name))?;
+            // Every layer has tensors of its own: more layers than tensors is a corrupt count.
+            if cfg.n_layers > g.tensors.len() {
+                return Err(ModelError::BadField {
+                    path: g.path.clone(),
+                    field: k("block_count"),
+                    reason: format!(
+                        "{} layers but the file holds {} tensors",
+                        cfg.n_layers,
+                        g.tensors.len()
+                    ),
+                });
+            }
             cfg.ext = arch_params_from_gguf(g, &cfg)?;
             Ok(cfg)
         })

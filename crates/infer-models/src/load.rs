@@ -104,6 +104,7 @@ pub fn load_graph(
     opts: &LoadOptions,
 ) -> Result<Box<dyn Graph>> {
     let dev = &kernels.dev;
+    opts.check(&cfg, dev.max_binding())?;
     Ok(match cfg.arch.family {
         Family::Llama => Box::new(Llama::load(src, cfg, dev, opts)?),
         Family::Phi3 => Box::new(crate::phi3::load(src, cfg, dev, opts)?),

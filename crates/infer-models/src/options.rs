@@ -3,6 +3,7 @@
 use infer_tensor::DType;
 
 use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
 
 /// What `--quant` re-encodes weight matrices in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +143,35 @@ impl LoadOptions {
     /// Most rows of one step: what the activation buffers hold.
     pub fn rows(&self, cfg: &ModelConfig) -> usize {
         self.max_batch.clamp(1, self.capacity(cfg))
+    }
+
+    /// Checks the options against the model and the adapter's largest buffer before
+    /// anything is sized from them: a context and a step of at least one position, and a
+    /// context whose KV cache of one layer, and rope table, fit one buffer (a context of a
+    /// billion positions is an error here, not a 256 GB host allocation).
+    pub fn check(&self, cfg: &ModelConfig, max_binding: u64) -> Result<()> {
+        if self.context == Some(0) {
+            return Err(ModelError::Invalid(
+                "context 0: the KV cache needs at least 1 position".into(),
+            ));
+        }
+        if self.max_batch == 0 {
+            return Err(ModelError::Invalid(
+                "max_batch 0: a step needs at least 1 row".into(),
+            ));
+        }
+        let cap = self.capacity(cfg) as u64;
+        let kv = cap * (cfg.n_kv_heads * cfg.head_dim * 4) as u64;
+        let rope = cap * (cfg.rotary_dim * 4) as u64;
+        for (what, bytes) in [("one layer's K cache", kv), ("the rope table", rope)] {
+            if bytes > max_binding {
+                return Err(ModelError::Invalid(format!(
+                    "context {cap}: {what} needs {bytes} bytes, over the adapter's largest \
+                     buffer ({max_binding} bytes); use a shorter context"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -113,10 +113,28 @@ impl Source {
                     path: index_path.clone(),
                     field: "weight_map".into(),
                 })?;
-            let mut files: Vec<PathBuf> = map
-                .values()
-                .filter_map(|f| f.as_str().map(|s| dir.join(s)))
-                .collect();
+            // Shard names come from the folder's own index: each must be a file name inside
+            // the folder (no absolute path, no `..`), never a path elsewhere on the machine.
+            let mut files = Vec::new();
+            for (tensor, f) in map {
+                let bad = |reason: String| ModelError::BadField {
+                    path: index_path.clone(),
+                    field: format!("weight_map.{tensor}"),
+                    reason,
+                };
+                let name = f
+                    .as_str()
+                    .ok_or_else(|| bad(format!("{f} is not a file name")))?;
+                let inside = Path::new(name)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+                if !inside || name.is_empty() {
+                    return Err(bad(format!(
+                        "`{name}` is not a file inside the model folder"
+                    )));
+                }
+                files.push(dir.join(name));
+            }
             files.sort();
             files.dedup();
             files

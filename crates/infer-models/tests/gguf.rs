@@ -372,3 +372,67 @@ fn k_and_i_quant_tensors_load_and_bad_blocks_are_named() {
     let msg = GgufFile::open(file.path()).unwrap_err().to_string();
     assert!(msg.contains("w.odd") && msg.contains("Q4_K"), "{msg}");
 }
+
+/// Header numbers are checked against their meaning before anything is sized from them: a
+/// block count of 2^32 - 1 (which once made the loader ask for terabytes and abort), zero
+/// counts, a non-positive or NaN rope base, a BOS id outside the vocabulary: each an error
+/// naming the key; the same file with sane numbers gives a config.
+#[test]
+fn absurd_hyperparameters_are_errors_naming_the_key() {
+    use infer_models::config::ModelConfig;
+    let base = |over: &[(&str, GgufValue)]| {
+        let mut kv: Vec<(&str, GgufValue)> = vec![
+            ("general.architecture", GgufValue::String("llama".into())),
+            ("llama.embedding_length", GgufValue::U32(64)),
+            ("llama.attention.head_count", GgufValue::U32(4)),
+            ("llama.block_count", GgufValue::U32(2)),
+            ("llama.feed_forward_length", GgufValue::U32(128)),
+            ("llama.context_length", GgufValue::U32(256)),
+            ("llama.rope.freq_base", GgufValue::F32(10000.0)),
+            (
+                "llama.attention.layer_norm_rms_epsilon",
+                GgufValue::F32(1e-5),
+            ),
+            ("tokenizer.ggml.bos_token_id", GgufValue::U32(1)),
+        ];
+        for (k, v) in over {
+            kv.retain(|(x, _)| x != k);
+            kv.push((k, v.clone()));
+        }
+        let mut w = Writer::new(3);
+        for (k, v) in kv {
+            w = w.kv(k, v);
+        }
+        let w = w
+            .tensor("token_embd.weight", &[64, 8], 0, vec![0; 64 * 8 * 4])
+            .tensor("output_norm.weight", &[64], 0, vec![0; 64 * 4]);
+        let file = TempFile::with(&w.bytes());
+        let g = GgufFile::open(file.path()).expect("opens");
+        ModelConfig::from_gguf(&g)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    base(&[]).expect("the sane file");
+    for (key, v, says) in [
+        ("llama.block_count", GgufValue::U32(u32::MAX), "layers"),
+        ("llama.block_count", GgufValue::U32(100), "tensors"),
+        ("llama.block_count", GgufValue::U32(0), "at least 1"),
+        ("llama.context_length", GgufValue::U32(0), "at least 1"),
+        ("llama.feed_forward_length", GgufValue::U32(0), "at least 1"),
+        ("llama.rope.freq_base", GgufValue::F32(-1.0), "positive"),
+        ("llama.rope.freq_base", GgufValue::F32(f32::NAN), "positive"),
+        (
+            "llama.attention.layer_norm_rms_epsilon",
+            GgufValue::F32(f32::INFINITY),
+            "finite",
+        ),
+        (
+            "tokenizer.ggml.bos_token_id",
+            GgufValue::U32(1_000_000_000),
+            "vocabulary",
+        ),
+    ] {
+        let msg = base(&[(key, v)]).expect_err(key);
+        assert!(msg.contains(key) && msg.contains(says), "{key}: {msg}");
+    }
+}

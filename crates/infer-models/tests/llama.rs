@@ -512,3 +512,71 @@ fn quantize_on_load_k_quants_equal_their_reference_dequantization() {
         }
     }
 }
+
+/// config.json numbers are checked like GGUF keys: a negative rope base, zero positions, a
+/// BOS id outside the vocabulary or absurdly many layers are errors naming the field.
+#[test]
+fn absurd_config_json_numbers_are_errors_naming_the_field() {
+    for (field, value, says) in [
+        ("rope_theta", serde_json::json!(-1.0), "positive"),
+        (
+            "max_position_embeddings",
+            serde_json::json!(0),
+            "at least 1",
+        ),
+        (
+            "bos_token_id",
+            serde_json::json!(1_000_000_000u64),
+            "vocabulary",
+        ),
+        (
+            "num_hidden_layers",
+            serde_json::json!(4_294_967_295u64),
+            "layers",
+        ),
+        ("num_hidden_layers", serde_json::json!(0), "at least 1"),
+    ] {
+        let d = copy_fixture("llama_gqa_f32");
+        let p = d.0.join("config.json");
+        let mut cfg = read_json(&p);
+        if field == "rope_theta" {
+            cfg["rope_parameters"]["rope_theta"] = value;
+        } else {
+            cfg[field] = value;
+        }
+        std::fs::write(&p, cfg.to_string()).unwrap();
+        let msg = match open(&ModelPath::HfDir(d.0.clone())) {
+            Ok(_) => panic!("{field}: opened"),
+            Err(e) => e.to_string(),
+        };
+        assert!(msg.contains(field) && msg.contains(says), "{field}: {msg}");
+    }
+}
+
+/// A sharded checkpoint's index names files inside its folder only: `../..` paths, absolute
+/// paths and non-string entries are errors naming the index entry, and nothing outside the
+/// folder is opened.
+#[test]
+fn shard_paths_outside_the_folder_are_refused() {
+    for (shard, says) in [
+        (
+            serde_json::json!("../../../../../../etc/passwd"),
+            "inside the model folder",
+        ),
+        (serde_json::json!("/etc/passwd"), "inside the model folder"),
+        (serde_json::json!(""), "inside the model folder"),
+        (serde_json::json!(7), "not a file name"),
+    ] {
+        let d = copy_fixture("llama_gqa_f32");
+        let index = serde_json::json!({"weight_map": {"model.embed_tokens.weight": shard}});
+        std::fs::write(d.0.join("model.safetensors.index.json"), index.to_string()).unwrap();
+        let msg = match open(&ModelPath::HfDir(d.0.clone())) {
+            Ok(_) => panic!("{shard}: opened"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            msg.contains("weight_map.model.embed_tokens.weight") && msg.contains(says),
+            "{shard}: {msg}"
+        );
+    }
+}

@@ -166,6 +166,9 @@ impl SamplingParams {
         if self.stop.iter().any(String::is_empty) {
             return Err(invalid("stop", "an empty stop string"));
         }
+        if self.max_tokens == 0 {
+            return Err(invalid("max_tokens", "0 generates nothing (at least 1)"));
+        }
         Ok(())
     }
 

@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// `draft_tokens`; default: adapted from the acceptance rate.
     #[arg(long = "draft-tokens")]
     pub draft_tokens: Option<usize>,
+    /// After SIGTERM / SIGINT, seconds in-flight requests may run before they are ended
+    /// (new requests get 503 meanwhile).
+    #[arg(long = "shutdown-timeout", default_value_t = 30.0)]
+    pub shutdown_timeout: f64,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -83,6 +87,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         if v == 0 {
             bail!("{flag} 0: a server needs at least 1");
         }
+    }
+    if !(a.shutdown_timeout.is_finite() && a.shutdown_timeout >= 0.0) {
+        bail!("--shutdown-timeout {}: seconds, >= 0", a.shutdown_timeout);
     }
     if a.ctx_size == Some(0) {
         bail!("--ctx-size 0: a sequence needs at least 1 position");
@@ -140,6 +147,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             default_max_tokens: a.default_max_tokens,
             prompt_lookup: a.prompt_lookup,
             draft_tokens: a.draft_tokens,
+            shutdown_timeout: std::time::Duration::from_secs_f64(a.shutdown_timeout),
         },
     )?;
     Ok(())

@@ -14,6 +14,7 @@
 //! ones are overwritten by later rows. Greedy output is token-identical to plain decoding.
 
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
@@ -82,9 +83,28 @@ pub enum Event {
         prompt_tokens: usize,
         completion_tokens: usize,
     },
-    /// The request failed: `internal` for a server fault (500), else it does not fit the
-    /// server's context or KV cache (413).
-    Error { message: String, internal: bool },
+    /// The request failed, `kind` says how.
+    Error { message: String, kind: Failure },
+}
+
+/// How a request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// It does not fit the server's context or KV cache (413).
+    DoesNotFit,
+    /// A server fault (500).
+    Internal,
+    /// The server is shutting down and its drain time ran out (503).
+    ShuttingDown,
+}
+
+/// The server's shutdown, shared by the HTTP side and the engine: once `draining`, new
+/// requests are refused (503); once `abort`, the engine ends every waiting and running
+/// request with [`Failure::ShuttingDown`].
+#[derive(Debug, Default)]
+pub struct Shutdown {
+    pub draining: AtomicBool,
+    pub abort: AtomicBool,
 }
 
 /// The HTTP side's handle on the engine.
@@ -98,6 +118,7 @@ pub struct EngineHandle {
     pub vocab: usize,
     /// Most tokens one request can reserve (the whole KV cache).
     pub kv_tokens: usize,
+    pub shutdown: Arc<Shutdown>,
 }
 
 /// Why a request was not queued.
@@ -105,10 +126,14 @@ pub struct EngineHandle {
 pub enum SubmitError {
     QueueFull,
     EngineGone,
+    ShuttingDown,
 }
 
 impl EngineHandle {
     pub fn submit(&self, req: GenRequest) -> Result<(), SubmitError> {
+        if self.shutdown.draining.load(Relaxed) {
+            return Err(SubmitError::ShuttingDown);
+        }
         if self.metrics.waiting.load(Relaxed) as usize >= self.max_waiting {
             return Err(SubmitError::QueueFull);
         }
@@ -158,6 +183,7 @@ pub struct Engine<'t> {
     tok: &'t Tokenizer,
     metrics: Arc<Metrics>,
     rx: mpsc::Receiver<GenRequest>,
+    shutdown: Arc<Shutdown>,
     waiting: VecDeque<GenRequest>,
     running: Vec<Seq<'t>>,
     blocks: BlockAllocator,
@@ -175,8 +201,10 @@ impl Engine<'_> {
     ) -> EngineHandle {
         let (tx, rx) = mpsc::channel();
         let bc = model.bc;
+        let shutdown = Arc::new(Shutdown::default());
         let handle = EngineHandle {
             tx,
+            shutdown: shutdown.clone(),
             metrics: metrics.clone(),
             max_waiting,
             context: bc.context,
@@ -191,6 +219,7 @@ impl Engine<'_> {
                     tok: &tok,
                     metrics,
                     rx,
+                    shutdown,
                     waiting: VecDeque::new(),
                     running: Vec::new(),
                     blocks: BlockAllocator::new(bc.n_blocks),
@@ -226,6 +255,10 @@ impl Engine<'_> {
                 self.waiting.push_back(r);
             }
             self.drop_cancelled();
+            if self.shutdown.abort.load(Relaxed) {
+                self.abort_all();
+                continue;
+            }
             self.admit();
             self.gauges();
             if self.running.is_empty() {
@@ -241,12 +274,32 @@ impl Engine<'_> {
                 for mut s in std::mem::take(&mut self.running) {
                     let _ = s.req.events.send(Event::Error {
                         message: msg.clone(),
-                        internal: true,
+                        kind: Failure::Internal,
                     });
                     self.free(&mut s);
                 }
             }
         }
+    }
+
+    /// Ends every waiting and running request: the server's drain time is over.
+    fn abort_all(&mut self) {
+        let message = "the server is shutting down; the request was ended".to_string();
+        for r in std::mem::take(&mut self.waiting) {
+            self.metrics.waiting.fetch_sub(1, Relaxed);
+            let _ = r.events.send(Event::Error {
+                message: message.clone(),
+                kind: Failure::ShuttingDown,
+            });
+        }
+        for mut s in std::mem::take(&mut self.running) {
+            let _ = s.req.events.send(Event::Error {
+                message: message.clone(),
+                kind: Failure::ShuttingDown,
+            });
+            self.free(&mut s);
+        }
+        self.gauges();
     }
 
     fn gauges(&self) {
@@ -316,7 +369,7 @@ impl Engine<'_> {
                             lim.context,
                             lim.total_blocks * lim.block_size
                         ),
-                        internal: false,
+                        kind: Failure::DoesNotFit,
                     });
                 }
                 Admission::Start { max_new, blocks } => self.start(req, max_new, blocks),
@@ -594,7 +647,7 @@ fn finish_emit(
         Err(e) => {
             let _ = s.req.events.send(Event::Error {
                 message: format!("decoding token {t}: {e}"),
-                internal: true,
+                kind: Failure::Internal,
             });
             return true;
         }

@@ -23,7 +23,7 @@ pub use api::{ServeOptions, serve};
 pub use batch::{
     BatchConfig, BatchedModel, Row, RowOut, RowResult, load_batched, load_batched_model,
 };
-pub use engine::{Engine, EngineHandle, Event, GenRequest};
+pub use engine::{Engine, EngineHandle, Event, Failure, GenRequest, Shutdown};
 pub use kv::BlockAllocator;
 pub use metrics::Metrics;
 

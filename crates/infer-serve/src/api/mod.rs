@@ -23,7 +23,7 @@ use infer_sampling::{FinishReason, SamplingParams};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::engine::{EngineHandle, Event, GenRequest, SpecOptions, SubmitError};
+use crate::engine::{EngineHandle, Event, Failure, GenRequest, Shutdown, SpecOptions, SubmitError};
 use request::{ChatRequest, CompletionRequest, Prompt, chat_messages, parse};
 use response::{
     ApiError, ChatChoice, ChatDelta, Delta, ErrorBody, ErrorDetail, Health, Kind, Logprobs,
@@ -48,6 +48,8 @@ pub struct ServeOptions {
     pub prompt_lookup: Option<usize>,
     /// Draft tokens per step for requests that do not say (`draft_tokens`); None: adaptive.
     pub draft_tokens: Option<usize>,
+    /// After SIGTERM / SIGINT, how long in-flight requests may run before they are ended.
+    pub shutdown_timeout: std::time::Duration,
 }
 
 struct App {
@@ -80,11 +82,51 @@ pub fn serve(engine: EngineHandle, tok: Arc<Tokenizer>, opts: ServeOptions) -> c
             .local_addr()
             .map_err(|e| crate::ServeError::Io(addr.clone(), e))?;
         eprintln!("infer serve: listening on http://{local}");
+        let shutdown = engine.shutdown.clone();
+        let timeout = opts.shutdown_timeout;
         let app = router(engine, tok, opts);
         axum::serve(listener, app)
+            .with_graceful_shutdown(drain_on_signal(shutdown, timeout))
             .await
-            .map_err(|e| crate::ServeError::Io("serving".into(), e))
+            .map_err(|e| crate::ServeError::Io("serving".into(), e))?;
+        eprintln!("infer serve: shut down");
+        Ok(())
     })
+}
+
+/// SIGTERM (where there is one).
+#[cfg(unix)]
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn terminate() {
+    std::future::pending::<()>().await
+}
+
+/// Resolves at SIGTERM or SIGINT, which stops the listener; in-flight requests keep running
+/// (new ones get 503) until they finish or `timeout` passes, when the engine ends them with
+/// a final error chunk saying why, and the server returns.
+async fn drain_on_signal(shutdown: Arc<Shutdown>, timeout: std::time::Duration) {
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate() => {}
+    }
+    eprintln!(
+        "infer serve: shutting down; in-flight requests have {:.0} s to finish",
+        timeout.as_secs_f64()
+    );
+    shutdown.draining.store(true, Relaxed);
+    tokio::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        shutdown.abort.store(true, Relaxed);
+    });
 }
 
 /// The routes, for embedding in another server or testing.
@@ -371,6 +413,10 @@ async fn run(app: &Arc<App>, job: Job) -> Result<Response, ApiError> {
             SubmitError::EngineGone => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the engine has stopped")
             }
+            SubmitError::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down",
+            ),
         })?;
     let head = Header {
         id,
@@ -396,11 +442,11 @@ async fn run(app: &Arc<App>, job: Job) -> Result<Response, ApiError> {
                     let usage = Usage::new(prompt_tokens, completion_tokens);
                     return Ok(head.whole(&text, finish_reason, lp, usage));
                 }
-                Some(Event::Error { message, internal }) => {
-                    let status = if internal {
-                        StatusCode::INTERNAL_SERVER_ERROR
-                    } else {
-                        StatusCode::PAYLOAD_TOO_LARGE
+                Some(Event::Error { message, kind }) => {
+                    let status = match kind {
+                        Failure::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+                        Failure::DoesNotFit => StatusCode::PAYLOAD_TOO_LARGE,
+                        Failure::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
                     };
                     return Err(ApiError::new(status, message));
                 }
@@ -463,13 +509,17 @@ async fn run(app: &Arc<App>, job: Job) -> Result<Response, ApiError> {
                         true,
                     )
                 }
-                Some(Event::Error { message, .. }) => {
+                Some(Event::Error { message, kind }) => {
                     let body = ErrorBody {
                         error: ErrorDetail {
-                            code: None,
+                            code: (kind == Failure::ShuttingDown).then_some("shutting_down"),
                             message: &message,
                             param: None,
-                            kind: "invalid_request_error",
+                            kind: match kind {
+                                Failure::DoesNotFit => "invalid_request_error",
+                                Failure::Internal => "server_error",
+                                Failure::ShuttingDown => "server_shutdown",
+                            },
                         },
                     };
                     let body = serde_json::to_string(&body).expect("errors serialize");

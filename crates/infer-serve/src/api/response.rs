@@ -75,7 +75,15 @@ impl IntoResponse for ApiError {
                 kind,
             },
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Overload and shutdown are both worth a retry, after a moment.
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                "1".parse().expect("a header value"),
+            );
+        }
+        resp
     }
 }
 

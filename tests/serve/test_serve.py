@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 
 import openai
+import pytest
 
 from client_checks import client, completion_and_stream, error_case
 
@@ -172,6 +173,13 @@ def test_bad_input_gets_4xx_and_server_keeps_serving(stories):
     status, err = raw(url, "/v1/chat/completions", json.dumps(
         {"model": name, "messages": [{"role": "user", "content": "x", "tool_calls": []}]}).encode())
     assert status == 400 and "tool_calls" in err["error"]["message"], err
+    # An unknown route and a wrong method get JSON errors with their own codes.
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url + "/v1/nope", timeout=10)
+    assert e.value.code == 404 and json.loads(e.value.read())["error"]["code"] == "not_found"
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url + "/v1/completions", timeout=10)
+    assert e.value.code == 405 and json.loads(e.value.read())["error"]["code"] == "method_not_allowed"
     # `user` (the caller's end-user id) changes nothing and is accepted.
     status, _ = raw(url, "/v1/completions", json.dumps(
         {"model": name, "prompt": "x", "max_tokens": 2, "user": "u1"}).encode())

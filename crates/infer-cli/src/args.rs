@@ -52,7 +52,7 @@ pub struct SamplingArgs {
     #[arg(long = "max-tokens", short = 'n', default_value_t = 256)]
     pub max_tokens: usize,
     /// 0 is greedy (the default, reproducible); > 0 samples.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub temperature: f32,
     #[arg(long = "top-k")]
     pub top_k: Option<usize>,
@@ -62,9 +62,17 @@ pub struct SamplingArgs {
     pub min_p: f32,
     #[arg(long = "repeat-penalty", default_value_t = 1.0)]
     pub repeat_penalty: f32,
-    #[arg(long = "presence-penalty", default_value_t = 0.0)]
+    #[arg(
+        long = "presence-penalty",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
     pub presence_penalty: f32,
-    #[arg(long = "frequency-penalty", default_value_t = 0.0)]
+    #[arg(
+        long = "frequency-penalty",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
     pub frequency_penalty: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -175,6 +175,26 @@ fn bad_input_is_a_clear_error() {
     ]);
     let (_, err) = text(&o);
     assert!(!o.status.success() && err.contains("temperature"), "{err}");
+    let o = infer(&[
+        "run",
+        "--model",
+        &model,
+        "--prompt",
+        "hi",
+        "--temperature",
+        "-1",
+    ]);
+    let (_, err) = text(&o);
+    assert!(
+        !o.status.success() && err.contains("temperature") && err.contains("-1"),
+        "{err}"
+    );
+    let o = infer(&["run", "--model", "/dev/null", "--prompt", "hi"]);
+    let (_, err) = text(&o);
+    assert!(
+        !o.status.success() && err.contains("neither a model file nor a folder"),
+        "{err}"
+    );
     let o = infer(&["run", "--model", &model, "--prompt", "hi", "--top-p", "0"]);
     let (_, err) = text(&o);
     assert!(!o.status.success() && err.contains("top_p"), "{err}");

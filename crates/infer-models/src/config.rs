@@ -526,7 +526,14 @@ impl ModelConfig {
         let n_kv_heads = g
             .get_u32_opt(&k("attention.head_count_kv"))?
             .map_or(n_heads, |x| x as usize);
-        if n_heads == 0 || n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
+        if n_heads == 0 {
+            return Err(ModelError::BadField {
+                path: g.path.clone(),
+                field: k("attention.head_count"),
+                reason: "must be at least 1".into(),
+            });
+        }
+        if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
             return Err(ModelError::BadField {
                 path: g.path.clone(),
                 field: k("attention.head_count_kv"),

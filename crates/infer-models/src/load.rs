@@ -45,6 +45,15 @@ pub fn resolve(spec: &str) -> Result<ModelPath> {
     if p.is_file() {
         return Ok(ModelPath::Gguf(p.into()));
     }
+    if p.exists() {
+        return Err(ModelError::Io {
+            path: p.into(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "neither a model file nor a folder",
+            ),
+        });
+    }
     if let Some(id) = crate::hub::HubId::parse(spec) {
         return Ok(crate::hub::Hub::from_env().resolve(&id)?);
     }

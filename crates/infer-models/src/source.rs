@@ -91,6 +91,27 @@ fn gguf_name(g: &GgufFile, hf: &str) -> Option<String> {
     arch.family.gguf_name(hf)
 }
 
+/// The first tensor (name, end offset, data section length) of a safetensors file whose
+/// data runs past the end of the file; `None` when all fit or the header does not parse
+/// (the safetensors crate reports that).
+fn past_the_end(bytes: &[u8]) -> Option<(String, u64, u64)> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let end = 8usize.checked_add(usize::try_from(n).ok()?)?;
+    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..end)?).ok()?;
+    let len = (bytes.len() - end) as u64;
+    let mut tensors: Vec<(&String, u64)> = header
+        .as_object()?
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .filter_map(|(k, v)| Some((k, v.get("data_offsets")?.get(1)?.as_u64()?)))
+        .collect();
+    tensors.sort_by_key(|t| t.1);
+    tensors
+        .into_iter()
+        .find(|t| t.1 > len)
+        .map(|(k, e)| (k.clone(), e, len))
+}
+
 impl Source {
     /// Opens `model.safetensors`, or the shards listed in `model.safetensors.index.json`.
     pub fn open_safetensors(dir: &Path) -> Result<Source> {
@@ -150,6 +171,18 @@ impl Source {
                 what: "safetensors file",
                 reason,
             };
+            // A tensor whose data runs past the end of the file is named (the safetensors
+            // crate only says the buffer is not covered).
+            if let Some((tensor, end, len)) = past_the_end(&map) {
+                return Err(ModelError::BadTensor {
+                    path: path.clone(),
+                    tensor,
+                    reason: format!(
+                        "its data ends at byte {end} of a {len}-byte data section (the file \
+                         is truncated or its header is wrong)"
+                    ),
+                });
+            }
             // deserialize validates the header and that every tensor lies inside the file.
             safetensors::SafeTensors::deserialize(&map).map_err(|e| corrupt(e.to_string()))?;
             let (header, meta) = safetensors::SafeTensors::read_metadata(&map)

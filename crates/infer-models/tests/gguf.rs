@@ -419,6 +419,12 @@ fn absurd_hyperparameters_are_errors_naming_the_key() {
         ("llama.block_count", GgufValue::U32(0), "at least 1"),
         ("llama.context_length", GgufValue::U32(0), "at least 1"),
         ("llama.feed_forward_length", GgufValue::U32(0), "at least 1"),
+        (
+            "llama.attention.head_count",
+            GgufValue::U32(0),
+            "at least 1",
+        ),
+        ("llama.rope.dimension_count", GgufValue::U32(1000), "rotary"),
         ("llama.rope.freq_base", GgufValue::F32(-1.0), "positive"),
         ("llama.rope.freq_base", GgufValue::F32(f32::NAN), "positive"),
         (

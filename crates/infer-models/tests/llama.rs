@@ -291,6 +291,8 @@ fn bad_model_files_are_clear_errors() {
     std::fs::write(&st, &bytes[..bytes.len() / 2]).unwrap();
     let e = load_err(&k, ModelPath::HfDir(d.0.clone())).to_string();
     assert!(e.contains("model.safetensors"), "{e}");
+    // ... and the first tensor whose data lies past the end.
+    assert!(e.contains("tensor `") && e.contains("truncated"), "{e}");
     // Garbage header.
     std::fs::write(&st, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all").unwrap();
     let e = load_err(&k, ModelPath::HfDir(d.0.clone())).to_string();

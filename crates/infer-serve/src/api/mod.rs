@@ -146,13 +146,26 @@ pub fn router(engine: EngineHandle, tok: Arc<Tokenizer>, opts: ServeOptions) -> 
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(app)
 }
 
 async fn fallback(State(app): State<Arc<App>>) -> Response {
     app.engine.metrics.request(404);
-    ApiError::new(StatusCode::NOT_FOUND, "no such route").into_response()
+    ApiError::new(StatusCode::NOT_FOUND, "no such route")
+        .with_code("not_found")
+        .into_response()
+}
+
+async fn method_not_allowed(State(app): State<Arc<App>>) -> Response {
+    app.engine.metrics.request(405);
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this route does not take that method",
+    )
+    .with_code("method_not_allowed")
+    .into_response()
 }
 
 async fn health() -> Response {

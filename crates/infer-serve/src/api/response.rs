@@ -35,6 +35,8 @@ pub(super) struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub param: Option<String>,
+    /// The error code where the status alone does not say it.
+    pub code: Option<&'static str>,
 }
 
 impl ApiError {
@@ -43,7 +45,14 @@ impl ApiError {
             status,
             message: message.into(),
             param: None,
+            code: None,
         }
+    }
+
+    /// This error with the code `code` (e.g. `not_found` for an unknown route).
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
     }
 
     /// A 400 naming the request field at fault.
@@ -52,6 +61,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
             param: Some(param.into()),
+            code: None,
         }
     }
 }
@@ -69,7 +79,7 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorBody {
             error: ErrorDetail {
-                code: Some(code),
+                code: Some(self.code.unwrap_or(code)),
                 message: &self.message,
                 param: self.param.as_deref(),
                 kind,

@@ -443,7 +443,8 @@ fn k_quant_checkpoint(
     d
 }
 
-/// `--quant q4_k`, `q5_k`, `q6_k` and `q4_k_m` on an f32 checkpoint run the same model as
+/// `--quant q4_k`, `q5_k`, `q6_k` and `q4_k_m` (and Q2_K, Q3_K, IQ4_NL, IQ4_XS weights) on an
+/// f32 checkpoint run the same model as
 /// loading the f32 checkpoint whose matrices are the reference dequantization of those
 /// encodings (llama.cpp's rounding, the type `Quant::dtype_for` picks per matrix): the
 /// logits of a prompt agree to float rounding, under each tuning.
@@ -455,8 +456,13 @@ fn quantize_on_load_k_quants_equal_their_reference_dequantization() {
         return;
     }
     let prompt = [1u32, 17, 99, 200, 3, 45];
-    for quant in ["q4_k", "q5_k", "q6_k", "q4_k_m"] {
-        let q = Quant::parse(quant).unwrap();
+    // Q2_K, Q3_K, IQ4_NL and IQ4_XS are not offered by `--quant` (no llama.cpp quantizer
+    // here), but a model of them runs the same way: through the library, with the simple
+    // encoder's blocks.
+    for quant in [
+        "q4_k", "q5_k", "q6_k", "q4_k_m", "q2_k", "q3_k", "iq4_nl", "iq4_xs",
+    ] {
+        let q = Quant::parse(quant).unwrap_or_else(|| Quant::To(DType::parse(quant).unwrap()));
         let mut used = Vec::new();
         let plain = k_quant_checkpoint(&format!("kq-{quant}"), |_, _, v| v);
         let deq = k_quant_checkpoint(&format!("kq-{quant}-deq"), |name, cols, v| {

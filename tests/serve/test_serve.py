@@ -304,3 +304,27 @@ def test_non_streaming_client_gone_frees_kv_blocks(smol):
         time.sleep(0.05)
     assert m["infer_kv_cache_blocks_used"] == 0, m
     assert m["infer_cancelled_requests_total"] >= before["infer_cancelled_requests_total"] + 1
+
+
+def test_tokenize_and_detokenize(stories):
+    url, name = stories.url, stories.name
+    status, t = raw(url, "/tokenize", json.dumps({"model": name, "prompt": "Once upon a time"}).encode())
+    assert status == 200 and t["count"] == len(t["tokens"]) and t["tokens"][0] == 1, t
+    assert t["max_model_len"] > 0
+    # The same ids a completion reports as its prompt.
+    c = client(url).completions.create(model=name, prompt="Once upon a time", max_tokens=1, temperature=0)
+    assert c.usage.prompt_tokens == t["count"]
+    status, d = raw(url, "/detokenize", json.dumps({"model": name, "tokens": t["tokens"][1:]}).encode())
+    assert status == 200 and d["prompt"] == "Once upon a time", d
+    status, nb = raw(url, "/tokenize", json.dumps(
+        {"model": name, "prompt": "Once upon a time", "add_special_tokens": False}).encode())
+    assert status == 200 and nb["tokens"] == t["tokens"][1:], nb
+    for path, body, field in [
+        ("/tokenize", {"prompt": "x", "messages": [{"role": "user", "content": "x"}]}, "prompt"),
+        ("/tokenize", {"prompt": "x", "temperature": 0}, "temperature"),
+        ("/detokenize", {"tokens": [999999]}, "tokens"),
+    ]:
+        status, err = raw(url, path, json.dumps({"model": name, **body}).encode())
+        assert status == 400 and err["error"]["param"] == field, (path, body, err)
+    status, _ = raw(url, "/tokenize", json.dumps({"model": "other", "prompt": "x"}).encode())
+    assert status == 404

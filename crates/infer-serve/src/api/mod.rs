@@ -24,7 +24,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::engine::{EngineHandle, Event, Failure, GenRequest, Shutdown, SpecOptions, SubmitError};
-use request::{ChatRequest, CompletionRequest, Prompt, chat_messages, parse};
+use request::{
+    ChatRequest, CompletionRequest, DetokenizeRequest, Prompt, TokenizeRequest, chat_messages,
+    parse,
+};
 use response::{
     ApiError, ChatChoice, ChatDelta, Delta, ErrorBody, ErrorDetail, Health, Kind, Logprobs,
     ModelCard, ModelList, TextChoice, Usage,
@@ -143,6 +146,8 @@ pub fn router(engine: EngineHandle, tok: Arc<Tokenizer>, opts: ServeOptions) -> 
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(fallback)
@@ -206,6 +211,72 @@ async fn completions(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejec
         Ok(req) => completions_inner(&app, req).await,
         Err(e) => Err(e),
     };
+    finish(&app, r)
+}
+
+async fn tokenize(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let r = parse::<TokenizeRequest>(body).and_then(|req| {
+        app.check_model(&req.model)?;
+        let ids = match (&req.prompt, &req.messages) {
+            (Some(p), None) => {
+                if req.add_generation_prompt.is_some() {
+                    return Err(ApiError::bad(
+                        "add_generation_prompt",
+                        "applies to `messages`, not `prompt`",
+                    ));
+                }
+                app.tok
+                    .encode(p, req.add_special_tokens.unwrap_or(true))
+                    .map_err(|e| ApiError::bad("prompt", e.to_string()))?
+            }
+            (None, Some(m)) => {
+                if req.add_special_tokens.is_some() {
+                    return Err(ApiError::bad(
+                        "add_special_tokens",
+                        "applies to `prompt`; the chat template places the special tokens",
+                    ));
+                }
+                let msgs = chat_messages(m)?;
+                let text = app
+                    .tok
+                    .apply_chat_template(&msgs, req.add_generation_prompt.unwrap_or(true))
+                    .map_err(|e| ApiError::bad("messages", format!("chat template: {e}")))?;
+                app.tok
+                    .encode(&text, false)
+                    .map_err(|e| ApiError::bad("messages", e.to_string()))?
+            }
+            _ => {
+                return Err(ApiError::bad(
+                    "prompt",
+                    "give exactly one of `prompt` and `messages`",
+                ));
+            }
+        };
+        Ok(axum::Json(serde_json::json!({
+            "tokens": ids,
+            "count": ids.len(),
+            "max_model_len": app.engine.context,
+        }))
+        .into_response())
+    });
+    finish(&app, r)
+}
+
+async fn detokenize(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let r = parse::<DetokenizeRequest>(body).and_then(|req| {
+        app.check_model(&req.model)?;
+        if let Some(&bad) = req.tokens.iter().find(|&&t| t as usize >= app.engine.vocab) {
+            return Err(ApiError::bad(
+                "tokens",
+                format!("token id {bad} is not in the vocabulary"),
+            ));
+        }
+        let text = app
+            .tok
+            .decode(&req.tokens, false)
+            .map_err(|e| ApiError::bad("tokens", e.to_string()))?;
+        Ok(axum::Json(serde_json::json!({ "prompt": text })).into_response())
+    });
     finish(&app, r)
 }
 

@@ -60,7 +60,14 @@ pub(super) struct Message {
 
 /// A request body's top-level fields: the ones it reads.
 pub(super) trait Fields {
+    /// The fields beside [`COMMON_FIELDS`].
     const FIELDS: &'static [&'static str];
+    /// Whether the body also takes [`COMMON_FIELDS`] (the generation endpoints do).
+    const COMMON: bool = true;
+
+    fn accepts(k: &str) -> bool {
+        Self::FIELDS.contains(&k) || (Self::COMMON && COMMON_FIELDS.contains(&k))
+    }
 }
 
 /// [`Common`]'s fields, and `user` (an end-user id for the caller's own bookkeeping, which
@@ -95,6 +102,45 @@ impl Fields for ChatRequest {
 
 impl Fields for CompletionRequest {
     const FIELDS: &'static [&'static str] = &["prompt", "logprobs", "echo"];
+}
+
+impl Fields for TokenizeRequest {
+    const FIELDS: &'static [&'static str] = &[
+        "model",
+        "prompt",
+        "messages",
+        "add_special_tokens",
+        "add_generation_prompt",
+    ];
+    const COMMON: bool = false;
+}
+
+impl Fields for DetokenizeRequest {
+    const FIELDS: &'static [&'static str] = &["model", "tokens"];
+    const COMMON: bool = false;
+}
+
+/// `POST /tokenize` (vLLM's shape): a `prompt`, or chat `messages` rendered by the template.
+#[derive(Deserialize)]
+pub(super) struct TokenizeRequest {
+    pub model: String,
+    #[serde(default)]
+    pub prompt: Option<String>,
+    #[serde(default)]
+    pub messages: Option<Vec<Message>>,
+    /// Prompt only: add the tokenizer's special tokens (BOS); default true.
+    #[serde(default)]
+    pub add_special_tokens: Option<bool>,
+    /// Messages only: end with the assistant turn's opening; default true.
+    #[serde(default)]
+    pub add_generation_prompt: Option<bool>,
+}
+
+/// `POST /detokenize`.
+#[derive(Deserialize)]
+pub(super) struct DetokenizeRequest {
+    pub model: String,
+    pub tokens: Vec<u32>,
 }
 
 /// The fields both endpoints share.
@@ -186,10 +232,7 @@ pub(super) fn parse<T: for<'de> Deserialize<'de> + Fields>(
             "the request body must be a JSON object",
         ));
     };
-    if let Some(k) = obj
-        .keys()
-        .find(|k| !COMMON_FIELDS.contains(&k.as_str()) && !T::FIELDS.contains(&k.as_str()))
-    {
+    if let Some(k) = obj.keys().find(|k| !T::accepts(k)) {
         return Err(ApiError::bad(
             k.clone(),
             format!(
@@ -202,16 +245,22 @@ pub(super) fn parse<T: for<'de> Deserialize<'de> + Fields>(
 }
 
 impl App {
-    fn sampling(&self, c: &Common) -> Result<SamplingParams, ApiError> {
-        if c.model != self.opts.model_name {
+    /// A 404 unless `model` is the served model's id.
+    pub(super) fn check_model(&self, model: &str) -> Result<(), ApiError> {
+        if model != self.opts.model_name {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "the model `{}` does not exist (this server serves `{}`)",
-                    c.model, self.opts.model_name
+                    "the model `{model}` does not exist (this server serves `{}`)",
+                    self.opts.model_name
                 ),
             ));
         }
+        Ok(())
+    }
+
+    fn sampling(&self, c: &Common) -> Result<SamplingParams, ApiError> {
+        self.check_model(&c.model)?;
         if c.n.is_some_and(|n| n != 1) {
             return Err(ApiError::bad("n", "only n = 1 is supported"));
         }

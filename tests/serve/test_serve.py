@@ -328,3 +328,31 @@ def test_tokenize_and_detokenize(stories):
         assert status == 400 and err["error"]["param"] == field, (path, body, err)
     status, _ = raw(url, "/tokenize", json.dumps({"model": "other", "prompt": "x"}).encode())
     assert status == 404
+
+
+def test_prefix_cache_gives_the_same_tokens_bit_for_bit(stories):
+    """Prompts sharing leading blocks reuse their cached K and V (counted in /metrics) and
+    get exactly the tokens and log-probabilities of a server that computes every prompt."""
+    from conftest import STORIES, Server, model_path
+    cold = Server(model_path(STORIES), "nocache", "--no-prefix-cache", "--kv-tokens", "4096")
+    try:
+        system = "Once upon a time there was a little girl named Lily who loved to play. " * 6
+        prompts = [system + "One day", system + "One day", system + "She saw a big dog", system]
+
+        def ask(server, p):
+            c = client(server.url).completions.create(
+                model=server.name, prompt=p, max_tokens=16, temperature=0, logprobs=5,
+                extra_body={"ignore_eos": True})
+            lp = c.choices[0].logprobs
+            return c.choices[0].text, lp.token_logprobs, lp.top_logprobs
+
+        before = stories.metrics()["infer_prefix_cache_hit_tokens_total"]
+        with_cache = [ask(stories, p) for p in prompts]
+        hits = stories.metrics()["infer_prefix_cache_hit_tokens_total"] - before
+        without = [ask(cold, p) for p in prompts]
+        assert with_cache == without
+        # The three later prompts each found the shared system prompt's whole blocks.
+        assert hits >= 3 * 16 * 5, hits
+        assert cold.metrics()["infer_prefix_cache_hit_tokens_total"] == 0
+    finally:
+        cold.stop()

@@ -57,6 +57,9 @@ pub struct ServeArgs {
     /// `draft_tokens`; default: adapted from the acceptance rate.
     #[arg(long = "draft-tokens")]
     pub draft_tokens: Option<usize>,
+    /// Compute every prompt in full (no sharing of cached prompt blocks).
+    #[arg(long = "no-prefix-cache")]
+    pub no_prefix_cache: bool,
     /// After SIGTERM / SIGINT, seconds in-flight requests may run before they are ended
     /// (new requests get 503 meanwhile).
     #[arg(long = "shutdown-timeout", default_value_t = 30.0)]
@@ -135,7 +138,13 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     );
     let tok = Arc::new(tok);
     let metrics = Arc::new(infer_serve::Metrics::default());
-    let engine = infer_serve::Engine::spawn(model, tok.clone(), metrics, a.max_waiting);
+    let engine = infer_serve::Engine::spawn(
+        model,
+        tok.clone(),
+        metrics,
+        a.max_waiting,
+        !a.no_prefix_cache,
+    );
     infer_serve::serve(
         engine,
         tok,

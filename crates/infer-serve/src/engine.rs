@@ -160,6 +160,10 @@ struct Seq<'t> {
     text: TextStream<'t>,
     last: Option<Instant>,
     spec: Option<Spec>,
+    /// Prompt blocks registered in the prefix cache (or taken from it), and the chained
+    /// hash of the last of them.
+    registered: usize,
+    parent_hash: u64,
 }
 
 impl Seq<'_> {
@@ -192,12 +196,14 @@ pub struct Engine<'t> {
 }
 
 impl Engine<'_> {
-    /// Starts the engine thread; requests beyond `max_waiting` queued ones are refused.
+    /// Starts the engine thread; requests beyond `max_waiting` queued ones are refused;
+    /// `prefix_cache`: prompts share the cached K and V of the blocks they start with.
     pub fn spawn(
         model: BatchedModel,
         tok: Arc<Tokenizer>,
         metrics: Arc<Metrics>,
         max_waiting: usize,
+        prefix_cache: bool,
     ) -> EngineHandle {
         let (tx, rx) = mpsc::channel();
         let bc = model.bc;
@@ -222,7 +228,7 @@ impl Engine<'_> {
                     shutdown,
                     waiting: VecDeque::new(),
                     running: Vec::new(),
-                    blocks: BlockAllocator::new(bc.n_blocks),
+                    blocks: BlockAllocator::with_caching(bc.n_blocks, prefix_cache),
                     free_slots: (0..bc.max_seqs).rev().collect(),
                     table: vec![0; bc.max_seqs * bc.max_blocks()],
                     model,
@@ -379,10 +385,30 @@ impl Engine<'_> {
 
     /// Starts a sequence admitted with `max_new` tokens to generate in `blocks` KV blocks.
     fn start(&mut self, req: GenRequest, max_new: usize, blocks: usize) {
-        let blocks = self
+        // The prompt's leading blocks already in the cache (never its last token, whose
+        // logits the sequence needs), then fresh ones: admission counted `blocks` free,
+        // and cached blocks nobody held are among those.
+        let bs = self.model.bc.block_size;
+        let mut held = self
             .blocks
-            .alloc(blocks)
-            .expect("admission counted the free blocks");
+            .lookup(&req.prompt, bs, (req.prompt.len() - 1) / bs);
+        let hits = held.len();
+        held.extend(
+            self.blocks
+                .alloc(blocks - hits)
+                .expect("admission counted the free blocks"),
+        );
+        let blocks = held;
+        let parent_hash = crate::kv::prefix_hashes(&req.prompt[..hits * bs], bs)
+            .last()
+            .copied()
+            .unwrap_or(0);
+        self.metrics
+            .prompt_tokens
+            .fetch_add(req.prompt.len() as u64, Relaxed);
+        self.metrics
+            .prefix_cache_hit_tokens
+            .fetch_add((hits * bs) as u64, Relaxed);
         let slot = self
             .free_slots
             .pop()
@@ -416,7 +442,9 @@ impl Engine<'_> {
             blocks,
             tokens: req.prompt.clone(),
             n_prompt: req.prompt.len(),
-            cached: 0,
+            cached: hits * bs,
+            registered: hits,
+            parent_hash,
             max_new,
             sampler: Sampler::new(req.params.clone()),
             text,
@@ -495,11 +523,6 @@ impl Engine<'_> {
         let mut finished = Vec::new();
         for (i, take, done, draft) in owners {
             let s = &mut self.running[i];
-            if s.cached == 0 {
-                self.metrics
-                    .prompt_tokens
-                    .fetch_add(s.n_prompt as u64, Relaxed);
-            }
             s.cached += take;
             if !done {
                 continue;
@@ -560,6 +583,10 @@ impl Engine<'_> {
                 }
             }
         }
+        let bs = self.model.bc.block_size;
+        for s in &mut self.running {
+            register_prompt_blocks(&mut self.blocks, s, bs);
+        }
         finished.sort_unstable_by(|a, b| b.cmp(a));
         for i in finished {
             let mut s = self.running.swap_remove(i);
@@ -567,6 +594,19 @@ impl Engine<'_> {
         }
         self.gauges();
         Ok(())
+    }
+}
+
+/// Registers the sequence's prompt blocks whose K and V are all written, for later prompts
+/// that start the same way (the prefix cache).
+fn register_prompt_blocks(blocks: &mut BlockAllocator, s: &mut Seq<'_>, bs: usize) {
+    let full = s.cached.min(s.n_prompt) / bs;
+    while s.registered < full {
+        let i = s.registered;
+        let chunk = &s.tokens[i * bs..(i + 1) * bs];
+        blocks.register(s.blocks[i], s.parent_hash, chunk);
+        s.parent_hash = crate::kv::block_hash(s.parent_hash, chunk);
+        s.registered += 1;
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub cancelled: AtomicU64,
     pub draft_tokens: AtomicU64,
     pub accepted_tokens: AtomicU64,
+    /// Prompt tokens whose K and V came from the prefix cache.
+    pub prefix_cache_hit_tokens: AtomicU64,
     ttft: Mutex<Histogram>,
     itl: Mutex<Histogram>,
 }
@@ -108,7 +110,7 @@ impl Metrics {
             (
                 "infer_prompt_tokens_total",
                 "counter",
-                "Prompt tokens prefilled.",
+                "Prompt tokens of admitted requests (prefix-cache hits included).",
                 &self.prompt_tokens,
             ),
             (
@@ -140,6 +142,12 @@ impl Metrics {
                 "counter",
                 "Speculative draft tokens accepted.",
                 &self.accepted_tokens,
+            ),
+            (
+                "infer_prefix_cache_hit_tokens_total",
+                "counter",
+                "Prompt tokens whose K and V came from the prefix cache (not computed).",
+                &self.prefix_cache_hit_tokens,
             ),
         ] {
             let _ = writeln!(

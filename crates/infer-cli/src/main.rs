@@ -1,7 +1,8 @@
 //! `infer`: run, chat with and benchmark language models on any wgpu adapter.
 //!
 //! One module per command: `generate.rs` (`run`, `chat`), `bench.rs`, `devices.rs`,
-//! `serve.rs`, `bench_serve.rs` (the load generator); `args.rs` holds the shared flags.
+//! `serve.rs`, `bench_serve.rs` (the load generator), `synth.rs`; `args.rs` holds the
+//! shared flags.
 
 mod args;
 mod bench;
@@ -9,6 +10,7 @@ mod bench_serve;
 mod devices;
 mod generate;
 mod serve;
+mod synth;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -45,6 +47,9 @@ enum Cmd {
     /// Load-test a running `infer serve`: aggregate tok/s and TTFT / inter-token latency
     /// at several concurrency levels.
     BenchServe(BenchServeArgs),
+    /// Write a random-weight model of a real shape (Llama-3.2-1B, Llama-3.1-8B, Qwen3-8B)
+    /// as a Hugging Face folder, for benchmarks without a download.
+    Synth(synth::SynthArgs),
 }
 
 fn main() -> Result<()> {
@@ -55,5 +60,6 @@ fn main() -> Result<()> {
         Cmd::Bench(a) => bench::bench(a),
         Cmd::Serve(a) => serve::serve(a),
         Cmd::BenchServe(a) => bench_serve::bench_serve(a),
+        Cmd::Synth(a) => synth::synth(a),
     }
 }

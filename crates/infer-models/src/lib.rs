@@ -18,6 +18,7 @@ pub mod phi3;
 pub mod runner;
 pub mod source;
 pub mod step;
+pub mod synth;
 pub mod tokenizer;
 mod weights;
 

@@ -57,6 +57,12 @@ pub struct ServeArgs {
     /// `draft_tokens`; default: adapted from the acceptance rate.
     #[arg(long = "draft-tokens")]
     pub draft_tokens: Option<usize>,
+    /// Require `Authorization: Bearer <KEY>` on every route but /health (401 otherwise).
+    #[arg(long = "api-key")]
+    pub api_key: Option<String>,
+    /// With --api-key: /metrics stays open (for a scraper without the key).
+    #[arg(long = "metrics-public")]
+    pub metrics_public: bool,
     /// Compute every prompt in full (no sharing of cached prompt blocks).
     #[arg(long = "no-prefix-cache")]
     pub no_prefix_cache: bool,
@@ -93,6 +99,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     }
     if !(a.shutdown_timeout.is_finite() && a.shutdown_timeout >= 0.0) {
         bail!("--shutdown-timeout {}: seconds, >= 0", a.shutdown_timeout);
+    }
+    if a.api_key.as_deref() == Some("") {
+        bail!("--api-key: an empty key would let anyone in");
+    }
+    if a.metrics_public && a.api_key.is_none() {
+        bail!("--metrics-public only means something with --api-key");
     }
     if a.ctx_size == Some(0) {
         bail!("--ctx-size 0: a sequence needs at least 1 position");
@@ -157,6 +169,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             prompt_lookup: a.prompt_lookup,
             draft_tokens: a.draft_tokens,
             shutdown_timeout: std::time::Duration::from_secs_f64(a.shutdown_timeout),
+            api_key: a.api_key.clone(),
+            metrics_public: a.metrics_public,
         },
     )?;
     Ok(())

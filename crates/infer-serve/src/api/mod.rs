@@ -53,6 +53,10 @@ pub struct ServeOptions {
     pub draft_tokens: Option<usize>,
     /// After SIGTERM / SIGINT, how long in-flight requests may run before they are ended.
     pub shutdown_timeout: std::time::Duration,
+    /// Requests must carry `Authorization: Bearer <key>` (401 otherwise); `/health` never
+    /// needs it, `/metrics` unless `metrics_public`.
+    pub api_key: Option<String>,
+    pub metrics_public: bool,
 }
 
 struct App {
@@ -60,6 +64,8 @@ struct App {
     tok: Arc<Tokenizer>,
     opts: ServeOptions,
     next_id: AtomicU64,
+    /// The ids given to requests that bring no `x-request-id`.
+    request_ids: AtomicU64,
     created: u64,
 }
 
@@ -140,6 +146,7 @@ pub fn router(engine: EngineHandle, tok: Arc<Tokenizer>, opts: ServeOptions) -> 
         tok,
         opts,
         next_id: AtomicU64::new(1),
+        request_ids: AtomicU64::new(1),
         created: now_secs(),
     });
     Router::new()
@@ -153,7 +160,60 @@ pub fn router(engine: EngineHandle, tok: Arc<Tokenizer>, opts: ServeOptions) -> 
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), gate))
         .with_state(app)
+}
+
+/// Every request: the API key where one is set, its `x-request-id` (the client's, if it
+/// sends a sane one, else a new one) echoed on the response, and one access-log line (the
+/// time is to the response's headers: a stream's first chunk).
+async fn gate(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("req-{:x}", app.request_ids.fetch_add(1, Relaxed)));
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let open = path == "/health" || (path == "/metrics" && app.opts.metrics_public);
+    let mut resp = match &app.opts.api_key {
+        Some(key) if !open && !bearer_matches(req.headers(), key) => {
+            app.engine.metrics.request(401);
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "a valid API key is required (Authorization: Bearer <key>)",
+            )
+            .with_code("invalid_api_key")
+            .into_response()
+        }
+        _ => next.run(req).await,
+    };
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    eprintln!(
+        "infer serve: {id} {method} {path} {} {:.1} ms",
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    resp
+}
+
+/// Whether the request's `Authorization: Bearer` token is `key`, compared in constant time.
+fn bearer_matches(headers: &axum::http::HeaderMap, key: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    bool::from(given.as_bytes().ct_eq(key.as_bytes()))
 }
 
 async fn fallback(State(app): State<Arc<App>>) -> Response {

@@ -605,18 +605,6 @@ impl ModelConfig {
         })
         .and_then(|mut cfg| {
             cfg.check(&g.path, Some(name))?;
-            // Every layer has tensors of its own: more layers than tensors is a corrupt count.
-            if cfg.n_layers > g.tensors.len() {
-                return Err(ModelError::BadField {
-                    path: g.path.clone(),
-                    field: k("block_count"),
-                    reason: format!(
-                        "{} layers but the file holds {} tensors",
-                        cfg.n_layers,
-                        g.tensors.len()
-                    ),
-                });
-            }
             cfg.ext = arch_params_from_gguf(g, &cfg)?;
             Ok(cfg)
         })

@@ -73,6 +73,19 @@ pub fn open(path: &ModelPath) -> Result<(Source, ModelConfig)> {
         ModelPath::Gguf(f) => {
             let g = GgufFile::open(f)?;
             let cfg = ModelConfig::from_gguf(&g)?;
+            // Every layer has tensors of its own: more layers than tensors is a corrupt
+            // count, refused before anything is sized from it.
+            if cfg.n_layers > g.tensors.len() {
+                return Err(ModelError::BadField {
+                    path: f.clone(),
+                    field: format!("{}.block_count", cfg.arch.gguf_name),
+                    reason: format!(
+                        "{} layers but the file holds {} tensors",
+                        cfg.n_layers,
+                        g.tensors.len()
+                    ),
+                });
+            }
             Ok((Source::Gguf(g), cfg))
         }
     }

@@ -379,7 +379,6 @@ fn k_and_i_quant_tensors_load_and_bad_blocks_are_named() {
 /// naming the key; the same file with sane numbers gives a config.
 #[test]
 fn absurd_hyperparameters_are_errors_naming_the_key() {
-    use infer_models::config::ModelConfig;
     let base = |over: &[(&str, GgufValue)]| {
         let mut kv: Vec<(&str, GgufValue)> = vec![
             ("general.architecture", GgufValue::String("llama".into())),
@@ -407,8 +406,8 @@ fn absurd_hyperparameters_are_errors_naming_the_key() {
             .tensor("token_embd.weight", &[64, 8], 0, vec![0; 64 * 8 * 4])
             .tensor("output_norm.weight", &[64], 0, vec![0; 64 * 4]);
         let file = TempFile::with(&w.bytes());
-        let g = GgufFile::open(file.path()).expect("opens");
-        ModelConfig::from_gguf(&g)
+        let path = infer_models::load::ModelPath::Gguf(file.path().to_path_buf());
+        infer_models::load::open(&path)
             .map(|_| ())
             .map_err(|e| e.to_string())
     };
